@@ -1,0 +1,170 @@
+"""VAE checkpoints: one ``.safetensors`` file with a JSON config in its metadata. No pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ._errors import VarMixupError
+from ._vae import ConvVAE, VAEConfig
+
+__all__ = ["save_vae", "load_vae", "read_vae_metadata", "FORMAT_NAME", "FORMAT_VERSION"]
+
+FORMAT_NAME = "varmixup-aug-vae"
+FORMAT_VERSION = 1
+_METADATA_KEY = "varmixup_aug"
+_ARCHITECTURES = {"ConvVAE": ConvVAE}
+
+
+def save_vae(
+    vae: ConvVAE,
+    path: str | os.PathLike[str],
+    *,
+    trained_on: str = "unknown",
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``vae`` to ``path`` as safetensors with a JSON config in the metadata.
+
+    Args:
+        vae: a :class:`ConvVAE`.
+        path: destination file, conventionally ending in ``.safetensors``.
+        trained_on: free text naming the training data, stored in the metadata.
+        extra: more JSON-serialisable metadata (e.g. the training report).
+
+    The file is written to a temporary name and renamed, so a crash never leaves a
+    half-written checkpoint at ``path``.
+    """
+    if not isinstance(vae, ConvVAE):
+        raise VarMixupError(
+            f"save_vae expects a ConvVAE, got {type(vae).__name__}; save other modules with their own format"
+        )
+    path = Path(path)
+    header = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "architecture": type(vae).__name__,
+        "config": vae.config.to_dict(),
+        "input_range": list(vae.config.input_range),
+        "trained_on": trained_on,
+        "extra": extra or {},
+    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in vae.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(header, sort_keys=True)})
+    os.replace(tmp, path)
+    return path
+
+
+def _check_header_bytes(path: Path) -> None:
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise VarMixupError(f"{path}: not a safetensors file (only {size} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8 or n == 0:
+            raise VarMixupError(
+                f"{path}: not a safetensors file, or truncated (header claims {n} bytes, file has {size})"
+            )
+        first = f.read(1)
+        if first != b"{":
+            raise VarMixupError(f"{path}: not a safetensors file (header is not JSON)")
+
+
+def read_vae_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return the JSON header stored in a VAE checkpoint, without loading tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise VarMixupError(f"{path}: checkpoint file does not exist")
+    _check_header_bytes(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types
+        raise VarMixupError(f"{path}: cannot read safetensors header, the file may be truncated or corrupt ({exc})") from exc
+    if _METADATA_KEY not in meta:
+        raise VarMixupError(
+            f"{path}: safetensors file has no '{_METADATA_KEY}' metadata; it was not written by save_vae"
+        )
+    try:
+        header = json.loads(meta[_METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise VarMixupError(f"{path}: '{_METADATA_KEY}' metadata is not valid JSON ({exc})") from exc
+    if header.get("format") != FORMAT_NAME:
+        raise VarMixupError(f"{path}: unknown checkpoint format {header.get('format')!r}, expected {FORMAT_NAME!r}")
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise VarMixupError(
+            f"{path}: unsupported format_version {version!r}; this varmixup-aug reads version {FORMAT_VERSION}"
+            " (upgrade the package to read newer files)"
+        )
+    return header
+
+
+def load_vae(
+    path: str | os.PathLike[str],
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> ConvVAE:
+    """Load a VAE written by :func:`save_vae`.
+
+    Args:
+        path: the ``.safetensors`` checkpoint.
+        device: where to put the model (default: CPU).
+        dtype: floating dtype of the parameters (default: as stored).
+
+    Returns:
+        The VAE in eval mode with ``requires_grad`` off.
+
+    Raises:
+        VarMixupError: the file is missing, truncated, not safetensors, of another format or
+            version, or its tensors do not match the architecture in its config.
+    """
+    path = Path(path)
+    header = read_vae_metadata(path)
+    arch = header.get("architecture")
+    if arch not in _ARCHITECTURES:
+        raise VarMixupError(f"{path}: unknown architecture {arch!r}; known: {sorted(_ARCHITECTURES)}")
+    try:
+        config = VAEConfig.from_dict(header["config"])
+    except (KeyError, TypeError) as exc:
+        raise VarMixupError(f"{path}: invalid VAE config in metadata ({exc})") from exc
+    except VarMixupError as exc:
+        raise VarMixupError(f"{path}: invalid VAE config in metadata ({exc})") from exc
+    vae = _ARCHITECTURES[arch](config)
+    expected = vae.state_dict()
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            keys = set(f.keys())
+            missing = sorted(set(expected) - keys)
+            extra = sorted(keys - set(expected))
+            if missing or extra:
+                raise VarMixupError(
+                    f"{path}: tensors do not match the {arch} config: missing {missing[:5]}, unexpected {extra[:5]}"
+                )
+            state = {}
+            for k in expected:
+                t = f.get_tensor(k)
+                if t.shape != expected[k].shape:
+                    raise VarMixupError(
+                        f"{path}: tensor {k!r} has shape {tuple(t.shape)}, expected {tuple(expected[k].shape)}"
+                    )
+                state[k] = t
+    except VarMixupError:
+        raise
+    except Exception as exc:
+        raise VarMixupError(f"{path}: cannot read tensors, the file may be truncated or corrupt ({exc})") from exc
+    vae.load_state_dict(state)
+    vae.trained_on = header.get("trained_on", "unknown")  # type: ignore[attr-defined]
+    vae.checkpoint_metadata = header  # type: ignore[attr-defined]
+    vae.eval().requires_grad_(False)
+    return vae.to(device=device, dtype=dtype)

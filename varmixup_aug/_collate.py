@@ -1,0 +1,188 @@
+"""``VarMixupCollate`` (a drop-in ``collate_fn``) and ``VarMixupLoader`` (VarMixup on the GPU)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from ._data import to_float_image
+from ._errors import VarMixupError
+from ._mixup import Posterior, VarMixup
+from ._vae import VAEProtocol
+
+__all__ = ["VarMixupCollate", "VarMixupLoader", "collate_images"]
+
+
+def collate_images(batch: Sequence[Any]) -> tuple[Tensor | Posterior, Tensor]:
+    """Stack ``(image, label)`` pairs into ``(images, labels)``.
+
+    Images may be tensors ``(C, H, W)`` (float, or uint8 scaled to [0, 1]), PIL images, HWC
+    numpy arrays (e.g. from albumentations; uint8 scaled to [0, 1]), or :class:`Posterior`
+    items from :class:`VarMixupDataset`. Labels may be ints, 0-d tensors or soft-label vectors.
+    """
+    if len(batch) == 0:
+        raise VarMixupError("batch is empty")
+    first = batch[0]
+    if not isinstance(first, (tuple, list)) or len(first) != 2:
+        raise VarMixupError(
+            f"each dataset item must be an (image, label) pair, got {type(first).__name__}"
+            + (f" of length {len(first)}" if isinstance(first, (tuple, list)) else "")
+        )
+    labels_in = [item[1] for item in batch]
+    if isinstance(labels_in[0], Tensor) and labels_in[0].ndim == 1:
+        labels = torch.stack([torch.as_tensor(y) for y in labels_in]).float()
+    else:
+        try:
+            labels = torch.as_tensor([int(y) for y in labels_in], dtype=torch.long)
+        except (TypeError, ValueError) as exc:
+            raise VarMixupError(f"labels must be ints or soft-label vectors, got {labels_in[0]!r}") from exc
+    if isinstance(first[0], Posterior):
+        mu = torch.stack([item[0].mu for item in batch])
+        logvar = torch.stack([item[0].logvar for item in batch])
+        return Posterior(mu, logvar), labels
+    images = [to_float_image(item[0]) for item in batch]
+    shapes = {tuple(im.shape) for im in images}
+    if len(shapes) > 1:
+        raise VarMixupError(f"images in a batch must share one shape (C, H, W), got {sorted(shapes)}; resize them")
+    dtypes = {im.dtype for im in images}
+    dtype = images[0].dtype if len(dtypes) == 1 else torch.float32
+    return torch.stack([im.to(dtype) for im in images]), labels
+
+
+class VarMixupCollate:
+    """A ``collate_fn`` that returns VarMixup batches ``(images, soft_targets)``.
+
+    It takes what ``default_collate`` takes for image classification: a list of
+    ``(image, label)`` pairs (see :func:`collate_images` for the accepted image types),
+    stacks them, and applies :class:`VarMixup` with the arguments given here.
+
+    Shapes: images ``(B, C, H, W)`` float, targets ``(B, num_classes)``.
+
+    Workers: the collate pickles and runs in DataLoader workers under fork, spawn and
+    forkserver, with the VAE on the CPU. Each worker and each distributed rank draws from
+    its own random stream (see ``seed``). A CUDA ``device`` is refused inside a worker,
+    because initialising CUDA in a forked process breaks it; to generate on the GPU with
+    workers, collate with workers and mix in the main process with :class:`VarMixupLoader`.
+
+    Args:
+        vae: the VAE (any :class:`VAEProtocol`); ``None`` only with ``space="input"``.
+        device: where to run the VAE; moves the VAE there. ``None`` keeps the VAE where it
+            is and expects the images there (the CPU for plain DataLoader batches).
+            Outputs are returned on this device.
+        **kwargs: everything :class:`VarMixup` takes (``num_classes``, ``alpha``,
+            ``lam_per_sample``, ``prob``, ``posterior``, ``space``, ``residual``,
+            ``label_smoothing``, ``input_normalization``, ``autocast_dtype``, ``seed``,
+            ``generator``).
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> from varmixup_aug import VarMixupCollate
+        >>> ds = TensorDataset(torch.rand(8, 3, 32, 32), torch.arange(8) % 4)
+        >>> loader = DataLoader(ds, batch_size=4, collate_fn=VarMixupCollate(None, num_classes=4, space="input", seed=0))
+        >>> x, t = next(iter(loader))
+        >>> tuple(x.shape), tuple(t.shape)
+        ((4, 3, 32, 32), (4, 4))
+    """
+
+    def __init__(
+        self,
+        vae: VAEProtocol | None,
+        *,
+        num_classes: int,
+        alpha: float = 1.0,
+        lam_per_sample: bool = True,
+        prob: float = 1.0,
+        posterior: Literal["sample", "mean"] = "sample",
+        space: Literal["latent", "input"] = "latent",
+        residual: bool = False,
+        label_smoothing: float = 0.0,
+        input_normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.device = torch.device(device) if device is not None else None
+        if self.device is not None and self.device.type == "cuda" and not torch.cuda.is_available():
+            raise VarMixupError(f"device={device!r} but CUDA is not available; use device=None or 'cpu'")
+        if self.device is not None and isinstance(vae, torch.nn.Module):
+            vae = vae.to(self.device)
+        self.mixer = VarMixup(
+            vae, num_classes=num_classes, alpha=alpha, lam_per_sample=lam_per_sample, prob=prob,
+            posterior=posterior, space=space, residual=residual, label_smoothing=label_smoothing,
+            input_normalization=input_normalization, autocast_dtype=autocast_dtype, seed=seed, generator=generator,
+        )
+
+    def __call__(self, batch: Sequence[Any]) -> tuple[Tensor, Tensor]:
+        if self.device is not None and self.device.type != "cpu" and torch.utils.data.get_worker_info() is not None:
+            raise VarMixupError(
+                f"VarMixupCollate(device={str(self.device)!r}) cannot run inside a DataLoader worker: CUDA must not "
+                "be initialised in a worker process. Use num_workers=0, or collate on the CPU in the workers and "
+                "mix on the GPU with VarMixupLoader(loader, VarMixup(vae.cuda(), ...), device='cuda')"
+            )
+        images, labels = collate_images(batch)
+        if self.device is not None:
+            nb = self.device.type == "cuda"
+            if isinstance(images, Posterior):
+                images = Posterior(images.mu.to(self.device, non_blocking=nb), images.logvar.to(self.device, non_blocking=nb))
+            else:
+                images = images.to(self.device, non_blocking=nb)
+            labels = labels.to(self.device, non_blocking=nb)
+        return self.mixer(images, labels)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.mixer!r}, device={self.device})"
+
+
+class VarMixupLoader:
+    """Wraps a DataLoader of plain ``(images, labels)`` batches and applies VarMixup on ``device``.
+
+    The pattern for generating on the GPU with many workers: the workers decode and
+    collate on the CPU (``pin_memory=True`` helps), this wrapper copies each batch with
+    ``non_blocking=True`` and runs the VAE on the GPU in the main process.
+
+    Args:
+        loader: any iterable of ``(images, labels)`` batches (``images (B, C, H, W)``
+            float, or a :class:`Posterior`).
+        mixer: a :class:`VarMixup` whose VAE lives on ``device``.
+        device: where to move batches; default: the VAE's device.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> from varmixup_aug import VarMixup, VarMixupLoader
+        >>> ds = TensorDataset(torch.rand(8, 3, 8, 8), torch.arange(8) % 2)
+        >>> loader = VarMixupLoader(DataLoader(ds, batch_size=4), VarMixup(None, num_classes=2, space="input"))
+        >>> len(loader), tuple(next(iter(loader))[1].shape)
+        (2, (4, 2))
+    """
+
+    def __init__(self, loader: Iterable[Any], mixer: VarMixup, *, device: torch.device | str | None = None) -> None:
+        if not isinstance(mixer, VarMixup):
+            raise VarMixupError(f"mixer must be a VarMixup, got {type(mixer).__name__}")
+        if device is None:
+            params = getattr(mixer.vae, "parameters", None)
+            first = next(iter(params()), None) if params is not None else None
+            device = first.device if first is not None else "cpu"
+        self.loader, self.mixer, self.device = loader, mixer, torch.device(device)
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        nb = self.device.type == "cuda"
+        for batch in self.loader:
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                raise VarMixupError("VarMixupLoader expects the loader to yield (images, labels) batches")
+            images, labels = batch
+            if isinstance(images, Posterior):
+                images = Posterior(images.mu.to(self.device, non_blocking=nb), images.logvar.to(self.device, non_blocking=nb))
+            else:
+                images = images.to(self.device, non_blocking=nb)
+                if not images.is_floating_point():
+                    images = images.float().div_(255.0)
+            yield self.mixer(images, labels.to(self.device, non_blocking=nb))

@@ -1,0 +1,233 @@
+"""Opening image datasets: ImageFolder directories, archives of them, torchvision names."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from ._errors import VarMixupError
+
+__all__ = ["open_image_dataset", "load_tensor_dataset", "cache_dir", "to_float_image"]
+
+_TORCHVISION_NAMES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "mnist": "MNIST", "fashionmnist": "FashionMNIST"}
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_HOLDOUT_FRACTION = 0.05
+
+
+def cache_dir() -> Path:
+    """Where archives are unpacked and downloads go: ``$VARMIXUP_AUG_CACHE`` or ``~/.cache/varmixup_aug``."""
+    root = os.environ.get("VARMIXUP_AUG_CACHE") or Path.home() / ".cache" / "varmixup_aug"
+    return Path(root)
+
+
+def _unpack_archive(archive: Path) -> Path:
+    stat = archive.stat()
+    key = hashlib.sha256(f"{archive.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    name = archive.name
+    for suffix in _ARCHIVE_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    target = cache_dir() / "unpacked" / f"{name}-{key}"
+    if (target / ".complete").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        # Archives often wrap everything in one top folder.
+        entries = [p for p in tmp.iterdir() if not p.name.startswith(".")]
+        root = entries[0] if len(entries) == 1 and entries[0].is_dir() and not _looks_like_classes(tmp) else tmp
+        (root / ".complete").touch()
+        try:
+            os.replace(root, target)
+        except OSError:  # another process finished first
+            if not (target / ".complete").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _looks_like_classes(folder: Path) -> bool:
+    subdirs = [p for p in folder.iterdir() if p.is_dir()]
+    return len(subdirs) > 1
+
+
+def _image_folder(root: Path, transform: Callable[..., Any] | None) -> Dataset:
+    from torchvision.datasets import ImageFolder
+
+    try:
+        return ImageFolder(str(root), transform=transform)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise VarMixupError(f"data_dir {root} is not an ImageFolder tree ({exc})") from exc
+
+
+def open_image_dataset(
+    source: str | os.PathLike[str],
+    split: str,
+    *,
+    transform: Callable[..., Any] | None = None,
+    download: bool = True,
+) -> Dataset:
+    """Open the ``split`` (``"train"`` or ``"test"``) of an image dataset.
+
+    ``source`` is one of:
+
+    - an ImageFolder directory; if it has ``train/`` and ``test/`` (or ``val/``) sub-folders
+      those are the splits, otherwise a fixed 5% of it is held out as ``"test"``;
+    - a ``.tar.gz``/``.tgz``/``.tar`` archive of such a directory, unpacked once into
+      :func:`cache_dir`;
+    - a torchvision dataset name (``cifar10``, ``cifar100``, ``mnist``, ``fashionmnist``),
+      downloaded into :func:`cache_dir` when online.
+
+    Items are ``(PIL image, int label)`` unless ``transform`` says otherwise.
+    """
+    if split not in ("train", "test"):
+        raise VarMixupError(f"split must be 'train' or 'test', got {split!r}")
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.exists():
+        if path.is_file():
+            if not text.endswith(_ARCHIVE_SUFFIXES):
+                raise VarMixupError(
+                    f"data_dir {path} is a file but not a .tar.gz/.tgz/.tar archive; pass a folder or an archive"
+                )
+            path = _unpack_archive(path)
+        for name in ((split,) if split == "train" else ("test", "val")):
+            if (path / name).is_dir():
+                return _image_folder(path / name, transform)
+        full = _image_folder(path, transform)
+        return _holdout_split(full, split)
+    key = text.lower().replace("-", "").replace("_", "")
+    if key in _TORCHVISION_NAMES:
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, _TORCHVISION_NAMES[key])
+        root = cache_dir() / "torchvision"
+        try:
+            return cls(str(root), train=split == "train", download=download, transform=transform)
+        except Exception as exc:  # URLError, RuntimeError("Dataset not found"), ...
+            raise VarMixupError(
+                f"could not open or download torchvision dataset {text!r} ({type(exc).__name__}: {exc}). "
+                "Offline? Pass --data-dir with an ImageFolder directory or a .tar.gz of one, "
+                "e.g. --data-dir ../shared/data/cifar10-jpg.tar.gz"
+            ) from exc
+    raise VarMixupError(
+        f"data_dir {text!r} is neither an existing folder/archive nor a known torchvision dataset "
+        f"({', '.join(sorted(_TORCHVISION_NAMES))})"
+    )
+
+
+def _holdout_split(full: Dataset, split: str) -> Dataset:
+    n = len(full)  # type: ignore[arg-type]
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(n, generator=g).tolist()
+    n_test = max(1, int(round(n * _HOLDOUT_FRACTION)))
+    idx = sorted(perm[:n_test]) if split == "test" else sorted(perm[n_test:])
+    subset = Subset(full, idx)
+    subset.classes = getattr(full, "classes", None)  # type: ignore[attr-defined]
+    return subset
+
+
+def to_float_image(image: Any) -> Tensor:
+    """One image (tensor, PIL, or HWC numpy array) to a float ``(C, H, W)`` tensor.
+
+    ``uint8`` data is scaled to [0, 1]; float data is kept as it is.
+    """
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        return pil_to_tensor(image).float().div_(255.0)
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if arr.ndim != 3:
+            raise VarMixupError(f"numpy images must be HWC or HW, got shape {image.shape}")
+        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+        return t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
+    if isinstance(image, Tensor):
+        if image.dtype == torch.uint8:
+            return image.float().div_(255.0)
+        if not image.is_floating_point():
+            raise VarMixupError(f"image tensors must be float or uint8, got {image.dtype}")
+        return image
+    raise VarMixupError(f"images must be tensors, PIL images or numpy arrays, got {type(image).__name__}")
+
+
+def _uint8_collate(batch: list[tuple[Any, int]]) -> tuple[Tensor, Tensor]:
+    import numpy as np
+    from PIL import Image
+
+    images = []
+    for img, _ in batch:
+        if isinstance(img, Image.Image):
+            from torchvision.transforms.v2.functional import pil_to_tensor
+
+            images.append(pil_to_tensor(img.convert("RGB") if img.mode not in ("RGB", "L") else img))
+        elif isinstance(img, np.ndarray):
+            images.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))
+        else:
+            images.append(img)
+    return torch.stack(images), torch.tensor([int(y) for _, y in batch])
+
+
+def load_tensor_dataset(
+    dataset: Dataset,
+    *,
+    image_size: int | None = None,
+    limit: int | None = None,
+    num_workers: int = 0,
+    desc: str = "decoding images",
+    progress: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Decode a whole (PIL or uint8) image dataset into ``uint8 (N, C, H, W)`` and labels ``(N,)``.
+
+    Images are resized with a center crop to ``image_size`` when given. ``limit`` keeps the
+    first ``limit`` items of a fixed shuffle of the dataset, so small subsets still cover
+    every class.
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    if limit is not None and limit < n:
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit]
+        dataset = Subset(dataset, sorted(perm.tolist()))
+        n = limit
+    if image_size is not None:
+        from torchvision.transforms import v2
+
+        resize = v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
+        dataset = _Mapped(dataset, resize)
+    loader = DataLoader(dataset, batch_size=512, num_workers=num_workers, collate_fn=_uint8_collate)
+    xs, ys = [], []
+    for x, y in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        raise VarMixupError("dataset is empty")
+    return torch.cat(xs), torch.cat(ys)
+
+
+class _Mapped(Dataset):
+    def __init__(self, base: Dataset, fn: Callable[[Any], Any]) -> None:
+        self.base, self.fn = base, fn
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Any, Any]:
+        x, y = self.base[i]
+        return self.fn(x), y
