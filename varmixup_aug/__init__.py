@@ -7,6 +7,7 @@ from ._checkpoint import load_vae, read_vae_metadata, save_vae
 from ._collate import VarMixupCollate, VarMixupLoader
 from ._dataset import BatchRandomCropFlip, VarMixupDataset
 from ._errors import VarMixupError
+from ._mi import MIPredictor
 from ._mixup import MixupParams, Posterior, VarMixup, draw_mixup_params, mix_targets, varmixup
 from ._pretrained import list_pretrained, load_pretrained_vae
 from ._vae import ConvVAE, VAEConfig, VAEProtocol
@@ -15,6 +16,7 @@ from ._version import __version__
 __all__ = [
     "BatchRandomCropFlip",
     "ConvVAE",
+    "MIPredictor",
     "MixupParams",
     "Posterior",
     "VAEConfig",

@@ -187,6 +187,7 @@ def train_vae(cfg: TrainVAEConfig, train_images: Tensor, eval_images: Tensor, *,
     if train_images.dtype != torch.uint8 or train_images.ndim != 4:
         raise VarMixupError(f"train_images must be uint8 (N, C, H, W), got {train_images.dtype} {tuple(train_images.shape)}")
     device = resolve_device(cfg.device)
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     vae_cfg = VAEConfig(
         image_size=cfg.image_size, channels=train_images.shape[1], latent_dim=cfg.latent_dim,
@@ -198,9 +199,8 @@ def train_vae(cfg: TrainVAEConfig, train_images: Tensor, eval_images: Tensor, *,
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
     n = train_images.shape[0]
     steps_per_epoch = max(1, n // cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
+    planned_steps = cfg.epochs * steps_per_epoch  # the lr schedule spans the planned run
+    total_steps = planned_steps if cfg.max_steps is None else min(planned_steps, cfg.max_steps)
     epoch, step_in_epoch, global_step, elapsed = 0, 0, 0, 0.0
     if resume:
         if not cfg.state_path.exists():
@@ -211,7 +211,7 @@ def train_vae(cfg: TrainVAEConfig, train_images: Tensor, eval_images: Tensor, *,
     warmup_steps = max(1, int(cfg.beta_warmup_epochs * steps_per_epoch))
 
     def lr_at(step: int) -> float:  # cosine decay to 5% of lr
-        t = min(step / max(1, total_steps), 1.0)
+        t = min(step / max(1, planned_steps), 1.0)
         return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
     t0 = time.perf_counter() - elapsed

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from .._errors import VarMixupError
 
-_COMMANDS = ["train_vae"]
+_COMMANDS = ["demo", "train_vae", "pictures"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,81 @@
+"""The varmixup-aug command line on real CIFAR-10: train-vae (with resume), pictures, demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from varmixup_aug import VarMixupError, load_vae, read_vae_metadata
+from varmixup_aug.cli import main
+
+from conftest import CIFAR_ARCHIVE, REPO
+
+_TINY = ["--latent-dim", "8", "--widths", "8,16", "--limit-train", "256", "--limit-eval", "64", "--batch-size", "32",
+         "--checkpoint-every", "2", "--no-progress", "--num-workers", "0"]
+
+
+class TestTrainVAECommand:
+    def test_trains_resumes_and_loads(self, cifar_root, tmp_path, capsys):
+        out = str(tmp_path / "vae.safetensors")
+        assert main(["train-vae", "--data-dir", str(cifar_root), "--out", out, "--max-steps", "3", *_TINY]) == 0
+        state = tmp_path / "vae.safetensors.train-state.safetensors"
+        assert state.exists()
+        first = read_vae_metadata(out)["extra"]["report"]
+        assert first["steps"] == 3
+        assert main(["train-vae", "--data-dir", str(cifar_root), "--out", out, "--max-steps", "5", "--resume", *_TINY]) == 0
+        report = json.loads((tmp_path / "vae.safetensors.report.json").read_text())
+        assert report["steps"] == 5
+        for key in ("mse", "psnr_db", "kl_per_dim_nats", "elbo_bits_per_dim", "active_dims"):
+            assert key in report
+        assert len(report["kl_per_dim_nats"]) == 8 and report["images"] == 64
+        vae = load_vae(out)
+        assert vae.config.latent_dim == 8 and "256 images" in vae.trained_on
+        assert "held-out report on 64 images" in capsys.readouterr().out
+
+    def test_resume_equals_uninterrupted(self, cifar_root, tmp_path):
+        a, b = str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")
+        main(["train-vae", "--data-dir", str(cifar_root), "--out", a, "--max-steps", "4", *_TINY])
+        main(["train-vae", "--data-dir", str(cifar_root), "--out", b, "--max-steps", "2", *_TINY])
+        main(["train-vae", "--data-dir", str(cifar_root), "--out", b, "--max-steps", "4", "--resume", *_TINY])
+        va, vb = load_vae(a), load_vae(b)
+        for (k, x), (_, y) in zip(va.state_dict().items(), vb.state_dict().items()):
+            torch.testing.assert_close(x, y, msg=k)
+
+    def test_archive_input(self, tmp_path, monkeypatch):
+        if not CIFAR_ARCHIVE.is_file():
+            pytest.skip("needs ../shared/data/cifar10-jpg.tar.gz")
+        monkeypatch.setenv("VARMIXUP_AUG_CACHE", str(tmp_path / "cache"))
+        out = str(tmp_path / "vae.safetensors")
+        assert main(["train-vae", "--data-dir", str(CIFAR_ARCHIVE), "--out", out, "--max-steps", "1", *_TINY]) == 0
+        assert load_vae(out).config.image_size == 32
+
+    def test_errors(self, tmp_path, capsys, monkeypatch):
+        monkeypatch.setenv("VARMIXUP_AUG_CACHE", str(tmp_path / "cache"))
+        assert main(["train-vae", "--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+        assert "neither an existing folder/archive nor a known torchvision dataset" in capsys.readouterr().err
+        (tmp_path / "notes.txt").write_text("x")
+        assert main(["train-vae", "--data-dir", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "x")]) == 2
+        assert "is a file but not a .tar.gz/.tgz/.tar archive" in capsys.readouterr().err
+
+    def test_offline_download_names_data_dir(self, tmp_path, monkeypatch):
+        import varmixup_aug._data as data
+
+        monkeypatch.setenv("VARMIXUP_AUG_CACHE", str(tmp_path / "cache"))
+
+        def offline(*args, **kwargs):
+            raise OSError("network is unreachable")
+
+        import torchvision.datasets
+
+        monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+        with pytest.raises(VarMixupError, match="Offline\\? Pass --data-dir with an ImageFolder directory"):
+            data.open_image_dataset("cifar10", "train")
+
+    def test_entry_point_installed_or_module(self):
+        proc = subprocess.run([sys.executable, "-m", "varmixup_aug", "--help"], capture_output=True, text=True,
+                              cwd=REPO, timeout=120)
+        assert proc.returncode == 0 and "train-vae" in proc.stdout and "demo" in proc.stdout

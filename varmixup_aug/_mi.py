@@ -1,0 +1,543 @@
+"""Mixup Inference (MI): average a classifier's softmax over mixes of the input with clean pool samples.
+
+Pang, Xu and Zhu, "Mixup Inference: Better Exploiting Mixup to Defend Adversarial Attacks", ICLR 2020.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from ._errors import VarMixupError
+
+__all__ = ["MIPredictor"]
+
+_MODES = ("ol", "pl", "combined")
+_PIXEL_TOLERANCE = 1e-3
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_lam(name: str, lam: Any) -> float:
+    ok = isinstance(lam, (int, float)) and not isinstance(lam, bool) and math.isfinite(lam) and 0.0 < lam <= 1.0
+    if not ok:
+        raise VarMixupError(
+            f"{name} must be a number in (0, 1] (the weight of the input in lam*x + (1-lam)*xs), got {lam!r}; "
+            "the paper uses 0.5"
+        )
+    return float(lam)
+
+
+def _check_count(name: str, n: Any) -> int:
+    if not _is_int(n) or n < 1:
+        raise VarMixupError(f"{name} must be an int >= 1 (mixes averaged per input), got {n!r}; e.g. {name}=30")
+    return n
+
+
+def _first_tensor(model: nn.Module) -> Tensor | None:
+    for t in model.parameters():
+        return t
+    for t in model.buffers():
+        return t
+    return None
+
+
+def _load_pool(pool: Any, batch_size: int) -> tuple[Tensor, Tensor]:
+    """``(images (P, C, H, W), labels (P,))`` from a tensor pair or a map-style dataset."""
+    if isinstance(pool, (tuple, list)) and len(pool) == 2 and all(isinstance(t, Tensor) for t in pool):
+        return pool[0], pool[1]
+    if not (isinstance(pool, Dataset) or (hasattr(pool, "__getitem__") and hasattr(pool, "__len__"))):
+        raise VarMixupError(
+            f"pool must be a map-style Dataset of (image (C, H, W), label) or an (images, labels) tensor pair, "
+            f"got {type(pool).__name__}"
+        )
+    try:
+        size = len(pool)
+    except TypeError:
+        size = None
+    if size == 0:
+        raise VarMixupError("pool is empty; MI needs clean labelled images to mix with")
+    images, labels = [], []
+    try:
+        for batch in DataLoader(pool, batch_size=batch_size, shuffle=False, num_workers=0):
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                raise VarMixupError(
+                    f"pool items must be (image, label) pairs, got a batch of {type(batch).__name__}"
+                )
+            img, lab = batch
+            if not isinstance(img, Tensor):
+                raise TypeError(f"images batched to {type(img).__name__}, not a tensor")
+            images.append(img)
+            labels.append(torch.as_tensor(lab))
+    except (TypeError, RuntimeError) as exc:
+        raise VarMixupError(
+            "pool items could not be batched: each must be (image tensor (C, H, W) of one common shape, int label); "
+            f"add a ToTensor/ToDtype transform to the dataset ({exc})"
+        ) from exc
+    if not images:
+        raise VarMixupError("pool is empty; MI needs clean labelled images to mix with")
+    return torch.cat(images), torch.cat(labels)
+
+
+class MIPredictor(nn.Module):
+    """A classifier wrapped in Mixup Inference; ``forward`` returns log mean-softmax ``(B, num_classes)``.
+
+    For each input ``x`` (pixel space ``[0, 1]``) the model first predicts ``y_hat`` once, without
+    gradient. Then ``N`` clean pool images ``xs`` are drawn and the model sees
+    ``lam * x + (1 - lam) * xs``; the softmax outputs are averaged over the ``N`` rounds:
+
+    - ``mode="pl"`` (MI-PL): ``xs`` uniformly from the pool images of class ``y_hat``.
+    - ``mode="ol"`` (MI-OL): a class uniformly among the other classes, then an image of it.
+    - ``mode="combined"``: both are run; per input, MI-PL's result is used when
+      ``max softmax(model(x)) - max p_PL < threshold`` and MI-OL's otherwise (a large drop of the
+      top confidence under MI-PL flags the input as adversarial). This is the rule of the paper's
+      code (``attack_resnet_mixuptest_Combined.py`` in github.com/P2333/Mixup-Inference), whose
+      defaults are ``threshold=0.2``, ``lam=lam_ol=0.5`` (its README runs ``lam_ol=0.4``), 5 PL and
+      15 OL rounds; here ``num_samples`` sets the PL rounds and ``num_samples_ol`` the OL rounds.
+
+    All ``B * N`` mixes go through the model as one batch, split into ``chunk_size`` pieces. The
+    output is ``log(mean_n softmax(model(mix_n)))``, so ``softmax(output)`` is the MI average and
+    ``nn.CrossEntropyLoss`` on it is the attacker's loss; gradients reach ``x`` through the mixes.
+
+    Pool: a map-style ``Dataset`` of ``(image (C, H, W) float in [0, 1], int label)`` or a pair
+    ``(images (P, C, H, W), labels (P,))``. It is loaded once, sorted by class and kept as
+    (non-persistent) buffers ``pool_images``, ``pool_labels``, ``pool_order`` (position in the
+    given pool), ``class_offsets`` and ``class_counts``, on the model's device and in its dtype;
+    ``.to()`` moves them. Requirements: ``pl`` and ``combined`` need at least one image of every
+    class ``0..num_classes-1`` (any class can be predicted); ``ol`` needs at least two non-empty
+    classes, and when some classes are empty it draws among the other *non-empty* classes (with a
+    warning at construction).
+
+    Randomness: draws use only the torch RNG, on the CPU, so they match across devices. With
+    ``generator`` (a CPU ``torch.Generator``) or ``seed`` the stream is reproducible and advances
+    every call; with neither, torch's global RNG is used. Either way every call draws fresh
+    samples (EOT-friendly). ``deterministic=True`` re-creates a generator from ``seed``
+    (or ``generator.initial_seed()``, or 0) on each call, so the same batch gets the same draws.
+
+    Train mode: MI is inference only. A model in train mode is switched to eval mode with a
+    ``UserWarning`` (at construction, and in ``forward`` if it was switched back), since dropout
+    and batch-norm updates from mixed images would corrupt the average and the model.
+
+    Args:
+        model: classifier, ``(B, C, H, W) -> (B, num_classes)`` logits; registered as ``self.model``.
+        pool: labelled clean images, see above.
+        num_classes: number of classes ``K`` (>= 2).
+        mode: ``"ol"``, ``"pl"`` or ``"combined"``.
+        num_samples: rounds ``N`` per input (MI-PL rounds in ``combined``).
+        lam: weight of the input in the mix, in ``(0, 1]`` (MI-PL's in ``combined``).
+        chunk_size: most mixes per model call; ``None`` sends all ``B * N`` at once.
+        normalize: ``(mean, std)`` with 1 or ``C`` values, applied just before the model (after mixing).
+        deterministic: same draws for the same batch on every call.
+        seed: seed of the draw stream; not with ``generator``.
+        generator: CPU ``torch.Generator`` for the draws; not with ``seed``.
+        threshold: ``combined`` only, see above.
+        lam_ol: MI-OL's ``lam`` in ``combined`` (ignored otherwise); ``None`` uses ``lam``.
+        num_samples_ol: MI-OL's rounds in ``combined`` (ignored otherwise); ``None`` uses ``num_samples``.
+        pool_batch_size: batch size used to load a Dataset pool.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> g = torch.Generator().manual_seed(0)
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3)).eval()
+        >>> pool = (torch.rand(12, 3, 4, 4, generator=g), torch.arange(12) % 3)
+        >>> mi = MIPredictor(model, pool, num_classes=3, mode="pl", num_samples=4, seed=0, deterministic=True)
+        >>> x = torch.rand(2, 3, 4, 4, generator=g)
+        >>> out = mi(x)
+        >>> out.shape
+        torch.Size([2, 3])
+        >>> torch.allclose(out.exp().sum(1), torch.ones(2))
+        True
+        >>> torch.equal(out, mi(x))  # deterministic: same draws every call
+        True
+        >>> draws = mi.draw(model(x).argmax(1), generator=torch.Generator().manual_seed(1))
+        >>> draws["pl"].shape  # pool indices (B, N), replayable with mi(x, draws=draws)
+        torch.Size([2, 4])
+        >>> bool((mi.pool_labels[draws["pl"]] == model(x).argmax(1)[:, None]).all())
+        True
+    """
+
+    pool_images: Tensor
+    pool_labels: Tensor
+    pool_order: Tensor
+    class_offsets: Tensor
+    class_counts: Tensor
+    norm_mean: Tensor | None
+    norm_std: Tensor | None
+
+    def __init__(
+        self,
+        model: nn.Module,
+        pool: Dataset | tuple[Tensor, Tensor],
+        *,
+        num_classes: int,
+        mode: Literal["ol", "pl", "combined"] = "ol",
+        num_samples: int = 30,
+        lam: float = 0.5,
+        chunk_size: int | None = 1024,
+        normalize: tuple[Sequence[float] | Tensor, Sequence[float] | Tensor] | None = None,
+        deterministic: bool = False,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        threshold: float = 0.2,
+        lam_ol: float | None = None,
+        num_samples_ol: int | None = None,
+        pool_batch_size: int = 256,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise VarMixupError(f"model must be a torch.nn.Module, got {type(model).__name__}; wrap functions in one")
+        if not _is_int(num_classes) or num_classes < 2:
+            raise VarMixupError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        if mode not in _MODES:
+            raise VarMixupError(f"mode must be one of {_MODES}, got {mode!r}")
+        self.mode = mode
+        self.num_classes = num_classes
+        self.num_samples = _check_count("num_samples", num_samples)
+        self.lam = _check_lam("lam", lam)
+        n_ol = self.num_samples if num_samples_ol is None else _check_count("num_samples_ol", num_samples_ol)
+        lam_ol_ = self.lam if lam_ol is None else _check_lam("lam_ol", lam_ol)
+        # MI-OL's own settings matter only in combined mode; in "ol" mode they are num_samples and lam.
+        self.num_samples_ol = n_ol if mode == "combined" else self.num_samples
+        self.lam_ol = lam_ol_ if mode == "combined" else self.lam
+        if chunk_size is not None and (not _is_int(chunk_size) or chunk_size < 1):
+            raise VarMixupError(f"chunk_size must be an int >= 1 or None (all at once), got {chunk_size!r}")
+        self.chunk_size = chunk_size
+        if not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and math.isfinite(threshold)):
+            raise VarMixupError(f"threshold must be a finite number (paper default 0.2), got {threshold!r}")
+        self.threshold = float(threshold)
+        if not isinstance(deterministic, bool):
+            raise VarMixupError(f"deterministic must be True or False, got {deterministic!r}")
+        self.deterministic = deterministic
+        if seed is not None and generator is not None:
+            raise VarMixupError("pass seed or generator, not both")
+        if seed is not None and not _is_int(seed):
+            raise VarMixupError(f"seed must be an int or None, got {seed!r}")
+        if generator is not None:
+            if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+                raise VarMixupError(
+                    f"generator must be a CPU torch.Generator (draws are made on the CPU), got {generator!r}"
+                )
+        self._generator = generator if generator is not None else (
+            torch.Generator().manual_seed(seed) if seed is not None else None)
+        self._base_seed = seed if seed is not None else (generator.initial_seed() if generator is not None else 0)
+        if not _is_int(pool_batch_size) or pool_batch_size < 1:
+            raise VarMixupError(f"pool_batch_size must be an int >= 1, got {pool_batch_size!r}")
+
+        self.model = model
+        if model.training:
+            warnings.warn(
+                "MIPredictor: the model is in train mode; switching it to eval mode (MI is inference only)",
+                UserWarning, stacklevel=2,
+            )
+        self.eval()
+
+        images, labels = _load_pool(pool, pool_batch_size)
+        self._check_pool(images, labels)
+        ref = _first_tensor(model)
+        device = ref.device if ref is not None else images.device
+        dtype = ref.dtype if ref is not None and ref.is_floating_point() else images.dtype
+        labels = labels.long().cpu()
+        order = torch.argsort(labels, stable=True)
+        counts = torch.bincount(labels, minlength=num_classes)
+        offsets = torch.cumsum(counts, 0) - counts
+        self._check_classes(counts)
+        # Tiny CPU copies: draws are computed on the CPU so they match across devices.
+        self._counts_cpu = counts
+        self._offsets_cpu = offsets
+        self._nonempty_cpu = torch.nonzero(counts > 0).flatten()
+        self.register_buffer("pool_images", images[order.to(images.device)].to(device=device, dtype=dtype),
+                             persistent=False)
+        self.register_buffer("pool_labels", labels[order].to(device), persistent=False)
+        self.register_buffer("pool_order", order.to(device), persistent=False)
+        self.register_buffer("class_offsets", offsets.to(device), persistent=False)
+        self.register_buffer("class_counts", counts.to(device), persistent=False)
+        mean, std = self._parse_normalize(normalize, images.shape[1])
+        self.register_buffer("norm_mean", None if mean is None else mean.to(device=device, dtype=dtype),
+                             persistent=False)
+        self.register_buffer("norm_std", None if std is None else std.to(device=device, dtype=dtype),
+                             persistent=False)
+
+    # ---- construction checks -------------------------------------------------------------
+
+    def _check_pool(self, images: Tensor, labels: Tensor) -> None:
+        if images.ndim != 4:
+            raise VarMixupError(
+                f"pool images must have shape (P, C, H, W) (items (C, H, W)), got {tuple(images.shape)}"
+            )
+        if images.shape[0] == 0:
+            raise VarMixupError("pool is empty; MI needs clean labelled images to mix with")
+        if not images.is_floating_point():
+            raise VarMixupError(
+                f"pool images must be floating point in [0, 1], got {images.dtype}; convert uint8 with "
+                "images.float() / 255"
+            )
+        if not torch.isfinite(images).all():
+            raise VarMixupError("pool images contain NaN or Inf")
+        low, high = float(images.min()), float(images.max())
+        if low < -_PIXEL_TOLERANCE or high > 1 + _PIXEL_TOLERANCE:
+            raise VarMixupError(
+                f"pool images must lie in pixel space [0, 1], got values in [{low:.3g}, {high:.3g}]; pass "
+                "unnormalised images and give the model's normalisation as normalize=(mean, std)"
+            )
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+            raise VarMixupError(
+                f"pool labels must have shape (P,) = ({images.shape[0]},), got {tuple(labels.shape)}"
+            )
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise VarMixupError(f"pool labels must be integer class indices, got {labels.dtype}")
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= self.num_classes:
+            raise VarMixupError(
+                f"pool labels must lie in [0, num_classes) = [0, {self.num_classes}), got values in [{lo}, {hi}]; "
+                "check num_classes"
+            )
+
+    def _check_classes(self, counts: Tensor) -> None:
+        missing = torch.nonzero(counts == 0).flatten().tolist()
+        if not missing:
+            return
+        if self.mode in ("pl", "combined"):
+            raise VarMixupError(
+                f"pool has no images of classes {missing}; mode={self.mode!r} draws from the predicted class, so "
+                f"every class 0..{self.num_classes - 1} needs at least one pool image; add them or use mode='ol'"
+            )
+        if self.num_classes - len(missing) < 2:
+            raise VarMixupError(
+                f"pool holds images of fewer than 2 classes (missing {missing}); mode='ol' draws from a class other "
+                "than the predicted one, so it needs at least 2 non-empty classes"
+            )
+        warnings.warn(
+            f"MIPredictor: pool has no images of classes {missing}; MI-OL draws among the other non-empty classes",
+            UserWarning, stacklevel=3,
+        )
+
+    @staticmethod
+    def _parse_normalize(normalize: Any, channels: int) -> tuple[Tensor | None, Tensor | None]:
+        if normalize is None:
+            return None, None
+        try:
+            mean, std = normalize
+            mean_t = torch.as_tensor(mean, dtype=torch.float64).flatten()
+            std_t = torch.as_tensor(std, dtype=torch.float64).flatten()
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise VarMixupError(f"normalize must be (mean, std) or None, got {normalize!r}") from exc
+        for name, t in (("mean", mean_t), ("std", std_t)):
+            if t.numel() not in (1, channels):
+                raise VarMixupError(
+                    f"normalize {name} needs {'1 value' if channels == 1 else f'1 or {channels} values'} "
+                    f"(one per channel), got {t.numel()}"
+                )
+        if not (torch.isfinite(mean_t).all() and torch.isfinite(std_t).all() and (std_t > 0).all()):
+            raise VarMixupError(f"normalize needs finite mean and std > 0, got mean={mean_t.tolist()}, "
+                                f"std={std_t.tolist()}")
+        return mean_t.view(1, -1, 1, 1), std_t.view(1, -1, 1, 1)
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def extra_repr(self) -> str:
+        s = (f"mode={self.mode!r}, num_classes={self.num_classes}, num_samples={self.num_samples}, lam={self.lam}, "
+             f"pool_size={self.pool_images.shape[0]}, chunk_size={self.chunk_size}, "
+             f"deterministic={self.deterministic}")
+        if self.mode == "combined":
+            s += f", num_samples_ol={self.num_samples_ol}, lam_ol={self.lam_ol}, threshold={self.threshold}"
+        return s
+
+    def _stream(self) -> torch.Generator | None:
+        if self.deterministic:
+            return torch.Generator().manual_seed(self._base_seed)
+        return self._generator
+
+    def _prep(self, images: Tensor) -> Tensor:
+        if self.norm_mean is None or self.norm_std is None:
+            return images
+        return (images - self.norm_mean.to(images.dtype)) / self.norm_std.to(images.dtype)
+
+    def _ensure_eval(self) -> None:
+        if self.model.training:
+            warnings.warn(
+                "MIPredictor: the model is in train mode; switching it to eval mode (MI is inference only)",
+                UserWarning, stacklevel=3,
+            )
+            self.eval()
+
+    def _check_input(self, x: Any) -> None:
+        if not isinstance(x, Tensor):
+            raise VarMixupError(f"x must be a tensor (B, C, H, W), got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[0] < 1:
+            raise VarMixupError(f"x must have shape (B, C, H, W) with B >= 1, got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise VarMixupError(
+                f"x must be floating point in [0, 1], got {x.dtype}; convert uint8 with x.float() / 255"
+            )
+        if x.shape[1:] != self.pool_images.shape[1:]:
+            raise VarMixupError(
+                f"x has images of shape {tuple(x.shape[1:])} but the pool images are "
+                f"{tuple(self.pool_images.shape[1:])}; build the pool with the same transform as the inputs"
+            )
+        if x.device != self.pool_images.device:
+            raise VarMixupError(
+                f"x is on {x.device} but the MIPredictor (pool) is on {self.pool_images.device}; "
+                f"move it with mi.to({str(x.device)!r})"
+            )
+        if not torch.isfinite(x).all():
+            raise VarMixupError("x contains NaN or Inf")
+
+    def _check_logits(self, logits: Any, batch: int) -> None:
+        if not isinstance(logits, Tensor) or logits.shape != (batch, self.num_classes):
+            got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise VarMixupError(
+                f"the model's output must have shape (B, num_classes) = ({batch}, {self.num_classes}), got {got}; "
+                "check num_classes and that the model returns logits"
+            )
+
+    # ---- draws -----------------------------------------------------------------------------
+
+    def _pick(self, cls: Tensor, u: Tensor) -> Tensor:
+        # Uniform image of class cls: offset + floor(u * count).
+        counts = self._counts_cpu[cls]
+        j = torch.minimum((u * counts).floor().long(), counts - 1)
+        return self._offsets_cpu[cls] + j
+
+    def _draw(self, y_hat: Tensor, generator: torch.Generator | None) -> dict[str, Tensor]:
+        y = y_hat.detach().to("cpu", torch.long)
+        b = y.shape[0]
+        out: dict[str, Tensor] = {}
+        if self.mode in ("pl", "combined"):
+            u = torch.rand(b, self.num_samples, dtype=torch.float64, generator=generator)
+            out["pl"] = self._pick(y[:, None].expand(b, self.num_samples), u)
+        if self.mode in ("ol", "combined"):
+            n = self.num_samples_ol
+            u_cls = torch.rand(b, n, dtype=torch.float64, generator=generator)
+            u_img = torch.rand(b, n, dtype=torch.float64, generator=generator)
+            ne = self._nonempty_cpu
+            own = (self._counts_cpu[y] > 0).long()[:, None]  # is y_hat itself a candidate to skip
+            k = ne.numel() - own
+            r = torch.minimum((u_cls * k).floor().long(), k - 1)
+            r = r + ((r >= torch.searchsorted(ne, y)[:, None]).long() * own)  # skip y_hat's slot
+            out["ol"] = self._pick(ne[r], u_img)
+        device = self.pool_images.device
+        return {key: v.to(device, non_blocking=True) for key, v in out.items()}
+
+    def draw(self, y_hat: Tensor, *, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Draw pool indices for predicted classes ``y_hat`` ``(B,)``.
+
+        Returns ``{"pl": (B, num_samples)}``, ``{"ol": (B, num_samples_ol)}`` or both (``combined``):
+        int64 indices into ``pool_images`` (``pool_order`` maps them to positions in the given pool),
+        on the pool's device. ``forward(x, draws=...)`` replays them. Uses ``generator`` if given,
+        else the module's stream (see the class docstring).
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> pool = (torch.zeros(6, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2]))
+            >>> mi = MIPredictor(nn.Flatten().eval(), pool, num_classes=3, num_samples=5)
+            >>> d = mi.draw(torch.tensor([0, 2]), generator=torch.Generator().manual_seed(0))
+            >>> bool((mi.pool_labels[d["ol"]] != torch.tensor([[0], [2]])).all())  # MI-OL avoids y_hat
+            True
+        """
+        if not isinstance(y_hat, Tensor) or y_hat.ndim != 1 or y_hat.is_floating_point() or y_hat.is_complex():
+            got = f"{tuple(y_hat.shape)} {y_hat.dtype}" if isinstance(y_hat, Tensor) else type(y_hat).__name__
+            raise VarMixupError(f"y_hat must be a (B,) integer tensor of predicted classes, got {got}")
+        if y_hat.numel() and (int(y_hat.min()) < 0 or int(y_hat.max()) >= self.num_classes):
+            raise VarMixupError(
+                f"y_hat must lie in [0, num_classes) = [0, {self.num_classes}), got values in "
+                f"[{int(y_hat.min())}, {int(y_hat.max())}]"
+            )
+        if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
+            raise VarMixupError(f"generator must be a CPU torch.Generator, got {generator!r}")
+        return self._draw(y_hat, generator if generator is not None else self._stream())
+
+    def _check_draws(self, draws: Any, batch: int) -> dict[str, Tensor]:
+        if not isinstance(draws, Mapping):
+            raise VarMixupError(f"draws must be a dict from MIPredictor.draw, got {type(draws).__name__}")
+        need = {"pl": self.num_samples} if self.mode == "pl" else {"ol": self.num_samples_ol}
+        if self.mode == "combined":
+            need = {"pl": self.num_samples, "ol": self.num_samples_ol}
+        out = {}
+        size = self.pool_images.shape[0]
+        for key, n in need.items():
+            d = draws.get(key)
+            if not isinstance(d, Tensor) or d.shape != (batch, n) or d.is_floating_point() or d.dtype == torch.bool:
+                got = f"{tuple(d.shape)} {d.dtype}" if isinstance(d, Tensor) else type(d).__name__
+                raise VarMixupError(
+                    f"draws[{key!r}] must be an integer tensor of shape (B, N) = ({batch}, {n}) for mode="
+                    f"{self.mode!r}, got {got}; make it with MIPredictor.draw"
+                )
+            if int(d.min()) < 0 or int(d.max()) >= size:
+                raise VarMixupError(f"draws[{key!r}] must index the pool, [0, {size}), got values in "
+                                    f"[{int(d.min())}, {int(d.max())}]")
+            out[key] = d.to(self.pool_images.device, torch.long)
+        return out
+
+    # ---- inference -------------------------------------------------------------------------
+
+    def _mixed_log_probs(self, x: Tensor, groups: list[tuple[Tensor, float]]) -> list[Tensor]:
+        """log_softmax of the model on every mix, one batched pass in chunks; ``(B, N_g, K)`` per group."""
+        b, device = x.shape[0], x.device
+        rows = torch.cat([torch.arange(b, device=device).repeat_interleave(idx.shape[1]) for idx, _ in groups])
+        index = torch.cat([idx.reshape(-1) for idx, _ in groups])
+        if len(groups) == 1:
+            lam: float | Tensor = groups[0][1]
+        else:
+            lam = torch.cat([torch.full((idx.numel(),), w, dtype=x.dtype, device=device) for idx, w in groups])
+            lam = lam.view(-1, 1, 1, 1)
+        total = rows.numel()
+        step = self.chunk_size or total
+        outs = []
+        for s in range(0, total, step):
+            xs = self.pool_images[index[s:s + step]].to(x.dtype)
+            w = lam if isinstance(lam, float) else lam[s:s + step]
+            mixed = torch.lerp(xs, x[rows[s:s + step]], w)  # w * x + (1 - w) * xs
+            outs.append(torch.log_softmax(self.model(self._prep(mixed)), dim=1))
+        logp = outs[0] if len(outs) == 1 else torch.cat(outs)
+        out, start = [], 0
+        for idx, _ in groups:
+            out.append(logp[start:start + idx.numel()].view(b, idx.shape[1], -1))
+            start += idx.numel()
+        return out
+
+    def forward(self, x: Tensor, *, draws: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Log of the MI-averaged softmax, ``(B, num_classes)``, for images ``x`` ``(B, C, H, W)`` in ``[0, 1]``.
+
+        ``draws`` (optional, from :meth:`draw`) replays fixed pool indices instead of drawing new
+        ones; keys the mode does not use are ignored.
+        """
+        self._check_input(x)
+        self._ensure_eval()
+        with torch.no_grad():
+            logits = self.model(self._prep(x.detach()))
+        self._check_logits(logits, x.shape[0])
+        if draws is None:
+            picked = self._draw(logits.argmax(1), self._stream())
+        else:
+            picked = self._check_draws(draws, x.shape[0])
+        keys = [k for k in ("pl", "ol") if k in picked]
+        weights = {"pl": self.lam, "ol": self.lam_ol}
+        logps = self._mixed_log_probs(x, [(picked[k], weights[k]) for k in keys])
+        # log mean_n p_n, computed stably in log space.
+        avg = {k: torch.logsumexp(lp, dim=1) - math.log(lp.shape[1]) for k, lp in zip(keys, logps)}
+        if self.mode != "combined":
+            return avg[keys[0]]
+        with torch.no_grad():
+            gap = logits.softmax(1).amax(1) - avg["pl"].exp().amax(1)
+            use_pl = (gap < self.threshold)[:, None]
+        return torch.where(use_pl, avg["pl"], avg["ol"])
+
+    def predict_proba(self, x: Tensor) -> Tensor:
+        """MI-averaged class probabilities ``(B, num_classes)``, rows summing to 1 (no gradient)."""
+        with torch.inference_mode():
+            return self.forward(x).exp()
+
+    def predict(self, x: Tensor) -> Tensor:
+        """MI class predictions ``(B,)`` (argmax of :meth:`predict_proba`)."""
+        with torch.inference_mode():
+            return self.forward(x).argmax(1)
