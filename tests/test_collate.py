@@ -108,6 +108,18 @@ class TestVarMixupCollate:
         xb, tb = clone(batch)
         assert torch.equal(xa, xb) and torch.equal(ta, tb)
 
+    def test_pickled_copy_keeps_the_owners_rank(self, monkeypatch):
+        # Spawned workers do not inherit the process group; the rank travels with the pickle.
+        batch = [RepeatedImages()[i] for i in range(4)]
+        copies = {}
+        for rank in ("0", "1"):
+            monkeypatch.setenv("RANK", rank)
+            copies[rank] = pickle.dumps(VarMixupCollate(_vae(), num_classes=4, seed=0))
+        monkeypatch.delenv("RANK")
+        t0 = pickle.loads(copies["0"])(batch)[1]
+        t1 = pickle.loads(copies["1"])(batch)[1]
+        assert not torch.equal(t0, t1)
+
     def test_pickles_with_generator(self):
         collate = VarMixupCollate(_vae(), num_classes=4, generator=torch.Generator().manual_seed(5))
         assert isinstance(pickle.loads(pickle.dumps(collate)), VarMixupCollate)

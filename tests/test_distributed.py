@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+import varmixup_aug
 from varmixup_aug import ConvVAE, VAEConfig, VarMixup, VarMixupCollate, VarMixupDataset, VarMixupError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,7 +178,9 @@ class TestDistributedVarMixup:
     def test_ddp_example_trains_and_saves_loadable_checkpoint(self, tmp_path: Path) -> None:
         out = tmp_path / "run"
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        # The child imports the same varmixup_aug as this process (installed or from the source tree).
+        package_root = str(Path(varmixup_aug.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         cmd = [sys.executable, str(EXAMPLE), "--spawn", "2", "--synthetic", "--tiny-vae", "--max-steps", "3",
                "--limit", "64", "--batch-size", "8", "--image-size", "16", "--width", "8", "--out", str(out)]
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)

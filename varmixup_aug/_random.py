@@ -95,7 +95,15 @@ class StreamSource:
         state = self.__dict__.copy()
         state["_given"] = None
         state["_cached"] = None
+        # Spawned workers do not inherit the process group: carry the owner's rank over.
+        state["_pickled_rank"] = distributed_rank()
         return state
+
+    def _rank(self) -> int:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank()
+        pickled = self.__dict__.get("_pickled_rank")
+        return pickled if pickled is not None else distributed_rank()
 
     def get(self) -> torch.Generator | None:
         """The generator for the current process, or None for torch's global RNG."""
@@ -104,9 +112,10 @@ class StreamSource:
         info = torch.utils.data.get_worker_info()
         if info is None and self._given is not None and os.getpid() == self._owner_pid:
             return self._given
-        key = (os.getpid(), info.seed if info is not None else None)
+        rank = self._rank()
+        key = (os.getpid(), info.seed if info is not None else None, rank)
         if self._cached is None or self._cached[0] != key:
             worker_part = info.seed if info is not None else "main"
-            g = torch.Generator().manual_seed(_mix_seed(self._base, distributed_rank(), worker_part))
+            g = torch.Generator().manual_seed(_mix_seed(self._base, rank, worker_part))
             self._cached = (key, g)
         return self._cached[1]
