@@ -252,7 +252,8 @@ def varmixup(
     - ``space="input"``: plain mixup ``lam * x_i + (1 - lam) * x_j`` (no VAE needed);
     - targets: ``lam * y_i + (1 - lam) * y_j``, after optional label smoothing.
 
-    Samples not drawn by ``prob`` are returned as given with their own (smoothed) label.
+    Samples not drawn by ``prob`` are returned as given with their own (smoothed) label
+    (from cached latents, which hold no pixels: as their reconstruction ``D(z_i)``).
     A batch of size 1 has no partner and is returned unchanged.
 
     Args:
@@ -398,7 +399,8 @@ class VarMixup:
     :class:`Posterior` from :class:`VarMixupDataset`.
 
     Args:
-        vae: the VAE; must be on the device of the batches it is called with.
+        vae: the VAE; must be on the device of the batches it is called with. A
+            ``torch.nn.Module`` VAE is put in eval mode.
         num_classes, alpha, lam_per_sample, prob, posterior, space, residual,
         label_smoothing, input_normalization, autocast_dtype: as in :func:`varmixup`.
         seed: makes the draws reproducible; each DataLoader worker and distributed rank
