@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from .._errors import VarMixupError
 
 _COMMANDS = ["demo", "train_vae", "pictures"]
+_COMMANDS += ["train_classifier", "evaluate"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,593 @@
+"""Training a classifier with ERM, input mixup, VarMixup or residual VarMixup, under one schedule.
+
+Every method trains the same :class:`~varmixup_aug._models.PreActResNet` (normalisation inside,
+so it takes pixel-space images) with the same optimiser (SGD, Nesterov momentum, weight decay),
+learning-rate schedule, per-image albumentations pad-and-crop plus flip, and loss
+(``nn.CrossEntropyLoss``, no label smoothing; hard labels for ERM, mixed soft targets otherwise).
+Only the ``collate_fn`` differs:
+
+- ``erm``: :func:`~varmixup_aug._collate.collate_images` (hard labels);
+- ``mixup``: ``VarMixupCollate(None, space="input", alpha=...)``;
+- ``varmixup``: ``VarMixupCollate(vae, alpha=...)``;
+- ``varmixup-residual``: ``VarMixupCollate(vae, residual=True, alpha=...)``.
+
+Checkpoints are one safetensors file (model, optimiser state and RNG state as tensors) with JSON
+metadata (method, epoch, step, arguments, held-out split, history); no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ._collate import VarMixupCollate, collate_images
+from ._errors import VarMixupError
+from ._models import PreActResNet
+from ._random import _mix_seed
+
+__all__ = [
+    "METHODS",
+    "AugmentedImages",
+    "TrainClassifierConfig",
+    "load_classifier",
+    "read_classifier_metadata",
+    "split_holdout",
+    "train_classifier",
+]
+
+METHODS = ("erm", "mixup", "varmixup", "varmixup-residual")
+FORMAT_NAME = "varmixup-aug-classifier"
+FORMAT_VERSION = 1
+_METADATA_KEY = "varmixup_aug_classifier"
+_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"PreActResNet": PreActResNet}
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+@dataclass
+class TrainClassifierConfig:
+    """Settings of :func:`train_classifier`; the ``train-classifier`` flags map onto these one to one.
+
+    Attributes:
+        out: run folder; holds ``checkpoint.safetensors``, ``holdout.json`` and ``train_report.json``.
+        method: one of :data:`METHODS`.
+        epochs: planned epochs; the learning-rate schedule spans them.
+        batch_size: images per step (the last incomplete batch of an epoch is dropped).
+        lr: peak learning rate of SGD.
+        momentum, nesterov, weight_decay: SGD settings (weight decay on every parameter).
+        schedule: ``"cosine"`` (linear warm-up over ``warmup_epochs``, then cosine to 0) or
+            ``"onecycle"`` (linear from ``lr / 25`` to ``lr`` over the first 30%, then cosine to ``lr / 1e4``).
+        warmup_epochs: warm-up of the cosine schedule, in epochs (capped at 10% of the run).
+        alpha: Beta(alpha, alpha) of mixup and VarMixup.
+        padding: pixels of zero padding before the random crop back to the image size.
+        seed: seed of the model init, the shuffles, the augmentation and the mixing.
+        max_steps: stop after this many steps in total (the schedule still spans ``epochs``).
+        checkpoint_every: steps between checkpoints (also written at every epoch end and at the end).
+        num_workers: DataLoader workers (exact resume needs 0).
+        widths, blocks_per_stage: the :class:`PreActResNet`.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+    """
+
+    out: str
+    method: str = "erm"
+    epochs: int = 2
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.5
+    alpha: float = 1.0
+    padding: int = 4
+    seed: int = 0
+    max_steps: int | None = None
+    checkpoint_every: int = 200
+    num_workers: int = 0
+    widths: tuple[int, ...] = (32, 64, 128)
+    blocks_per_stage: int = 1
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise VarMixupError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.schedule not in ("cosine", "onecycle"):
+            raise VarMixupError(f"schedule must be 'cosine' or 'onecycle', got {self.schedule!r}")
+        for name in ("epochs", "batch_size", "checkpoint_every", "blocks_per_stage"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise VarMixupError(f"{name} must be an int >= 1, got {v!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise VarMixupError(f"max_steps must be an int >= 1 or None, got {self.max_steps!r}")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise VarMixupError(f"num_workers must be an int >= 0, got {self.num_workers!r}")
+        if not isinstance(self.padding, int) or self.padding < 0:
+            raise VarMixupError(f"padding must be an int >= 0, got {self.padding!r}")
+        for name in ("lr", "alpha"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise VarMixupError(f"{name} must be a finite number > 0, got {v!r}")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise VarMixupError(
+                f"need 0 <= momentum < 1, weight_decay >= 0 and warmup_epochs >= 0, got {self.momentum}, "
+                f"{self.weight_decay}, {self.warmup_epochs}"
+            )
+        self.widths = tuple(int(w) for w in self.widths)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.out) / CHECKPOINT_NAME
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+
+def split_holdout(n: int, holdout: int, *, seed: int = 0, limit_train: int | None = None) -> tuple[list[int], list[int]]:
+    """Split ``range(n)`` into training and held-out indices with a fixed shuffle.
+
+    The first ``holdout`` items of ``randperm(n)`` (seeded by ``seed``) are held out; the
+    training set is the rest, or its first ``limit_train`` items. The same ``(n, holdout, seed)``
+    gives the same held-out split whatever ``limit_train`` is, so every method trains on the same
+    images and never on the held-out ones.
+
+    Returns:
+        ``(train_indices, holdout_indices)``, each sorted.
+
+    Example:
+        >>> train, held = split_holdout(10, 3, seed=0)
+        >>> len(train), len(held), sorted(train + held) == list(range(10))
+        (7, 3, True)
+    """
+    if not isinstance(n, int) or n < 2:
+        raise VarMixupError(f"the train split needs at least 2 images, got {n!r}")
+    if not isinstance(holdout, int) or holdout < 0 or holdout >= n:
+        raise VarMixupError(f"holdout must be an int in [0, {n - 1}] (images of the train split), got {holdout!r}")
+    if limit_train is not None and (not isinstance(limit_train, int) or limit_train < 1):
+        raise VarMixupError(f"limit_train must be an int >= 1 or None, got {limit_train!r}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    held, rest = perm[:holdout], perm[holdout:]
+    if limit_train is not None:
+        rest = rest[:limit_train]
+    return sorted(rest), sorted(held)
+
+
+class AugmentedImages(Dataset):
+    """``uint8`` images with per-image albumentations augmentation: zero pad, random crop, horizontal flip.
+
+    Items are ``(HWC uint8 numpy image, int label)``, which :func:`collate_images` and
+    :class:`VarMixupCollate` turn into float batches in ``[0, 1]``.
+
+    Seeding: item ``i`` in epoch ``e`` is augmented with an albumentations seed taken from a
+    per-epoch table of seeds drawn with a torch generator seeded from ``(seed, e)``; the result
+    depends only on ``(seed, e, i)``, not on workers or batch order. Call :meth:`set_epoch` before
+    each epoch's DataLoader iterator is made.
+
+    Args:
+        images: ``(N, C, H, W)`` uint8.
+        labels: ``(N,)`` int.
+        padding: pixels of zero padding per side before cropping back to ``(H, W)``; 0 disables.
+        flip: random horizontal flip.
+        seed: base seed.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, *, padding: int = 4, flip: bool = True, seed: int = 0) -> None:
+        if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+            raise VarMixupError(
+                f"images must be a uint8 tensor (N, C, H, W), got "
+                f"{(images.dtype, tuple(images.shape)) if isinstance(images, Tensor) else type(images).__name__}"
+            )
+        if not isinstance(labels, Tensor) or labels.shape != (images.shape[0],):
+            raise VarMixupError(f"labels must have shape (N,) = ({images.shape[0]},)")
+        self.hwc = images.permute(0, 2, 3, 1).contiguous().numpy()
+        self.labels = labels.long().tolist()
+        self.padding, self.flip, self.seed = padding, flip, seed
+        self._seeds = self._seed_table(0)
+        self._compose: Any = None
+
+    def _seed_table(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(_mix_seed(self.seed, "augment", epoch) % 2**62)
+        return torch.randint(0, 2**32, (len(self.labels),), generator=g, dtype=torch.int64).tolist()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the augmentation seeds of ``epoch``."""
+        self._seeds = self._seed_table(epoch)
+
+    def _build(self) -> Any:
+        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+        import albumentations as A
+        import cv2
+
+        h, w = self.hwc.shape[1:3]
+        ops: list[Any] = []
+        if self.padding:
+            ops += [A.Pad(padding=self.padding, fill=0, border_mode=cv2.BORDER_CONSTANT),
+                    A.RandomCrop(height=h, width=w)]
+        if self.flip:
+            ops.append(A.HorizontalFlip(p=0.5))
+        return A.Compose(ops, seed=0)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        if self._compose is None:
+            self._compose = self._build()
+        self._compose.set_random_seed(self._seeds[index])
+        return self._compose(image=self.hwc[index])["image"], self.labels[index]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_compose"] = None  # rebuilt in each worker
+        return state
+
+
+def _lr_at(cfg: TrainClassifierConfig, step: int, planned: int, steps_per_epoch: int) -> float:
+    t = min(step / max(1, planned), 1.0)
+    if cfg.schedule == "onecycle":
+        if t < 0.3:
+            return cfg.lr / 25 + (cfg.lr - cfg.lr / 25) * t / 0.3
+        u = (t - 0.3) / 0.7
+        low = cfg.lr / 1e4
+        return low + (cfg.lr - low) * 0.5 * (1 + math.cos(math.pi * u))
+    warm = min(cfg.warmup_epochs * steps_per_epoch, 0.1 * planned)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    u = (step - warm) / max(1.0, planned - warm)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(u, 1.0)))
+
+
+def _make_collate(cfg: TrainClassifierConfig, vae: Any, num_classes: int, epoch: int) -> Any:
+    seed = _mix_seed(cfg.seed, "mix", epoch) % 2**62
+    if cfg.method == "erm":
+        return collate_images
+    if cfg.method == "mixup":
+        return VarMixupCollate(None, num_classes=num_classes, space="input", alpha=cfg.alpha, seed=seed)
+    if vae is None:
+        raise VarMixupError(f"method {cfg.method!r} needs a VAE; pass vae= (train-classifier --vae PATH)")
+    return VarMixupCollate(vae, num_classes=num_classes, alpha=cfg.alpha, residual=cfg.method == "varmixup-residual",
+                           seed=seed)
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
+
+
+def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer | None, meta: dict[str, Any]) -> None:
+    tensors: dict[str, Tensor] = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if opt is not None:
+        state = opt.state_dict()
+        for pid, st in state["state"].items():
+            for name, value in st.items():
+                if value is None:
+                    continue
+                t = value if isinstance(value, Tensor) else torch.tensor(value)
+                tensors[f"optim.{pid}.{name}"] = t.detach().cpu().contiguous()
+        meta = {**meta, "param_groups": state["param_groups"]}
+    tensors["rng.cpu"] = torch.get_rng_state()
+    header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **meta}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(header)})
+    os.replace(tmp, path)
+
+
+def _resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        p = p / CHECKPOINT_NAME
+    if not p.is_file():
+        raise VarMixupError(f"checkpoint {p} does not exist; pass the run folder of train-classifier or its "
+                            f"{CHECKPOINT_NAME}")
+    return p
+
+
+def read_classifier_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON metadata of a classifier checkpoint (a file, or a run folder holding ``checkpoint.safetensors``)."""
+    p = _resolve_checkpoint(path)
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_METADATA_KEY)
+    except Exception as exc:  # safetensors raises its own error types
+        raise VarMixupError(f"{p}: cannot read the safetensors header, the file may be truncated or corrupt ({exc})") from exc
+    if raw is None:
+        raise VarMixupError(f"{p}: no '{_METADATA_KEY}' metadata; it was not written by train-classifier")
+    meta = json.loads(raw)
+    if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
+        raise VarMixupError(f"{p}: unsupported checkpoint format {meta.get('format')!r} version "
+                            f"{meta.get('format_version')!r}; expected {FORMAT_NAME!r} version {FORMAT_VERSION}")
+    return meta
+
+
+def _read_tensors(p: Path, prefix: str | None = None) -> dict[str, Tensor]:
+    with safe_open(str(p), framework="pt", device="cpu") as f:
+        return {k: f.get_tensor(k) for k in f.keys() if prefix is None or k.startswith(prefix)}
+
+
+def _build_model(meta: dict[str, Any]) -> nn.Module:
+    arch = meta.get("architecture")
+    if arch not in _ARCHITECTURES:
+        raise VarMixupError(f"unknown architecture {arch!r} in checkpoint; known: {sorted(_ARCHITECTURES)}")
+    kwargs = dict(meta["model"])
+    kwargs["widths"] = tuple(kwargs["widths"])
+    kwargs["mean"] = tuple(kwargs["mean"])
+    kwargs["std"] = tuple(kwargs["std"])
+    return _ARCHITECTURES[arch](**kwargs)
+
+
+def load_classifier(path: str | os.PathLike[str], *, device: str | torch.device | None = None
+                    ) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a classifier written by :func:`train_classifier`.
+
+    Args:
+        path: ``checkpoint.safetensors`` or the run folder holding it.
+        device: where to put the model (default: CPU).
+
+    Returns:
+        ``(model, metadata)``: the model in eval mode, taking pixel-space images ``(B, C, H, W)`` in
+        ``[0, 1]`` (normalisation inside); the metadata has ``method``, ``epoch``, ``global_step``,
+        ``args``, ``holdout`` (indices into the train split) and more.
+    """
+    p = _resolve_checkpoint(path)
+    meta = read_classifier_metadata(p)
+    model = _build_model(meta)
+    state = {k[len("model."):]: v for k, v in _read_tensors(p, "model.").items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise VarMixupError(f"{p}: weights do not match the architecture in its metadata ({exc})") from exc
+    return model.to(device=device).eval(), meta
+
+
+# ---- training -----------------------------------------------------------------------------------
+
+
+def _resolve_device(device: str) -> torch.device:
+    from ._train_vae import resolve_device
+
+    return resolve_device(device)
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, images: Tensor, labels: Tensor, device: torch.device, batch_size: int = 500) -> float:
+    model.eval()
+    correct = 0
+    for s in range(0, images.shape[0], batch_size):
+        x = images[s:s + batch_size].to(device).float().div_(255.0)
+        correct += int((model(x).argmax(1).cpu() == labels[s:s + batch_size]).sum())
+    return correct / max(1, images.shape[0])
+
+
+def train_classifier(
+    cfg: TrainClassifierConfig,
+    train_images: Tensor,
+    train_labels: Tensor,
+    *,
+    num_classes: int,
+    vae: Any = None,
+    holdout_images: Tensor | None = None,
+    holdout_labels: Tensor | None = None,
+    data_info: dict[str, Any] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a :class:`PreActResNet` on ``uint8`` images with ``cfg.method``; save and return a report.
+
+    Args:
+        cfg: the settings.
+        train_images: ``(N, C, H, W)`` uint8 training images (the held-out images excluded).
+        train_labels: ``(N,)`` int.
+        num_classes: number of classes.
+        vae: the VAE for ``varmixup``/``varmixup-residual`` (any :class:`VAEProtocol`, on the CPU).
+        holdout_images, holdout_labels: optional held-out images for a final accuracy in the report.
+        data_info: JSON-serialisable facts stored in the checkpoint metadata, e.g. ``{"holdout":
+            {"indices": [...], "train_size": 50000, "seed": 0}, "data_dir": ...}``; its ``holdout``
+            entry is what ``evaluate --select-lam`` uses.
+        resume: continue from ``cfg.out/checkpoint.safetensors``. With ``num_workers=0`` the result
+            equals an uninterrupted run on the same device.
+        progress: tqdm bar.
+
+    Returns:
+        The report (also written to ``cfg.out/train_report.json``): steps, epochs, losses per epoch,
+        wall time, seconds per step (total, data, compute), held-out accuracy.
+    """
+    if not isinstance(train_images, Tensor) or train_images.dtype != torch.uint8 or train_images.ndim != 4:
+        raise VarMixupError("train_images must be a uint8 tensor (N, C, H, W)")
+    n = train_images.shape[0]
+    if n < cfg.batch_size:
+        raise VarMixupError(f"batch_size {cfg.batch_size} is larger than the {n} training images; lower --batch-size")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise VarMixupError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    if int(train_labels.min()) < 0 or int(train_labels.max()) >= num_classes:
+        raise VarMixupError(f"train_labels must lie in [0, {num_classes})")
+    if cfg.method.startswith("varmixup") and vae is None:
+        raise VarMixupError(f"method {cfg.method!r} needs a VAE; pass vae= (train-classifier --vae PATH)")
+    device = _resolve_device(cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = dict(data_info or {})
+
+    torch.manual_seed(cfg.seed)
+    model = PreActResNet(num_classes=num_classes, channels=train_images.shape[1], widths=cfg.widths,
+                         blocks_per_stage=cfg.blocks_per_stage).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                          weight_decay=cfg.weight_decay)
+    steps_per_epoch = n // cfg.batch_size
+    planned = cfg.epochs * steps_per_epoch
+    total = planned if cfg.max_steps is None else min(planned, cfg.max_steps)
+    epoch, step_in_epoch, global_step, elapsed = 0, 0, 0, 0.0
+    history: list[dict[str, Any]] = []
+    epoch_loss: dict[str, float] = {"sum": 0.0, "count": 0}
+    if resume:
+        path = cfg.checkpoint_path
+        if not path.is_file():
+            raise VarMixupError(f"--resume given but there is no checkpoint at {path}")
+        meta = read_classifier_metadata(path)
+        if meta.get("method") != cfg.method:
+            raise VarMixupError(f"{path} was trained with --method {meta.get('method')}, not {cfg.method}; "
+                                "resume with the same method or use another --out")
+        if meta.get("model") != model.config():
+            raise VarMixupError(f"{path} holds a model {meta.get('model')}, not {model.config()}; pass the same "
+                                "--widths/--blocks-per-stage")
+        saved_data = meta.get("data", {})
+        if saved_data.get("train_images") != n or meta.get("holdout") != info.get("holdout"):
+            raise VarMixupError(f"{path} was trained on another split ({saved_data.get('train_images')} training "
+                                f"images); pass the same --data-dir, --holdout and --limit-train to resume")
+        tensors = _read_tensors(path)
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        opt_state: dict[str, Any] = {"state": {}, "param_groups": meta["param_groups"]}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, pid, name = k.split(".", 2)
+                opt_state["state"].setdefault(int(pid), {})[name] = v.to(device)
+        opt.load_state_dict(opt_state)
+        torch.set_rng_state(tensors["rng.cpu"])
+        epoch, step_in_epoch, global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
+        elapsed, history = meta.get("elapsed_s", 0.0), meta.get("history", [])
+        epoch_loss = dict(meta.get("epoch_loss", epoch_loss))
+
+    dataset = AugmentedImages(train_images, train_labels, padding=cfg.padding, seed=cfg.seed)
+    loss_fn = nn.CrossEntropyLoss()
+    data_time = compute_time = 0.0
+    timed_steps = 0
+    first_step = True
+    run_loss, run_count = 0.0, 0
+
+    def save() -> None:
+        meta = {
+            "architecture": "PreActResNet", "model": model.config(), "method": cfg.method, "epoch": epoch,
+            "step_in_epoch": step_in_epoch, "global_step": global_step, "planned_steps": planned,
+            "steps_per_epoch": steps_per_epoch, "finished": global_step >= planned, "args": cfg.to_dict(),
+            "elapsed_s": time.perf_counter() - t_start, "history": history, "epoch_loss": epoch_loss,
+            "data": {"train_images": n, "num_classes": num_classes,
+                     **{k: v for k, v in info.items() if k != "holdout"}},
+            "holdout": info.get("holdout"),
+        }
+        _save_checkpoint(cfg.checkpoint_path, model, opt, meta)
+
+    t_start = time.perf_counter() - elapsed
+    bar = tqdm(total=total, initial=global_step, desc=f"train-classifier ({cfg.method})", unit="step",
+               disable=not progress)
+    while global_step < total:
+        model.train()
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(_mix_seed(cfg.seed, "perm", epoch) % 2**62))
+        order = perm[step_in_epoch * cfg.batch_size: steps_per_epoch * cfg.batch_size].tolist()
+        dataset.set_epoch(epoch)
+        collate = _make_collate(cfg, vae, num_classes, epoch)
+        if isinstance(collate, VarMixupCollate) and cfg.num_workers == 0:
+            for _ in range(step_in_epoch):  # replay the draws of the batches done before a resume
+                collate.mixer.draw_params(cfg.batch_size)
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, drop_last=True,
+                            collate_fn=collate, num_workers=cfg.num_workers,
+                            generator=torch.Generator().manual_seed(_mix_seed(cfg.seed, "loader", epoch) % 2**62),
+                            pin_memory=device.type == "cuda")
+        t_data = time.perf_counter()
+        for x, t in loader:
+            t_compute = time.perf_counter()
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(cfg, global_step, planned, steps_per_epoch)
+            x = x.to(device, non_blocking=True)
+            t = t.to(device, non_blocking=True)
+            loss = loss_fn(model(x), t)
+            if not torch.isfinite(loss):
+                raise VarMixupError(f"training diverged at step {global_step} (loss {loss.item()}); lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            value = loss.item()
+            t_end = time.perf_counter()
+            if not first_step:  # the first step of a run pays one-off start-up costs
+                data_time += t_compute - t_data
+                compute_time += t_end - t_compute
+                timed_steps += 1
+            first_step = False
+            step_in_epoch += 1
+            global_step += 1
+            run_loss, run_count = run_loss + value, run_count + 1
+            epoch_loss["sum"] += value
+            epoch_loss["count"] += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{value:.3f}", lr=f"{opt.param_groups[0]['lr']:.4f}")
+            if global_step % cfg.checkpoint_every == 0 and global_step < total:
+                save()
+            t_data = time.perf_counter()
+            if global_step >= total:
+                break
+        if step_in_epoch >= steps_per_epoch:
+            history.append({"epoch": epoch, "mean_loss": epoch_loss["sum"] / max(1, epoch_loss["count"]),
+                            "steps": global_step})
+            epoch_loss = {"sum": 0.0, "count": 0}
+            epoch, step_in_epoch = epoch + 1, 0
+            if global_step < total:
+                save()
+    bar.close()
+    save()
+    wall = time.perf_counter() - t_start
+    report: dict[str, Any] = {
+        "method": cfg.method, "steps": global_step, "planned_steps": planned, "steps_per_epoch": steps_per_epoch,
+        "epochs_completed": global_step / steps_per_epoch, "train_images": n, "batch_size": cfg.batch_size,
+        "wall_time_s": wall, "device": str(device), "torch_threads": torch.get_num_threads(),
+        "parameters": sum(p.numel() for p in model.parameters()), "history": history,
+        "mean_loss_this_run": run_loss / max(1, run_count),
+        "s_per_step": (data_time + compute_time) / timed_steps if timed_steps else None,
+        "s_per_step_data": data_time / timed_steps if timed_steps else None,
+        "s_per_step_compute": compute_time / timed_steps if timed_steps else None,
+        "checkpoint": str(cfg.checkpoint_path),
+    }
+    if holdout_images is not None and holdout_labels is not None and holdout_images.shape[0]:
+        report["holdout_accuracy"] = _accuracy(model, holdout_images, holdout_labels.long(), device)
+        report["holdout_images"] = int(holdout_images.shape[0])
+    (out / "train_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def load_train_split(
+    data_dir: str | os.PathLike[str], *, holdout: int = 2000, holdout_seed: int = 0, limit_train: int | None = None,
+    num_workers: int = 0, progress: bool = True,
+) -> dict[str, Any]:
+    """Open the train split of ``data_dir``, hold out ``holdout`` images, decode both parts to ``uint8``.
+
+    Returns:
+        ``{"train": (images (N, C, H, W) uint8, labels (N,)), "holdout": (images, labels),
+        "holdout_info": {"indices", "train_size", "seed", "count"}, "classes": [...], "data_dir": str}``.
+    """
+    from torch.utils.data import Subset
+
+    from ._data import load_tensor_dataset, open_image_dataset
+
+    ds = open_image_dataset(data_dir, "train")
+    n = len(ds)  # type: ignore[arg-type]
+    train_idx, held_idx = split_holdout(n, holdout, seed=holdout_seed, limit_train=limit_train)
+    train = load_tensor_dataset(Subset(ds, train_idx), num_workers=num_workers, desc="decoding train",
+                                progress=progress)
+    if held_idx:
+        held = load_tensor_dataset(Subset(ds, held_idx), num_workers=num_workers, desc="decoding held-out",
+                                   progress=progress)
+    else:
+        held = (torch.empty(0, *train[0].shape[1:], dtype=torch.uint8), torch.empty(0, dtype=torch.long))
+    classes = list(getattr(ds, "classes", None) or range(int(train[1].max()) + 1))
+    return {
+        "train": train, "holdout": held, "classes": classes, "data_dir": str(data_dir),
+        "holdout_info": {"indices": held_idx, "train_size": n, "seed": holdout_seed, "count": len(held_idx)},
+    }
+
+
+def _parse_widths(text: str | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(text, str):
+        try:
+            return tuple(int(w) for w in text.split(","))
+        except ValueError as exc:
+            raise VarMixupError(f"--widths must be comma-separated ints like 32,64,128, got {text!r}") from exc
+    return tuple(int(w) for w in text)

@@ -1,0 +1,94 @@
+"""``varmixup-aug train-classifier``: one model and schedule, four training methods."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "train-classifier",
+        help="train a small pre-activation ResNet with ERM, mixup, VarMixup or residual VarMixup",
+        description="Train the same PreActResNet with the same schedule and per-image crop+flip under "
+        "--method erm|mixup|varmixup|varmixup-residual. A fixed held-out part of the train split (the same "
+        "for every method and --seed) is never trained on; evaluate --select-lam uses it to choose MI's lam. "
+        "Writes OUT/checkpoint.safetensors (model, optimiser and RNG state, JSON metadata; resumable), "
+        "OUT/holdout.json and OUT/train_report.json.",
+    )
+    p.add_argument("--method", required=True, choices=["erm", "mixup", "varmixup", "varmixup-residual"])
+    p.add_argument("--data-dir", required=True,
+                   help="ImageFolder dir or a .tar.gz of one, e.g. ../shared/data/cifar10-jpg.tar.gz")
+    p.add_argument("--out", required=True, help="run folder, e.g. runs/classifiers/erm")
+    p.add_argument("--vae", default=None, help="VAE checkpoint (.safetensors) for varmixup*; default: --pretrained")
+    p.add_argument("--pretrained", default="cifar10", help="name of the shipped VAE used when --vae is not given")
+    p.add_argument("--epochs", type=int, default=2,
+                   help="planned epochs; the lr schedule spans them (2 fits 30 min per method on 2 slow CPU cores)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (SGD, Nesterov momentum 0.9)")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--schedule", choices=["cosine", "onecycle"], default="cosine")
+    p.add_argument("--warmup-epochs", type=float, default=0.5, help="linear warm-up of the cosine schedule")
+    p.add_argument("--alpha", type=float, default=1.0, help="Beta(alpha, alpha) of mixup and VarMixup")
+    p.add_argument("--holdout", type=int, default=2000, help="train-split images held out (never trained on)")
+    p.add_argument("--holdout-seed", type=int, default=0,
+                   help="seed of the held-out split (keep it equal across methods)")
+    p.add_argument("--limit-train", type=int, default=None,
+                   help="train on a fixed subset of this many of the remaining images")
+    p.add_argument("--seed", type=int, default=0, help="seed of init, shuffling, augmentation and mixing")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
+    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
+    p.add_argument("--widths", default="32,64,128", help="channel widths of the ResNet stages")
+    p.add_argument("--blocks-per-stage", type=int, default=1)
+    p.add_argument("--num-workers", type=int, default=0,
+                   help="DataLoader workers for augmentation and mixing (exact --resume needs 0)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import load_pretrained_vae, load_vae
+    from .._errors import VarMixupError
+    from .._train_classifier import TrainClassifierConfig, _parse_widths, load_train_split, train_classifier
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    progress = not args.no_progress
+    cfg = TrainClassifierConfig(
+        out=args.out, method=args.method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs, alpha=args.alpha,
+        seed=args.seed, max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
+        num_workers=args.num_workers, widths=_parse_widths(args.widths), blocks_per_stage=args.blocks_per_stage,
+        device=args.device,
+    )
+    vae = None
+    if args.method.startswith("varmixup"):
+        vae = load_vae(args.vae) if args.vae else load_pretrained_vae(args.pretrained)
+    elif args.vae:
+        raise VarMixupError(f"--vae is only used by --method varmixup and varmixup-residual, not {args.method}")
+    split = load_train_split(args.data_dir, holdout=args.holdout, holdout_seed=args.holdout_seed,
+                             limit_train=args.limit_train, num_workers=args.num_workers, progress=progress)
+    info = {"holdout": split["holdout_info"], "data_dir": split["data_dir"], "classes": split["classes"],
+            "limit_train": args.limit_train,
+            "vae": (args.vae or f"pretrained:{args.pretrained}") if vae is not None else None}
+    train_x, train_y = split["train"]
+    held_x, held_y = split["holdout"]
+    report = train_classifier(cfg, train_x, train_y, num_classes=len(split["classes"]), vae=vae,
+                              holdout_images=held_x, holdout_labels=held_y, data_info=info, resume=args.resume,
+                              progress=progress)
+    from pathlib import Path
+
+    (Path(args.out) / "holdout.json").write_text(json.dumps(split["holdout_info"]))
+    step = report["s_per_step"]
+    held = report.get("holdout_accuracy")
+    print(f"{args.method}: {report['steps']} steps ({report['epochs_completed']:.2f} epochs) in "
+          f"{report['wall_time_s']:.0f} s" + (f", {step:.3f} s/step" if step else "")
+          + (f"; held-out accuracy {100 * held:.2f}% on {report['holdout_images']} images" if held is not None else ""))
+    print(f"wrote {report['checkpoint']}")
+    return 0
