@@ -57,6 +57,17 @@ class MixupParams:
             raise VarMixupError("MixupParams.index must be a permutation of range(B)")
 
 
+def _check_options(num_classes: int, alpha: float, prob: float, label_smoothing: float, space: str,
+                   posterior: str) -> None:
+    _check_alpha_prob(alpha, prob, label_smoothing)
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise VarMixupError(f"num_classes must be a positive int, got {num_classes!r}")
+    if space not in ("latent", "input"):
+        raise VarMixupError(f"space must be 'latent' or 'input', got {space!r}")
+    if posterior not in ("sample", "mean"):
+        raise VarMixupError(f"posterior must be 'sample' or 'mean', got {posterior!r}")
+
+
 def _check_alpha_prob(alpha: float, prob: float, label_smoothing: float) -> None:
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise VarMixupError(f"alpha must be a finite number > 0, got {alpha!r}; alpha=1.0 draws lam uniformly")
@@ -291,13 +302,7 @@ def varmixup(
         >>> tuple(xm.shape), tuple(t.shape), bool(torch.allclose(t.sum(1), torch.ones(4)))
         ((4, 3, 16, 16), (4, 3), True)
     """
-    _check_alpha_prob(alpha, prob, label_smoothing)
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise VarMixupError(f"num_classes must be a positive int, got {num_classes!r}")
-    if space not in ("latent", "input"):
-        raise VarMixupError(f"space must be 'latent' or 'input', got {space!r}")
-    if posterior not in ("sample", "mean"):
-        raise VarMixupError(f"posterior must be 'sample' or 'mean', got {posterior!r}")
+    _check_options(num_classes, alpha, prob, label_smoothing, space, posterior)
     from_latents = isinstance(images, Posterior)
     if from_latents:
         if space == "input" or residual:
@@ -433,13 +438,7 @@ class VarMixup:
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        _check_alpha_prob(alpha, prob, label_smoothing)
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise VarMixupError(f"num_classes must be a positive int, got {num_classes!r}")
-        if space not in ("latent", "input"):
-            raise VarMixupError(f"space must be 'latent' or 'input', got {space!r}")
-        if posterior not in ("sample", "mean"):
-            raise VarMixupError(f"posterior must be 'sample' or 'mean', got {posterior!r}")
+        _check_options(num_classes, alpha, prob, label_smoothing, space, posterior)
         if space == "latent":
             if vae is None or not (callable(getattr(vae, "encode", None)) and callable(getattr(vae, "decode", None))):
                 raise VarMixupError(
