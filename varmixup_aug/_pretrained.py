@@ -18,7 +18,7 @@ __all__ = ["list_pretrained", "load_pretrained_vae", "pretrained_path"]
 _REGISTRY: dict[str, dict[str, str]] = {
     "cifar10": {
         "file": "cifar10.safetensors",
-        "sha256": "UNSET",
+        "sha256": "b35a5cd82abfed741184bad7444370eb4b768cef6cfb0c8130622b2f040d9c05",
         "description": "ConvVAE for 32x32 RGB images in [0, 1], trained on the CIFAR-10 train split",
     },
 }
