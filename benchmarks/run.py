@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -119,6 +118,11 @@ def mixup_inference(args: argparse.Namespace) -> dict[str, Any]:
         with torch.inference_mode():
             return model(big)
 
+    def floor_chunked() -> Any:
+        # The same B*N forwards in the chunks MIPredictor uses (1024): smaller batches stay in cache.
+        with torch.inference_mode():
+            return [model(c) for c in big.split(mi.chunk_size)]
+
     def batched() -> Any:
         with torch.inference_mode():
             return mi(x)
@@ -141,25 +145,37 @@ def mixup_inference(args: argparse.Namespace) -> dict[str, Any]:
 
     res = {
         "floor_one_forward_BxN": median_time(floor, min_run_time=t),
+        "floor_chunked_forward_BxN": median_time(floor_chunked, min_run_time=t),
         "mi_batched": median_time(batched, min_run_time=t),
         "naive_per_sample_loop": median_time(naive_loop, min_run_time=t, warmup=1),
     }
     res["ratios"] = {
         "batched_over_floor (target <= 1.10)": res["mi_batched"] / res["floor_one_forward_BxN"],
+        "batched_over_chunked_floor": res["mi_batched"] / res["floor_chunked_forward_BxN"],
         "loop_over_batched (target >= 10)": res["naive_per_sample_loop"] / res["mi_batched"],
     }
     return res
 
 
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def _peak_rss_child(chunk: str, batch: int, n: int) -> None:
-    """Run in a fresh process: peak RSS growth of one MI call with this chunk size."""
+    """Run in a fresh process: peak RSS growth of one MI call with this chunk size (Linux)."""
     args = argparse.Namespace(mi_n=n, mi_batch=batch)
     _, mi, x = _mi_setup(args, chunk_size=None if chunk == "all" else int(chunk))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.inference_mode():
+        mi(x[:1])  # warm up allocator and kernels
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+    before = _status_kib("VmRSS")
     with torch.inference_mode():
         mi(x)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"chunk": chunk, "peak_rss_growth_mib": (after - before) / 1024}))
+    peak = _status_kib("VmHWM")
+    print(json.dumps({"chunk": chunk, "peak_rss_growth_mib": (peak - before) / 1024}))
 
 
 def mi_memory(args: argparse.Namespace) -> dict[str, float]:
@@ -197,6 +213,31 @@ def scaling(vae: Any, args: argparse.Namespace) -> dict[str, Any]:
     return {"varmixup_cached_by_batch_s": by_batch, "mi_by_num_samples_s": by_n}
 
 
+def profile(vae: Any, args: argparse.Namespace, path: Path) -> None:
+    """Operator profiles of one MI call and one cached-latent VarMixup batch, for the README."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from varmixup_aug import Posterior, VarMixupCollate
+
+    _, mi, x = _mi_setup(args)
+    b = args.batch
+    with torch.no_grad():
+        mu, logvar = vae.encode(torch.rand(b, 3, 32, 32))
+    items = [(Posterior(mu[i], logvar[i]), i % 10) for i in range(b)]
+    collate = VarMixupCollate(vae, num_classes=10, seed=0)
+    sections = []
+    for name, fn in (("MIPredictor call (MI-OL)", lambda: mi(x)), ("VarMixup batch from cached latents",
+                                                                   lambda: collate(items))):
+        with torch.inference_mode():
+            fn()
+            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                fn()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8)
+        sections.append(f"## {name}\n\n{table}")
+    path.write_text("\n".join(sections))
+
+
 def plot(scale: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -208,10 +249,14 @@ def plot(scale: dict[str, Any], path: Path) -> None:
     axes[0].plot(list(bb), [1e3 * v for v in bb.values()], "o-")
     axes[0].set(xscale="log", yscale="log", xlabel="batch size", ylabel="ms per batch",
                 title="VarMixup from cached latents")
+    axes[0].set_xticks(list(bb), [str(v) for v in bb], minor=False)
+    axes[0].minorticks_off()
     nn_ = scale["mi_by_num_samples_s"]
     axes[1].plot(list(nn_), [1e3 * v for v in nn_.values()], "o-")
     axes[1].set(xscale="log", yscale="log", xlabel="N (MI samples)", ylabel="ms per batch of 64",
                 title="MIPredictor (MI-OL)")
+    axes[1].set_xticks(list(nn_), [str(v) for v in nn_], minor=False)
+    axes[1].minorticks_off()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -245,6 +290,7 @@ def main() -> int:
     mem = mi_memory(args)
     scale = scaling(vae, args)
     plot(scale, Path(args.plot))
+    profile(vae, args, Path(args.out).with_name("profile.txt"))
     result = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -264,7 +310,7 @@ def main() -> int:
     for key in ("step_torchvision_mixup", "step_varmixup_cached", "step_varmixup_encoder"):
         print(f"{key:38s} {1e3 * gen[key]:10.2f}")
     print(f"\nMIPredictor, B={args.mi_batch}, N={args.mi_n}, medians")
-    for key in ("floor_one_forward_BxN", "mi_batched", "naive_per_sample_loop"):
+    for key in ("floor_one_forward_BxN", "floor_chunked_forward_BxN", "mi_batched", "naive_per_sample_loop"):
         print(f"{key:38s} {1e3 * mi[key]:10.2f}")
     print("\nPeak RSS growth of one MI call by chunk size (MiB): "
           + ", ".join(f"{k}: {v:.0f}" for k, v in mem.items()))

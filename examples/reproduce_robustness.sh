@@ -10,8 +10,9 @@
 #
 # Usage (from anywhere):   examples/reproduce_robustness.sh
 # Settings through the environment, e.g.:
-#   EPOCHS=3 VAE=runs/vae/cifar10.safetensors examples/reproduce_robustness.sh
-#   VAE= examples/reproduce_robustness.sh                      # use the shipped VAE (pretrained "cifar10")
+#   EPOCHS=3 examples/reproduce_robustness.sh                  # the shipped VAE (pretrained "cifar10")
+#   VAE=my_vae.safetensors examples/reproduce_robustness.sh    # another VAE checkpoint
+#   STAGES=train examples/reproduce_robustness.sh              # only train (STAGES=eval: only evaluate)
 #   DEVICE=cuda EPOCHS=30 examples/reproduce_robustness.sh
 #   EVAL_ARGS="--adaptive-limit 200 --attack-mi-samples 10" ...  # bound the adaptive attack on a CPU
 # Re-running resumes unfinished training runs and replaces each method's row in the results.
@@ -19,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DATA=${DATA:-../shared/data/cifar10-jpg.tar.gz}
-VAE=${VAE-runs/vae/cifar10.safetensors}   # empty: the shipped VAE, load_pretrained_vae("cifar10")
+VAE=${VAE-}   # empty: the shipped VAE, load_pretrained_vae("cifar10"); or a checkpoint path
 EPOCHS=${EPOCHS:-2}
 SEED=${SEED:-0}
 DEVICE=${DEVICE:-auto}
@@ -30,7 +31,8 @@ TRAIN_ARGS=${TRAIN_ARGS:-}
 EVAL_ARGS=${EVAL_ARGS:-}
 PYTHON=${PYTHON:-.venv/bin/python}
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-METHODS=(erm mixup varmixup varmixup-residual)
+METHODS=(${METHODS:-erm mixup varmixup varmixup-residual})
+STAGES=${STAGES:-train eval}
 
 thread_args=()
 if [[ -n $THREADS ]]; then thread_args=(--threads "$THREADS"); fi
@@ -43,6 +45,7 @@ if [[ -n $VAE ]]; then
   vae_args=(--vae "$VAE")
 fi
 
+if [[ $STAGES == *train* ]]; then
 for method in "${METHODS[@]}"; do
   extra=()
   if [[ $method == varmixup* ]]; then extra+=("${vae_args[@]}"); fi
@@ -53,7 +56,9 @@ for method in "${METHODS[@]}"; do
     --alpha 1.0 --holdout 2000 --holdout-seed 0 --seed "$SEED" --device "$DEVICE" \
     "${thread_args[@]}" "${extra[@]}" $TRAIN_ARGS
 done
+fi
 
+if [[ $STAGES != *eval* ]]; then exit 0; fi
 mkdir -p "$RESULTS"
 for method in "${METHODS[@]}"; do
   # shellcheck disable=SC2086

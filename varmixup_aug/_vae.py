@@ -152,6 +152,8 @@ class ConvVAE(nn.Module):
             dec += [nn.SiLU(), nn.ConvTranspose2d(w, out_ch, 4, stride=2, padding=1)]
         dec += [nn.SiLU(), nn.Conv2d(rev[-1], c.channels, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
+        # NHWC convolutions are about 1.5x faster on CPUs (oneDNN) and suit tensor cores on GPUs.
+        self.to(memory_format=torch.channels_last)
 
     # Attributes read by the package's input checks.
     @property
@@ -169,7 +171,8 @@ class ConvVAE(nn.Module):
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, C, H, W)`` images to ``(mu, logvar)``, each ``(B, latent_dim)``."""
         low, high = self.config.input_range
-        h = self.encoder((x - low) / (high - low) * 2.0 - 1.0)
+        x = ((x - low) / (high - low) * 2.0 - 1.0).contiguous(memory_format=torch.channels_last)
+        h = self.encoder(x)
         mu, logvar = self.to_posterior(h).chunk(2, dim=1)
         return mu, logvar.clamp(-30.0, 20.0)
 
@@ -177,8 +180,9 @@ class ConvVAE(nn.Module):
         """``(B, latent_dim)`` latents to ``(B, C, H, W)`` images in ``input_range``."""
         c = self.config
         h = self.from_latent(z).view(z.shape[0], c.widths[-1], self._inner, self._inner)
+        h = h.contiguous(memory_format=torch.channels_last)
         low, high = c.input_range
-        return torch.sigmoid(self.decoder(h)) * (high - low) + low
+        return (torch.sigmoid(self.decoder(h)) * (high - low) + low).contiguous()
 
     def forward(self, x: Tensor, *, sample: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """Reconstruct ``x``; returns ``(reconstruction, mu, logvar)``."""
