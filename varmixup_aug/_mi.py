@@ -513,8 +513,9 @@ class MIPredictor(nn.Module):
         """
         self._check_input(x)
         self._ensure_eval()
-        with torch.no_grad():
-            logits = self.model(self._prep(x.detach()))
+        with torch.no_grad():  # y_hat: plain forward, chunked like the mixes to bound memory
+            step = self.chunk_size or x.shape[0]
+            logits = torch.cat([self.model(self._prep(c)) for c in x.detach().split(step)])
         self._check_logits(logits, x.shape[0])
         if draws is None:
             picked = self._draw(logits.argmax(1), self._stream())
