@@ -45,6 +45,26 @@ class TestTrainVAECommand:
         for (k, x), (_, y) in zip(va.state_dict().items(), vb.state_dict().items()):
             torch.testing.assert_close(x, y, msg=k)
 
+    def test_user_imagefolder_without_splits(self, tmp_path, capsys):
+        import numpy as np
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        for cls in ("cats", "dogs"):
+            (tmp_path / "photos" / cls).mkdir(parents=True)
+            for i in range(20):
+                Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
+                    tmp_path / "photos" / cls / f"{i}.png")
+        out = str(tmp_path / "vae.safetensors")
+        args = ["train-vae", "--data-dir", str(tmp_path / "photos"), "--out", out, "--image-size", "16",
+                "--latent-dim", "4", "--widths", "4,8", "--batch-size", "8", "--max-steps", "2", "--no-progress",
+                "--num-workers", "0"]
+        assert main(args) == 0
+        report = json.loads((tmp_path / "vae.safetensors.report.json").read_text())
+        assert report["images"] == 2 and report["train_images"] == 38  # a fixed 5% is held out
+        assert load_vae(out).config.image_size == 16  # resized and center-cropped to --image-size
+        assert main([*args, "--max-steps", "3", "--resume"]) == 0
+
     def test_archive_input(self, tmp_path, monkeypatch):
         if not CIFAR_ARCHIVE.is_file():
             pytest.skip("needs ../shared/data/cifar10-jpg.tar.gz")
