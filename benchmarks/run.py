@@ -243,6 +243,7 @@ def plot(scale: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     bb = scale["varmixup_cached_by_batch_s"]
@@ -250,13 +251,13 @@ def plot(scale: dict[str, Any], path: Path) -> None:
     axes[0].set(xscale="log", yscale="log", xlabel="batch size", ylabel="ms per batch",
                 title="VarMixup from cached latents")
     axes[0].set_xticks(list(bb), [str(v) for v in bb], minor=False)
-    axes[0].minorticks_off()
+    axes[0].xaxis.set_minor_locator(NullLocator())
     nn_ = scale["mi_by_num_samples_s"]
     axes[1].plot(list(nn_), [1e3 * v for v in nn_.values()], "o-")
     axes[1].set(xscale="log", yscale="log", xlabel="N (MI samples)", ylabel="ms per batch of 64",
                 title="MIPredictor (MI-OL)")
     axes[1].set_xticks(list(nn_), [str(v) for v in nn_], minor=False)
-    axes[1].minorticks_off()
+    axes[1].xaxis.set_minor_locator(NullLocator())
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
