@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ._mixup import MixupParams, varmixup
 
-__all__ = ["mixup_grid", "reconstruction_grid"]
+__all__ = ["mixup_grid", "reconstruction_grid", "write_pictures"]
 
 _SCALE = 2
 _GAP = 4
@@ -98,3 +98,20 @@ def reconstruction_grid(vae: Any, images: Tensor, path: str | os.PathLike[str], 
         rows.append(orig + [None] * pad)
         rows.append(rec + [None] * pad)  # type: ignore[operator]
     return _compose(rows, ["original / reconstruction"] + [""] * (per_row - 1), path)
+
+
+def write_pictures(vae: Any, source: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, pairs: int = 6,
+                   offset: int = 0) -> tuple[Path, Path]:
+    """Write ``varmixup_grid.png`` and ``reconstructions.png`` from real test images of ``source``.
+
+    ``source`` is anything :func:`open_image_dataset` opens; images come from a fixed shuffle of the
+    test split, starting at ``offset``.
+    """
+    from ._data import load_tensor_dataset, open_image_dataset
+
+    n = offset + max(2 * pairs, 32)
+    images, _ = load_tensor_dataset(open_image_dataset(source, "test"), limit=n, progress=False)
+    x = images[offset:].float() / 255.0
+    out = Path(out_dir)
+    grid = mixup_grid(vae, x[0 : 2 * pairs : 2], x[1 : 2 * pairs : 2], out / "varmixup_grid.png")
+    return grid, reconstruction_grid(vae, x[:32], out / "reconstructions.png")

@@ -37,6 +37,7 @@ from ._collate import VarMixupCollate, collate_images
 from ._errors import VarMixupError
 from ._models import PreActResNet
 from ._random import _mix_seed
+from ._train_vae import resolve_device
 
 __all__ = [
     "METHODS",
@@ -354,12 +355,6 @@ def load_classifier(path: str | os.PathLike[str], *, device: str | torch.device 
 # ---- training -----------------------------------------------------------------------------------
 
 
-def _resolve_device(device: str) -> torch.device:
-    from ._train_vae import resolve_device
-
-    return resolve_device(device)
-
-
 @torch.no_grad()
 def _accuracy(model: nn.Module, images: Tensor, labels: Tensor, device: torch.device, batch_size: int = 500) -> float:
     model.eval()
@@ -414,7 +409,7 @@ def train_classifier(
         raise VarMixupError(f"train_labels must lie in [0, {num_classes})")
     if cfg.method.startswith("varmixup") and vae is None:
         raise VarMixupError(f"method {cfg.method!r} needs a VAE; pass vae= (train-classifier --vae PATH)")
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     info = dict(data_info or {})

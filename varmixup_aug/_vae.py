@@ -193,13 +193,3 @@ class ConvVAE(nn.Module):
     def extra_repr(self) -> str:
         return f"config={self.config}"
 
-
-def vae_metadata(vae: Any) -> dict[str, Any]:
-    """Optional attributes of a VAE, used by the input checks."""
-    out: dict[str, Any] = {}
-    for name in ("image_size", "channels", "input_range"):
-        value = getattr(vae, name, None)
-        if value is not None:
-            out[name] = value
-    return out
-

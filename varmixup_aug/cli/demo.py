@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .. import VarMixup, VarMixupCollate, VarMixupLoader, load_pretrained_vae, load_vae
-    from .._data import load_tensor_dataset, open_image_dataset
+    from .._data import open_image_dataset
     from .._models import SmallCNN
-    from .._pictures import mixup_grid, reconstruction_grid
+    from .._pictures import write_pictures
     from .._train_vae import resolve_device
 
     torch.manual_seed(args.seed)
@@ -68,10 +68,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"VAE: {getattr(vae, 'trained_on', 'unknown')}, {sum(p.numel() for p in vae.parameters()):,} parameters")
 
     # Pictures from real test pairs.
-    raw_test, _ = load_tensor_dataset(open_image_dataset(source, "test"), limit=64, progress=False)
-    raw_test = raw_test.float() / 255.0
-    grid = mixup_grid(vae, raw_test[0:12:2], raw_test[1:12:2], out_dir / "varmixup_grid.png")
-    recon = reconstruction_grid(vae, raw_test[:32], out_dir / "reconstructions.png")
+    grid, recon = write_pictures(vae, source, out_dir)
     print(f"wrote {grid} and {recon}")
 
     # The VarMixup DataLoader. On the CPU the workers run the VAE inside the collate;

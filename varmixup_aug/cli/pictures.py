@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 
@@ -22,15 +21,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import load_pretrained_vae, load_vae
-    from .._data import load_tensor_dataset, open_image_dataset
-    from .._pictures import mixup_grid, reconstruction_grid
+    from .._pictures import write_pictures
 
     vae = load_vae(args.vae) if args.vae else load_pretrained_vae(args.pretrained)
-    n = args.offset + max(2 * args.pairs, 32)
-    images, _ = load_tensor_dataset(open_image_dataset(args.data_dir, "test"), limit=n, progress=False)
-    x = images[args.offset :].float() / 255.0
-    out = Path(args.out_dir)
-    a = mixup_grid(vae, x[0 : 2 * args.pairs : 2], x[1 : 2 * args.pairs : 2], out / "varmixup_grid.png")
-    b = reconstruction_grid(vae, x[:32], out / "reconstructions.png")
+    a, b = write_pictures(vae, args.data_dir, args.out_dir, pairs=args.pairs, offset=args.offset)
     print(f"wrote {a} and {b}")
     return 0
