@@ -330,6 +330,8 @@ class TestEvalConfig:
             ({"mi_lam_pl": 0.0}, "mi_lam_pl must be a number in \\(0, 1\\]"),
             ({"pgd_steps": 0}, "pgd_steps must be an int >= 1"),
             ({"adaptive_limit": 0}, "adaptive_limit must be an int >= 1"),
+            ({"adaptive_modes": ("ol", "ol")}, "adaptive_modes must be a non-empty subset of \\('pl', 'ol'\\)"),
+            ({"adaptive_modes": ()}, "adaptive_modes must be a non-empty subset"),
         ],
     )
     def test_errors(self, kwargs: dict, match: str) -> None:
@@ -370,6 +372,14 @@ class TestEvaluateRobustness:
             assert 0 <= value <= 1
         assert set(res["timing_s"]) == {"clean", "corruptions", "fgsm", "pgd_oblivious", "fgsm_adaptive",
                                         "pgd_adaptive"}
+
+    def test_adaptive_modes_ol_only(self, erm_model) -> None:
+        model, (tx, ty), (x, y) = erm_model
+        cfg = _tiny_config(run_corruptions=False, run_fgsm=False, eps=(8 / 255,), adaptive_modes=("ol",))
+        res = evaluate_robustness(model, x[:12], y[:12], (tx[:64], ty[:64]), config=cfg, progress=False)
+        assert set(res["pgd_adaptive"]["8/255"]) == {"mi_ol", "none_on_mi_ol_adv"}
+        assert list(res["settings"]["adaptive_modes"]) == ["ol"]
+        assert "| - / " in markdown_table({"erm": res})
 
     def test_without_pool_skips_mi(self, erm_model) -> None:
         model, _, (x, y) = erm_model
@@ -568,6 +578,33 @@ class TestTrainClassifierCommand:
         assert (tmp_path / "ev" / "reliability.png").is_file() and "lam selection on 10" in capsys.readouterr().out
         assert main([*args[:-5], "--results-md", "x.md", "--no-progress"]) == 2
         assert "--results-md needs --results-json" in capsys.readouterr().err
+        assert main([*args, "--adaptive-modes", "ol,xx"]) == 2
+        assert "adaptive_modes must be a non-empty subset of ('pl', 'ol')" in capsys.readouterr().err
+
+
+def _merge_one(path: str, name: str) -> None:
+    from varmixup_aug.cli.evaluate import _merge_row
+
+    row = {"name": name, "settings": {"eps_keys": ["2/255"]}, "clean": {"accuracy": 0.5, "ece": 0.1}}
+    for _ in range(5):  # several rounds so that the writes overlap
+        _merge_row(Path(path), name, row, Path(path).with_suffix(".md"))
+
+
+class TestResultsMerge:
+    def test_side_by_side_evaluations_keep_every_row(self, tmp_path: Path) -> None:
+        import multiprocessing as mp
+
+        path = tmp_path / "robustness.json"
+        names = ["varmixup-residual", "erm", "mixup", "varmixup", "other"]
+        procs = [mp.get_context("spawn").Process(target=_merge_one, args=(str(path), n)) for n in names]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+        rows = json.loads(path.read_text())
+        assert list(rows) == ["erm", "mixup", "varmixup", "varmixup-residual", "other"]
+        assert path.with_suffix(".md").read_text().count("| 50.0 | 10.0 |") == 5
 
 
 def _tensor_names(path: Path) -> list[str]:

@@ -604,6 +604,7 @@ class EvalConfig:
         adaptive_batch_size: inputs per adaptive-attack call (gradients through all the mixes).
         adaptive_limit: attack only a fixed random subset (from ``seed``) of this many images adaptively
             (``None``: all); the plain and MI numbers of the other parts still use every image.
+        adaptive_modes: the MI modes attacked adaptively, a non-empty subset of ``("pl", "ol")``.
         mi_chunk_size: most mixes per model call inside MI.
         seed: seed of corruptions, attacks and MI draws.
         run_corruptions, run_fgsm, run_pgd, run_adaptive, run_mi: switch parts off.
@@ -623,6 +624,7 @@ class EvalConfig:
     mi_batch_size: int = 50
     adaptive_batch_size: int = 32
     adaptive_limit: int | None = None
+    adaptive_modes: tuple[str, ...] = ("pl", "ol")
     mi_chunk_size: int = 1024
     seed: int = 0
     run_corruptions: bool = True
@@ -648,6 +650,12 @@ class EvalConfig:
         for name in ("attack_mi_samples", "adaptive_limit"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
+        self.adaptive_modes = tuple(self.adaptive_modes)
+        if not self.adaptive_modes or any(m not in ("pl", "ol") for m in self.adaptive_modes) \
+                or len(set(self.adaptive_modes)) != len(self.adaptive_modes):
+            raise VarMixupError(
+                f"adaptive_modes must be a non-empty subset of ('pl', 'ol') without repeats, got {self.adaptive_modes!r}"
+            )
         for name in ("mi_lam_pl", "mi_lam_ol"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 1:
@@ -796,7 +804,7 @@ def evaluate_robustness(
             result[key] = {}
             for eps in cfg.eps:
                 entry: dict[str, float] = {}
-                for mode in ("pl", "ol"):
+                for mode in cfg.adaptive_modes:
                     tag = f"{key}:{eps_key(eps)}"
                     attacked = make_mi(mode, f"{tag}:attacker", cfg.attack_mi_samples)
                     adv = adversarial_examples(attacked, xa, ya, attack=attack, eps=eps, steps=cfg.pgd_steps,

@@ -48,6 +48,8 @@ def add_parser(sub: Any) -> None:
                    help="MI rounds per forward pass inside the adaptive attack (default: --mi-samples)")
     p.add_argument("--adaptive-limit", type=int, default=None,
                    help="run the adaptive attack on the first this many test images only (default: all)")
+    p.add_argument("--adaptive-modes", default="pl,ol",
+                   help="MI modes attacked adaptively: pl,ol (default), pl or ol")
     p.add_argument("--mi-lam-pl", type=float, default=0.5, help="MI-PL lam (ignored with --select-lam)")
     p.add_argument("--mi-lam-ol", type=float, default=0.5, help="MI-OL lam (ignored with --select-lam)")
     p.add_argument("--select-lam", action="store_true",
@@ -87,6 +89,40 @@ def _select_eps(text: str) -> float:
     return values[0]
 
 
+def _merge_row(path: Path, name: str, result: dict[str, Any], md: Path | None) -> None:
+    """Put one row into the combined JSON (and rebuild the markdown table) under an exclusive file lock,
+    so that evaluations running side by side can share one results file."""
+    from .._evaluate import markdown_table
+
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        fcntl = None  # type: ignore[assignment]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        text = f.read()
+        allres = json.loads(text) if text.strip() else {}
+        allres[name] = result
+        order = sorted(allres, key=lambda k: (_ORDER.index(k) if k in _ORDER else len(_ORDER), k))
+        allres = {k: allres[k] for k in order}
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps(allres, indent=2))
+        f.flush()
+        print(f"updated {path}")
+        if md is not None:
+            md.parent.mkdir(parents=True, exist_ok=True)
+            md.write_text("# Robustness on a fixed subset of the CIFAR-10 test split\n\n"
+                          "Accuracy in %; ECE in %. `none / PL / OL` = plain inference / MI-PL / MI-OL. "
+                          "Oblivious: the attack targets the plain model, then MI classifies; adaptive: "
+                          "EOT-FGSM / EOT-PGD through MI itself.\n\n"
+                          + markdown_table(allres))
+            print(f"wrote {md}")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -118,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         attack_mi_samples=args.attack_mi_samples, mi_lam_pl=args.mi_lam_pl, mi_lam_ol=args.mi_lam_ol,
         corruptions=corruptions, severities=severities, batch_size=args.batch_size,
         mi_batch_size=args.mi_batch_size, adaptive_batch_size=args.adaptive_batch_size,
-        adaptive_limit=args.adaptive_limit, seed=args.seed, run_corruptions="corruptions" not in skip,
+        adaptive_limit=args.adaptive_limit,
+        adaptive_modes=tuple(m.strip() for m in args.adaptive_modes.split(",") if m.strip()), seed=args.seed, run_corruptions="corruptions" not in skip,
         run_fgsm="fgsm" not in skip, run_pgd="pgd" not in skip, run_adaptive="adaptive" not in skip,
         run_mi="mi" not in skip,
     )
@@ -141,23 +178,7 @@ def run(args: argparse.Namespace) -> int:
     table = markdown_table({name: result})
     print(table, end="")
     if args.results_json:
-        path = Path(args.results_json)
-        allres = json.loads(path.read_text()) if path.is_file() else {}
-        allres[name] = result
-        order = sorted(allres, key=lambda k: (_ORDER.index(k) if k in _ORDER else len(_ORDER), k))
-        allres = {k: allres[k] for k in order}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(allres, indent=2))
-        print(f"updated {path}")
-        if args.results_md:
-            md = Path(args.results_md)
-            md.parent.mkdir(parents=True, exist_ok=True)
-            md.write_text("# Robustness on a fixed subset of the CIFAR-10 test split\n\n"
-                          "Accuracy in %; ECE in %. `none / PL / OL` = plain inference / MI-PL / MI-OL. "
-                          "Oblivious: the attack targets the plain model, then MI classifies; adaptive: "
-                          "EOT-FGSM / EOT-PGD through MI itself.\n\n"
-                          + markdown_table(allres))
-            print(f"wrote {md}")
+        _merge_row(Path(args.results_json), name, result, Path(args.results_md) if args.results_md else None)
     if args.out:
         print(f"wrote {Path(args.out) / 'eval.json'}, reliability.png and row.md")
     return 0
