@@ -14,7 +14,9 @@
 #   VAE=my_vae.safetensors examples/reproduce_robustness.sh    # another VAE checkpoint
 #   STAGES=train examples/reproduce_robustness.sh              # only train (STAGES=eval: only evaluate)
 #   DEVICE=cuda EPOCHS=30 examples/reproduce_robustness.sh
-#   EVAL_ARGS="--adaptive-limit 200 --attack-mi-samples 10" ...  # bound the adaptive attack on a CPU
+#   EVAL_ARGS="--adaptive-limit 200 --eot-iter 2 --attack-mi-samples 10 --adaptive-modes ol \
+#              --select-limit 500 --select-mi-samples 10" ...    # the CPU-bounded run behind README's table
+#   METHODS="erm varmixup" ... & METHODS="mixup varmixup-residual" ... &   # two side by side (THREADS=1)
 # Re-running resumes unfinished training runs and replaces each method's row in the results.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -612,3 +612,22 @@ def _tensor_names(path: Path) -> list[str]:
 
     with safe_open(str(path), framework="pt") as f:
         return list(f.keys())
+
+
+class TestCommittedResults:
+    def test_readme_tables_are_the_summary_of_the_committed_json(self) -> None:
+        import subprocess
+        import sys
+
+        repo = Path(__file__).resolve().parents[1]
+        results = repo / "results" / "robustness.json"
+        rows = json.loads(results.read_text())
+        assert list(rows) == ["erm", "mixup", "varmixup", "varmixup-residual"]
+        assert {r["n_test"] for r in rows.values()} == {1000}
+        assert {r["settings"]["seed"] for r in rows.values()} == {0}
+        assert all(r["lam_selection"]["n_images"] == 500 for r in rows.values())
+        out = subprocess.run([sys.executable, str(repo / "examples" / "robustness_summary.py"), str(results)],
+                             capture_output=True, text=True, check=True).stdout
+        readme = (repo / "README.md").read_text()
+        for table in out.strip().split("\n\n"):
+            assert table in readme
