@@ -361,13 +361,17 @@ class TestEvaluateRobustness:
         assert all(set(v) == {"1", "mean"} for v in res["corruptions"]["accuracy"].values())
         for part in ("fgsm", "pgd_oblivious"):
             assert list(res[part]) == ["2/255", "4/255", "8/255"]
-            assert all(set(v) == {"none", "mi_pl", "mi_ol"} for v in res[part].values())
+            assert all(set(v) == {"none", "mi_pl", "mi_ol", "none_on_adaptive_subset"} for v in res[part].values())
         assert res["pgd_oblivious"]["8/255"]["none"] < clean["accuracy"]
         for part in ("fgsm_adaptive", "pgd_adaptive"):
             assert list(res[part]) == ["2/255", "4/255", "8/255"]
             assert all(set(v) == {"mi_pl", "mi_ol", "none_on_mi_pl_adv", "none_on_mi_ol_adv"}
                        for v in res[part].values())
         assert res["adaptive_n"] == 8 and 0 <= res["adaptive_clean"]["none"] <= 1
+        # The oblivious attacks also score the plain model on the adaptive subset (8 of 24 images).
+        for part in ("fgsm", "pgd_oblivious"):
+            on_subset = res[part]["8/255"]["none_on_adaptive_subset"]
+            assert 0 <= on_subset <= 1 and round(on_subset * 8) == on_subset * 8
         for value in (res["fgsm"]["2/255"]["mi_ol"], res["pgd_adaptive"]["4/255"]["mi_pl"]):
             assert 0 <= value <= 1
         assert set(res["timing_s"]) == {"clean", "corruptions", "fgsm", "pgd_oblivious", "fgsm_adaptive",
@@ -626,8 +630,14 @@ class TestCommittedResults:
         assert {r["n_test"] for r in rows.values()} == {1000}
         assert {r["settings"]["seed"] for r in rows.values()} == {0}
         assert all(r["lam_selection"]["n_images"] == 500 for r in rows.values())
-        out = subprocess.run([sys.executable, str(repo / "examples" / "robustness_summary.py"), str(results)],
-                             capture_output=True, text=True, check=True).stdout
+        subset = repo / "results" / "pgd_adaptive_subset.json"
+        # The plain model's PGD-10 on the adaptive subset: the same attack as the main run, so "none" repeats.
+        for name, r in json.loads(subset.read_text()).items():
+            assert r["pgd_oblivious"].keys() == rows[name]["pgd_oblivious"].keys()
+            for k, entry in r["pgd_oblivious"].items():
+                assert entry["none"] == rows[name]["pgd_oblivious"][k]["none"]
+        out = subprocess.run([sys.executable, str(repo / "examples" / "robustness_summary.py"), str(results),
+                              "--subset-json", str(subset)], capture_output=True, text=True, check=True).stdout
         readme = (repo / "README.md").read_text()
         for table in out.strip().split("\n\n"):
             assert table in readme

@@ -697,7 +697,8 @@ def evaluate_robustness(
       itself (fresh MI draws on every forward pass, as Tramer et al., 2020), scored by an MI with
       independent draws; ``none_on_mi_*_adv`` is the plain model on those images. They run on
       ``adaptive_n`` images (all, or a fixed subset, see ``adaptive_limit``); ``adaptive_clean``
-      is the plain clean accuracy on that subset.
+      is the plain clean accuracy on that subset. With a subset, ``fgsm`` and ``pgd_oblivious``
+      also hold ``none_on_adaptive_subset``: the plain model on the same attack, restricted to it.
 
     Cost: the adaptive PGD runs ``pgd_steps * eot_iter`` forward and backward passes of
     ``attack_mi_samples`` mixes per image, per eps and mode (10 * 5 * 30 = 1500 with the defaults);
@@ -778,6 +779,10 @@ def evaluate_robustness(
                                  "severities": list(cfg.severities)}
         timing["corruptions"] = time.perf_counter() - t0
 
+    # The adaptive attack's images (all, or a fixed subset), also scored by the oblivious attacks.
+    keep = _fixed_subset(x.shape[0], cfg.adaptive_limit, cfg.seed, "adaptive-subset")
+    subset = len(keep) < x.shape[0]
+
     # Oblivious attacks: against the plain model, then defended (or not) by MI.
     for attack, key, on in (("fgsm", "fgsm", cfg.run_fgsm), ("pgd", "pgd_oblivious", cfg.run_pgd)):
         if not on:
@@ -788,12 +793,15 @@ def evaluate_robustness(
             adv = adversarial_examples(model, x, y, attack=attack, eps=eps, steps=cfg.pgd_steps,
                                        batch_size=cfg.batch_size, seed=_derive_seed(cfg.seed, key, eps_key(eps)),
                                        progress=progress, desc=f"{key} {eps_key(eps)}")
-            result[key][eps_key(eps)] = scores(adv, f"{key}:{eps_key(eps)}")
+            adv_logits = predict_logits(model, adv, batch_size=cfg.batch_size)
+            entry = scores(adv, f"{key}:{eps_key(eps)}", adv_logits)
+            if subset:
+                entry["none_on_adaptive_subset"] = _accuracy_from_logits(adv_logits[keep], y[keep])
+            result[key][eps_key(eps)] = entry
         timing[key] = time.perf_counter() - t0
 
     # Adaptive attacks: EOT-FGSM and EOT-PGD through MI itself.
     if cfg.run_adaptive and run_mi:
-        keep = _fixed_subset(x.shape[0], cfg.adaptive_limit, cfg.seed, "adaptive-subset")
         xa, ya = x[keep], y[keep]
         result["adaptive_n"] = len(keep)
         result["adaptive_clean"] = {"none": _accuracy_from_logits(logits[keep], ya)}

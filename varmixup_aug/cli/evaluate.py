@@ -47,7 +47,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--attack-mi-samples", type=int, default=None,
                    help="MI rounds per forward pass inside the adaptive attack (default: --mi-samples)")
     p.add_argument("--adaptive-limit", type=int, default=None,
-                   help="run the adaptive attack on the first this many test images only (default: all)")
+                   help="run the adaptive attack on a fixed random subset of this many test images (default: all)")
     p.add_argument("--adaptive-modes", default="pl,ol",
                    help="MI modes attacked adaptively: pl,ol (default), pl or ol")
     p.add_argument("--mi-lam-pl", type=float, default=0.5, help="MI-PL lam (ignored with --select-lam)")
@@ -155,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
         corruptions=corruptions, severities=severities, batch_size=args.batch_size,
         mi_batch_size=args.mi_batch_size, adaptive_batch_size=args.adaptive_batch_size,
         adaptive_limit=args.adaptive_limit,
-        adaptive_modes=tuple(m.strip() for m in args.adaptive_modes.split(",") if m.strip()), seed=args.seed, run_corruptions="corruptions" not in skip,
+        adaptive_modes=tuple(m.strip() for m in args.adaptive_modes.split(",") if m.strip()),
+        seed=args.seed, run_corruptions="corruptions" not in skip,
         run_fgsm="fgsm" not in skip, run_pgd="pgd" not in skip, run_adaptive="adaptive" not in skip,
         run_mi="mi" not in skip,
     )
