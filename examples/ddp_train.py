@@ -55,7 +55,8 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 import varmixup_aug
-from varmixup_aug._data import open_image_dataset, to_float_image
+from varmixup_aug._tensors import to_float_image
+from varmixup_aug.harness.data import open_image_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

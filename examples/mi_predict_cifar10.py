@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from varmixup_aug import MIPredictor
-from varmixup_aug._data import load_tensor_dataset, open_image_dataset
-from varmixup_aug._train_classifier import load_classifier
+from varmixup_aug.harness.data import load_tensor_dataset, open_image_dataset
+from varmixup_aug.harness.train_classifier import load_classifier
 
 
 def _status_kib(field: str) -> int:

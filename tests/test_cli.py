@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from varmixup_aug import VarMixupError, load_vae, read_vae_metadata
-from varmixup_aug.cli import main
+from varmixup_aug.harness.cli import main
 
 from conftest import CIFAR_ARCHIVE, REPO
 
@@ -82,7 +82,7 @@ class TestTrainVAECommand:
         assert "is a file but not a .tar.gz/.tgz/.tar archive" in capsys.readouterr().err
 
     def test_offline_download_names_data_dir(self, tmp_path, monkeypatch):
-        import varmixup_aug._data as data
+        import varmixup_aug.harness.data as data
 
         monkeypatch.setenv("VARMIXUP_AUG_CACHE", str(tmp_path / "cache"))
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from varmixup_aug import ConvVAE, MIPredictor, VAEConfig, VarMixupError, save_vae
-from varmixup_aug._evaluate import (
+from varmixup_aug.harness.report import (
     CORRUPTIONS,
     SEVERITIES,
     EvalConfig,
@@ -27,8 +27,8 @@ from varmixup_aug._evaluate import (
     reliability_diagram,
     select_mi_lam,
 )
-from varmixup_aug._models import PreActResNet
-from varmixup_aug._train_classifier import (
+from varmixup_aug.harness.models import PreActResNet
+from varmixup_aug.harness.train_classifier import (
     AugmentedImages,
     TrainClassifierConfig,
     load_classifier,
@@ -36,7 +36,7 @@ from varmixup_aug._train_classifier import (
     split_holdout,
     train_classifier,
 )
-from varmixup_aug.cli import main
+from varmixup_aug.harness.cli import main
 
 RANDOM_CORRUPTIONS = {"gaussian_noise", "shot_noise", "iso_noise", "motion_blur", "fog", "elastic_transform"}
 
@@ -587,7 +587,7 @@ class TestTrainClassifierCommand:
 
 
 def _merge_one(path: str, name: str) -> None:
-    from varmixup_aug.cli.evaluate import _merge_row
+    from varmixup_aug.harness.cli.evaluate import _merge_row
 
     row = {"name": name, "settings": {"eps_keys": ["2/255"]}, "clean": {"accuracy": 0.5, "ece": 0.1}}
     for _ in range(5):  # several rounds so that the writes overlap

@@ -8,8 +8,8 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms import ToTensor
 
 from varmixup_aug import VarMixupCollate, VarMixupDataset, load_vae, save_vae
-from varmixup_aug._data import load_tensor_dataset, open_image_dataset
-from varmixup_aug._train_vae import TrainVAEConfig, evaluate_vae, train_vae
+from varmixup_aug.harness.data import load_tensor_dataset, open_image_dataset
+from varmixup_aug.harness.train_vae import TrainVAEConfig, evaluate_vae, train_vae
 
 
 class TestRealCIFAR10Path:

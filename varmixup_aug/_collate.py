@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from ._data import to_float_image
+from ._tensors import to_float_image
 from ._errors import VarMixupError
 from ._mixup import Posterior, VarMixup
 from ._vae import VAEProtocol

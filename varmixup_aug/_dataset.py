@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ._collate import collate_images
-from ._data import to_float_image
+from ._tensors import to_float_image
 from ._errors import VarMixupError
 from ._mixup import Posterior
 from ._random import StreamSource

@@ -53,9 +53,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import load_pretrained_vae, load_vae
-    from .._errors import VarMixupError
-    from .._train_classifier import TrainClassifierConfig, _parse_widths, load_train_split, train_classifier
+    from ... import load_pretrained_vae, load_vae
+    from ..._errors import VarMixupError
+    from ..train_classifier import TrainClassifierConfig, _parse_widths, load_train_split, train_classifier
 
     if args.threads:
         torch.set_num_threads(args.threads)

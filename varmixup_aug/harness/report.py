@@ -33,9 +33,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._errors import VarMixupError
-from ._mi import MIPredictor
-from ._random import _mix_seed
+from .._errors import VarMixupError
+from .._mi import MIPredictor
+from .._random import _mix_seed
 
 __all__ = [
     "CORRUPTIONS",
@@ -882,7 +882,7 @@ def markdown_table(results: Mapping[str, Mapping[str, Any]]) -> str:
 def _decode(dataset: Any, indices: Sequence[int], desc: str, progress: bool) -> tuple[Tensor, Tensor]:
     from torch.utils.data import Subset
 
-    from ._data import load_tensor_dataset
+    from .data import load_tensor_dataset
 
     x, y = load_tensor_dataset(Subset(dataset, list(indices)), desc=desc, progress=progress)
     return x.float().div_(255.0), y.long()
@@ -928,9 +928,9 @@ def evaluate_checkpoint(
     Returns:
         The :func:`evaluate_robustness` dict plus ``checkpoint`` (metadata) and ``lam_selection``.
     """
-    from ._data import open_image_dataset
-    from ._train_classifier import load_classifier
-    from ._train_vae import resolve_device
+    from .data import open_image_dataset
+    from .train_classifier import load_classifier
+    from .train_vae import resolve_device
 
     cfg = config or EvalConfig()
     if limit_test is not None:

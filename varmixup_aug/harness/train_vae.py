@@ -17,9 +17,9 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._checkpoint import save_vae
-from ._errors import VarMixupError
-from ._vae import ConvVAE, VAEConfig
+from .._checkpoint import save_vae
+from .._errors import VarMixupError
+from .._vae import ConvVAE, VAEConfig
 
 __all__ = ["TrainVAEConfig", "train_vae", "evaluate_vae"]
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from ._mixup import MixupParams, varmixup
+from .._mixup import MixupParams, varmixup
 
 __all__ = ["mixup_grid", "reconstruction_grid", "write_pictures"]
 
@@ -107,7 +107,7 @@ def write_pictures(vae: Any, source: str | os.PathLike[str], out_dir: str | os.P
     ``source`` is anything :func:`open_image_dataset` opens; images come from a fixed shuffle of the
     test split, starting at ``offset``.
     """
-    from ._data import load_tensor_dataset, open_image_dataset
+    from .data import load_tensor_dataset, open_image_dataset
 
     n = offset + max(2 * pairs, 32)
     images, _ = load_tensor_dataset(open_image_dataset(source, "test"), limit=n, progress=False)

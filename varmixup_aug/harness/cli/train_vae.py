@@ -45,8 +45,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._data import load_tensor_dataset, open_image_dataset
-    from .._train_vae import TrainVAEConfig, train_vae
+    from ..data import load_tensor_dataset, open_image_dataset
+    from ..train_vae import TrainVAEConfig, train_vae
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -43,11 +43,11 @@ def run(args: argparse.Namespace) -> int:
     from torchvision.transforms import v2
     from tqdm.auto import tqdm
 
-    from .. import VarMixup, VarMixupCollate, VarMixupLoader, load_pretrained_vae, load_vae
-    from .._data import open_image_dataset
-    from .._models import SmallCNN
-    from .._pictures import write_pictures
-    from .._train_vae import resolve_device
+    from ... import VarMixup, VarMixupCollate, VarMixupLoader, load_pretrained_vae, load_vae
+    from ..data import open_image_dataset
+    from ..models import SmallCNN
+    from ..pictures import write_pictures
+    from ..train_vae import resolve_device
 
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._errors import VarMixupError
+from .._errors import VarMixupError
 
 __all__ = ["SmallCNN", "PreActResNet", "PreActBlock", "Normalize", "CIFAR10_MEAN", "CIFAR10_STD"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
-    from .._errors import VarMixupError
+    from ..._errors import VarMixupError
 
     out = []
     for item in text.split(","):
@@ -81,7 +81,7 @@ _ORDER = ["erm", "mixup", "varmixup", "varmixup-residual"]
 
 
 def _select_eps(text: str) -> float:
-    from .._errors import VarMixupError
+    from ..._errors import VarMixupError
 
     values = _floats(text, "--select-eps")
     if len(values) != 1 or not 0 < values[0] <= 1:
@@ -92,7 +92,7 @@ def _select_eps(text: str) -> float:
 def _merge_row(path: Path, name: str, result: dict[str, Any], md: Path | None) -> None:
     """Put one row into the combined JSON (and rebuild the markdown table) under an exclusive file lock,
     so that evaluations running side by side can share one results file."""
-    from .._evaluate import markdown_table
+    from ..report import markdown_table
 
     try:
         import fcntl
@@ -126,8 +126,8 @@ def _merge_row(path: Path, name: str, result: dict[str, Any], md: Path | None) -
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .._errors import VarMixupError
-    from .._evaluate import CORRUPTIONS, EvalConfig, evaluate_checkpoint, markdown_table
+    from ..._errors import VarMixupError
+    from ..report import CORRUPTIONS, EvalConfig, evaluate_checkpoint, markdown_table
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -33,11 +33,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ._collate import VarMixupCollate, collate_images
-from ._errors import VarMixupError
-from ._models import PreActResNet
-from ._random import _mix_seed
-from ._train_vae import resolve_device
+from .._collate import VarMixupCollate, collate_images
+from .._errors import VarMixupError
+from .models import PreActResNet
+from .._random import _mix_seed
+from .train_vae import resolve_device
 
 __all__ = [
     "METHODS",
@@ -560,7 +560,7 @@ def load_train_split(
     """
     from torch.utils.data import Subset
 
-    from ._data import load_tensor_dataset, open_image_dataset
+    from .data import load_tensor_dataset, open_image_dataset
 
     ds = open_image_dataset(data_dir, "train")
     n = len(ds)  # type: ignore[arg-type]
