@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from ._errors import VarMixupError
+from ._io import read_header, write_safetensors
 from ._vae import ConvVAE, VAEConfig
 
 __all__ = ["save_vae", "load_vae", "read_vae_metadata", "FORMAT_NAME", "FORMAT_VERSION"]
@@ -55,49 +53,13 @@ def save_vae(
         "trained_on": trained_on,
         "extra": extra or {},
     }
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in vae.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(header, sort_keys=True)})
-    os.replace(tmp, path)
-    return path
-
-
-def _check_header_bytes(path: Path) -> None:
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise VarMixupError(f"{path}: not a safetensors file (only {size} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n > size - 8 or n == 0:
-            raise VarMixupError(
-                f"{path}: not a safetensors file, or truncated (header claims {n} bytes, file has {size})"
-            )
-        first = f.read(1)
-        if first != b"{":
-            raise VarMixupError(f"{path}: not a safetensors file (header is not JSON)")
+    return write_safetensors(path, vae.state_dict(), _METADATA_KEY, header, sort_keys=True)
 
 
 def read_vae_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Return the JSON header stored in a VAE checkpoint, without loading tensors."""
     path = Path(path)
-    if not path.is_file():
-        raise VarMixupError(f"{path}: checkpoint file does not exist")
-    _check_header_bytes(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as exc:  # safetensors raises its own error types
-        raise VarMixupError(f"{path}: cannot read safetensors header, the file may be truncated or corrupt ({exc})") from exc
-    if _METADATA_KEY not in meta:
-        raise VarMixupError(
-            f"{path}: safetensors file has no '{_METADATA_KEY}' metadata; it was not written by save_vae"
-        )
-    try:
-        header = json.loads(meta[_METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise VarMixupError(f"{path}: '{_METADATA_KEY}' metadata is not valid JSON ({exc})") from exc
+    header = read_header(path, _METADATA_KEY, writer="save_vae")
     if header.get("format") != FORMAT_NAME:
         raise VarMixupError(f"{path}: unknown checkpoint format {header.get('format')!r}, expected {FORMAT_NAME!r}")
     version = header.get("format_version")

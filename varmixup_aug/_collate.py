@@ -8,9 +8,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from ._tensors import to_float_image
 from ._errors import VarMixupError
 from ._mixup import Posterior, VarMixup
+from ._tensors import module_device, resolve_device, to_float_image, to_float_images
 from ._vae import VAEProtocol
 
 __all__ = ["VarMixupCollate", "VarMixupLoader", "collate_images"]
@@ -106,9 +106,7 @@ class VarMixupCollate:
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        self.device = torch.device(device) if device is not None else None
-        if self.device is not None and self.device.type == "cuda" and not torch.cuda.is_available():
-            raise VarMixupError(f"device={device!r} but CUDA is not available; use device=None or 'cpu'")
+        self.device = resolve_device(device) if device is not None else None
         if self.device is not None and isinstance(vae, torch.nn.Module):
             vae = vae.to(self.device)
         self.mixer = VarMixup(
@@ -164,11 +162,8 @@ class VarMixupLoader:
     def __init__(self, loader: Iterable[Any], mixer: VarMixup, *, device: torch.device | str | None = None) -> None:
         if not isinstance(mixer, VarMixup):
             raise VarMixupError(f"mixer must be a VarMixup, got {type(mixer).__name__}")
-        if device is None:
-            params = getattr(mixer.vae, "parameters", None)
-            first = next(iter(params()), None) if params is not None else None
-            device = first.device if first is not None else "cpu"
-        self.loader, self.mixer, self.device = loader, mixer, torch.device(device)
+        self.loader, self.mixer = loader, mixer
+        self.device = module_device(mixer.vae) if device is None else torch.device(device)
 
     def __len__(self) -> int:
         return len(self.loader)  # type: ignore[arg-type]
@@ -182,7 +177,5 @@ class VarMixupLoader:
             if isinstance(images, Posterior):
                 images = Posterior(images.mu.to(self.device, non_blocking=nb), images.logvar.to(self.device, non_blocking=nb))
             else:
-                images = images.to(self.device, non_blocking=nb)
-                if not images.is_floating_point():
-                    images = images.float().div_(255.0)
+                images = to_float_images(images.to(self.device, non_blocking=nb))
             yield self.mixer(images, labels.to(self.device, non_blocking=nb))

@@ -9,17 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ._checks import check_int, check_vae
 from ._collate import collate_images
-from ._tensors import to_float_image
 from ._errors import VarMixupError
+from ._io import read_header, read_tensors, write_safetensors
 from ._mixup import Posterior
 from ._random import StreamSource
+from ._tensors import module_device, to_float_image
 from ._vae import VAEProtocol
 
 __all__ = ["VarMixupDataset", "BatchRandomCropFlip"]
@@ -107,8 +107,7 @@ class VarMixupDataset(Dataset):
         num_workers: int = 0,
         progress: bool = True,
     ) -> None:
-        if not (callable(getattr(vae, "encode", None)) and callable(getattr(vae, "decode", None))):
-            raise VarMixupError(f"vae must implement encode/decode (VAEProtocol), got {type(vae).__name__}")
+        check_vae(vae)
         try:
             n = len(dataset)  # type: ignore[arg-type]
         except TypeError as exc:
@@ -165,28 +164,23 @@ class VarMixupDataset(Dataset):
         if not self.cache_file.is_file():
             return None
         try:
-            with safe_open(str(self.cache_file), framework="pt") as f:
-                meta = json.loads((f.metadata() or {}).get(_CACHE_KEY, "{}"))
-                if meta.get("fingerprint") != self.fingerprint or meta.get("version") != _CACHE_VERSION:
-                    return None
-                return f.get_tensor("mu"), f.get_tensor("logvar"), f.get_tensor("labels")
+            meta = read_header(self.cache_file, _CACHE_KEY, writer="VarMixupDataset")
+            if meta.get("fingerprint") != self.fingerprint or meta.get("version") != _CACHE_VERSION:
+                return None
+            tensors = read_tensors(self.cache_file)
+            return tensors["mu"], tensors["logvar"], tensors["labels"]
         except Exception:  # unreadable or foreign file: encode again and overwrite it
             return None
 
     def _save_cache(self, mu: Tensor, logvar: Tensor, labels: Tensor) -> None:
         assert self.cache_file is not None
-        tmp = self.cache_file.with_name(f"{self.cache_file.name}.{os.getpid()}.tmp")
         meta = {"fingerprint": self.fingerprint, "version": _CACHE_VERSION, "items": int(labels.shape[0])}
-        save_file({"mu": mu.contiguous(), "logvar": logvar.contiguous(), "labels": labels.contiguous()},
-                  str(tmp), metadata={_CACHE_KEY: json.dumps(meta)})
-        os.replace(tmp, self.cache_file)
+        write_safetensors(self.cache_file, {"mu": mu, "logvar": logvar, "labels": labels}, _CACHE_KEY, meta)
 
     @torch.no_grad()
     def _encode(self, batch_size: int, device: Any, num_workers: int, progress: bool
                 ) -> tuple[Tensor, Tensor, Tensor]:
-        params = getattr(self.vae, "parameters", None)
-        first = next(iter(params()), None) if params is not None else None
-        vae_device = first.device if first is not None else torch.device("cpu")
+        vae_device = module_device(self.vae)
         device = torch.device(device) if device is not None else vae_device
         if device != vae_device:
             raise VarMixupError(f"device={device} but the VAE is on {vae_device}; move the VAE with vae.to(device)")
@@ -238,8 +232,7 @@ class BatchRandomCropFlip:
 
     def __init__(self, *, padding: int = 4, flip: bool = True, fill: float = 0.0, seed: int | None = None,
                  generator: torch.Generator | None = None) -> None:
-        if not isinstance(padding, int) or padding < 0:
-            raise VarMixupError(f"padding must be an int >= 0, got {padding!r}")
+        check_int("padding", padding, minimum=0)
         self.padding, self.flip, self.fill = padding, flip, float(fill)
         self._streams = StreamSource(seed=seed, generator=generator)
 

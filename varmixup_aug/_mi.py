@@ -14,7 +14,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ._checks import check_int, check_number, check_seed_and_generator, parse_mean_std
 from ._errors import VarMixupError
+from ._tensors import module_device_dtype
 
 __all__ = ["MIPredictor"]
 
@@ -22,32 +24,13 @@ _MODES = ("ol", "pl", "combined")
 _PIXEL_TOLERANCE = 1e-3
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _check_lam(name: str, lam: Any) -> float:
-    ok = isinstance(lam, (int, float)) and not isinstance(lam, bool) and math.isfinite(lam) and 0.0 < lam <= 1.0
-    if not ok:
-        raise VarMixupError(
-            f"{name} must be a number in (0, 1] (the weight of the input in lam*x + (1-lam)*xs), got {lam!r}; "
-            "the paper uses 0.5"
-        )
-    return float(lam)
+    return check_number(name, lam, low=0, high=1, low_open=True, hint="the paper uses 0.5",
+                        requirement="be a number in (0, 1] (the weight of the input in lam*x + (1-lam)*xs)")
 
 
 def _check_count(name: str, n: Any) -> int:
-    if not _is_int(n) or n < 1:
-        raise VarMixupError(f"{name} must be an int >= 1 (mixes averaged per input), got {n!r}; e.g. {name}=30")
-    return n
-
-
-def _first_tensor(model: nn.Module) -> Tensor | None:
-    for t in model.parameters():
-        return t
-    for t in model.buffers():
-        return t
-    return None
+    return check_int(name, n, requirement="be an int >= 1 (mixes averaged per input)", hint=f"e.g. {name}=30")
 
 
 def _load_pool(pool: Any, batch_size: int) -> tuple[Tensor, Tensor]:
@@ -195,8 +178,7 @@ class MIPredictor(nn.Module):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise VarMixupError(f"model must be a torch.nn.Module, got {type(model).__name__}; wrap functions in one")
-        if not _is_int(num_classes) or num_classes < 2:
-            raise VarMixupError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        check_int("num_classes", num_classes, minimum=2)
         if mode not in _MODES:
             raise VarMixupError(f"mode must be one of {_MODES}, got {mode!r}")
         self.mode = mode
@@ -208,29 +190,17 @@ class MIPredictor(nn.Module):
         # MI-OL's own settings matter only in combined mode; in "ol" mode they are num_samples and lam.
         self.num_samples_ol = n_ol if mode == "combined" else self.num_samples
         self.lam_ol = lam_ol_ if mode == "combined" else self.lam
-        if chunk_size is not None and (not _is_int(chunk_size) or chunk_size < 1):
-            raise VarMixupError(f"chunk_size must be an int >= 1 or None (all at once), got {chunk_size!r}")
-        self.chunk_size = chunk_size
-        if not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and math.isfinite(threshold)):
-            raise VarMixupError(f"threshold must be a finite number (paper default 0.2), got {threshold!r}")
-        self.threshold = float(threshold)
+        self.chunk_size = check_int("chunk_size", chunk_size, allow_none=True,
+                                    requirement="be an int >= 1 or None (all at once)")
+        self.threshold = check_number("threshold", threshold, requirement="be a finite number (paper default 0.2)")
         if not isinstance(deterministic, bool):
             raise VarMixupError(f"deterministic must be True or False, got {deterministic!r}")
         self.deterministic = deterministic
-        if seed is not None and generator is not None:
-            raise VarMixupError("pass seed or generator, not both")
-        if seed is not None and not _is_int(seed):
-            raise VarMixupError(f"seed must be an int or None, got {seed!r}")
-        if generator is not None:
-            if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
-                raise VarMixupError(
-                    f"generator must be a CPU torch.Generator (draws are made on the CPU), got {generator!r}"
-                )
+        check_seed_and_generator(seed, generator)
         self._generator = generator if generator is not None else (
             torch.Generator().manual_seed(seed) if seed is not None else None)
         self._base_seed = seed if seed is not None else (generator.initial_seed() if generator is not None else 0)
-        if not _is_int(pool_batch_size) or pool_batch_size < 1:
-            raise VarMixupError(f"pool_batch_size must be an int >= 1, got {pool_batch_size!r}")
+        check_int("pool_batch_size", pool_batch_size)
 
         self.model = model
         if model.training:
@@ -242,9 +212,8 @@ class MIPredictor(nn.Module):
 
         images, labels = _load_pool(pool, pool_batch_size)
         self._check_pool(images, labels)
-        ref = _first_tensor(model)
-        device = ref.device if ref is not None else images.device
-        dtype = ref.dtype if ref is not None and ref.is_floating_point() else images.dtype
+        device, dtype = module_device_dtype(model)
+        device, dtype = device or images.device, dtype or images.dtype
         labels = labels.long().cpu()
         order = torch.argsort(labels, stable=True)
         counts = torch.bincount(labels, minlength=num_classes)
@@ -260,7 +229,8 @@ class MIPredictor(nn.Module):
         self.register_buffer("pool_order", order.to(device), persistent=False)
         self.register_buffer("class_offsets", offsets.to(device), persistent=False)
         self.register_buffer("class_counts", counts.to(device), persistent=False)
-        mean, std = self._parse_normalize(normalize, images.shape[1])
+        mean, std = (None, None) if normalize is None else (
+            t.view(1, -1, 1, 1) for t in parse_mean_std(normalize, images.shape[1], name="normalize"))
         self.register_buffer("norm_mean", None if mean is None else mean.to(device=device, dtype=dtype),
                              persistent=False)
         self.register_buffer("norm_std", None if std is None else std.to(device=device, dtype=dtype),
@@ -319,27 +289,6 @@ class MIPredictor(nn.Module):
             f"MIPredictor: pool has no images of classes {missing}; MI-OL draws among the other non-empty classes",
             UserWarning, stacklevel=3,
         )
-
-    @staticmethod
-    def _parse_normalize(normalize: Any, channels: int) -> tuple[Tensor | None, Tensor | None]:
-        if normalize is None:
-            return None, None
-        try:
-            mean, std = normalize
-            mean_t = torch.as_tensor(mean, dtype=torch.float64).flatten()
-            std_t = torch.as_tensor(std, dtype=torch.float64).flatten()
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise VarMixupError(f"normalize must be (mean, std) or None, got {normalize!r}") from exc
-        for name, t in (("mean", mean_t), ("std", std_t)):
-            if t.numel() not in (1, channels):
-                raise VarMixupError(
-                    f"normalize {name} needs {'1 value' if channels == 1 else f'1 or {channels} values'} "
-                    f"(one per channel), got {t.numel()}"
-                )
-        if not (torch.isfinite(mean_t).all() and torch.isfinite(std_t).all() and (std_t > 0).all()):
-            raise VarMixupError(f"normalize needs finite mean and std > 0, got mean={mean_t.tolist()}, "
-                                f"std={std_t.tolist()}")
-        return mean_t.view(1, -1, 1, 1), std_t.view(1, -1, 1, 1)
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -452,8 +401,7 @@ class MIPredictor(nn.Module):
                 f"y_hat must lie in [0, num_classes) = [0, {self.num_classes}), got values in "
                 f"[{int(y_hat.min())}, {int(y_hat.max())}]"
             )
-        if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
-            raise VarMixupError(f"generator must be a CPU torch.Generator, got {generator!r}")
+        check_seed_and_generator(None, generator)
         return self._draw(y_hat, generator if generator is not None else self._stream())
 
     def _check_draws(self, draws: Any, batch: int) -> dict[str, Tensor]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -11,8 +10,10 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from ._checks import check_int, check_number, check_vae, parse_mean_std
 from ._errors import VarMixupError
 from ._random import StreamSource, sample_beta
+from ._tensors import module_device_dtype
 from ._vae import VAEProtocol
 
 __all__ = ["MixupParams", "Posterior", "draw_mixup_params", "varmixup", "VarMixup", "mix_targets"]
@@ -60,8 +61,7 @@ class MixupParams:
 def _check_options(num_classes: int, alpha: float, prob: float, label_smoothing: float, space: str,
                    posterior: str) -> None:
     _check_alpha_prob(alpha, prob, label_smoothing)
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise VarMixupError(f"num_classes must be a positive int, got {num_classes!r}")
+    check_int("num_classes", num_classes, requirement="be a positive int")
     if space not in ("latent", "input"):
         raise VarMixupError(f"space must be 'latent' or 'input', got {space!r}")
     if posterior not in ("sample", "mean"):
@@ -69,12 +69,9 @@ def _check_options(num_classes: int, alpha: float, prob: float, label_smoothing:
 
 
 def _check_alpha_prob(alpha: float, prob: float, label_smoothing: float) -> None:
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-        raise VarMixupError(f"alpha must be a finite number > 0, got {alpha!r}; alpha=1.0 draws lam uniformly")
-    if not (isinstance(prob, (int, float)) and 0.0 <= prob <= 1.0):
-        raise VarMixupError(f"prob must lie in [0, 1], got {prob!r}")
-    if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing < 1.0):
-        raise VarMixupError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
+    check_number("alpha", alpha, low=0, low_open=True, hint="alpha=1.0 draws lam uniformly")
+    check_number("prob", prob, low=0, high=1, requirement="lie in [0, 1]")
+    check_number("label_smoothing", label_smoothing, low=0, high=1, high_open=True, requirement="lie in [0, 1)")
 
 
 def draw_mixup_params(
@@ -97,8 +94,7 @@ def draw_mixup_params(
         (torch.Size([4]), [0, 1, 2, 3])
     """
     _check_alpha_prob(alpha, prob, 0.0)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise VarMixupError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_int("batch_size", batch_size, requirement="be a positive int")
     lam = sample_beta(alpha, batch_size if lam_per_sample else 1, generator)
     if not lam_per_sample:
         lam = lam.expand(batch_size).clone()
@@ -155,35 +151,14 @@ def mix_targets(
     return lam * soft + (1.0 - lam) * soft[params.index.to(soft.device)]
 
 
-def _vae_device_dtype(vae: Any) -> tuple[torch.device | None, torch.dtype | None]:
-    params = getattr(vae, "parameters", None)
-    if params is None:
-        return None, None
-    for p in params():
-        return p.device, p.dtype
-    return None, None
-
-
 def _as_norm(normalization: tuple[Sequence[float], Sequence[float]] | None, channels: int, like: Tensor
              ) -> tuple[Tensor, Tensor] | None:
     if normalization is None:
         return None
-    try:
-        mean, std = normalization
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
-        std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
-    except (TypeError, ValueError) as exc:
-        raise VarMixupError(f"input_normalization must be (mean, std), got {normalization!r}") from exc
-    for name, t in (("mean", mean_t), ("std", std_t)):
-        if t.numel() not in (1, channels):
-            raise VarMixupError(
-                f"input_normalization {name} needs 1 or {channels} values (one per channel), got {t.numel()}"
-            )
-    if torch.any(std_t <= 0):
-        raise VarMixupError(f"input_normalization std must be > 0, got {std_t.tolist()}")
+    mean_t, std_t = parse_mean_std(normalization, channels, name="input_normalization")
     shape = (1, -1, 1, 1)
-    return (mean_t.to(like.device).view(shape).expand(1, channels, 1, 1),
-            std_t.to(like.device).view(shape).expand(1, channels, 1, 1))
+    return (mean_t.float().to(like.device).view(shape).expand(1, channels, 1, 1),
+            std_t.float().to(like.device).view(shape).expand(1, channels, 1, 1))
 
 
 def _check_images(images: Tensor, vae: Any, space: str) -> None:
@@ -214,11 +189,8 @@ def _check_images(images: Tensor, vae: Any, space: str) -> None:
 
 
 def _check_vae(vae: Any, device: torch.device) -> None:
-    if not (callable(getattr(vae, "encode", None)) and callable(getattr(vae, "decode", None))):
-        raise VarMixupError(
-            f"vae must have encode(x) -> (mu, logvar) and decode(z) -> x (see VAEProtocol), got {type(vae).__name__}"
-        )
-    vae_device, _ = _vae_device_dtype(vae)
+    check_vae(vae, requirement="have encode(x) -> (mu, logvar) and decode(z) -> x (see VAEProtocol)")
+    vae_device, _ = module_device_dtype(vae)
     if vae_device is not None and vae_device != device:
         raise VarMixupError(
             f"vae is on {vae_device} but images are on {device}; move it first with vae.to(images.device)"
@@ -344,7 +316,7 @@ def varmixup(
     channels = (getattr(vae, "channels", None) or 3) if from_latents else images.shape[1]
     low, high = getattr(vae, "input_range", (0.0, 1.0))
     norm = _as_norm(input_normalization, channels, mu_in if from_latents else images)
-    _, vae_dtype = _vae_device_dtype(vae)
+    _, vae_dtype = module_device_dtype(vae)
     compute_dtype = vae_dtype or torch.float32
     amp = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
            else nullcontext())
@@ -440,10 +412,7 @@ class VarMixup:
     ) -> None:
         _check_options(num_classes, alpha, prob, label_smoothing, space, posterior)
         if space == "latent":
-            if vae is None or not (callable(getattr(vae, "encode", None)) and callable(getattr(vae, "decode", None))):
-                raise VarMixupError(
-                    f"vae must implement encode/decode (VAEProtocol) when space='latent', got {type(vae).__name__}"
-                )
+            check_vae(vae, requirement="implement encode/decode (VAEProtocol) when space='latent'")
             if isinstance(vae, torch.nn.Module):
                 vae.eval()
         _as_norm(input_normalization, getattr(vae, "channels", 3) or 3, torch.zeros(1))

@@ -9,9 +9,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._checks import check_seed_and_generator
 from ._errors import VarMixupError
 
-__all__ = ["sample_beta", "sample_gamma", "distributed_rank", "StreamSource"]
+__all__ = ["sample_beta", "sample_gamma", "distributed_rank", "mix_seed", "StreamSource"]
 
 
 def sample_gamma(concentration: float, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -60,9 +61,13 @@ def distributed_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def _mix_seed(*parts: Any) -> int:
+def mix_seed(*parts: Any) -> int:
+    """A 63-bit seed derived from ``parts`` (a seed and names), the same in every process and run."""
     digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+_mix_seed = mix_seed  # the former private name, still imported by code written against it
 
 
 class StreamSource:
@@ -81,10 +86,7 @@ class StreamSource:
     """
 
     def __init__(self, seed: int | None = None, generator: torch.Generator | None = None) -> None:
-        if seed is not None and generator is not None:
-            raise VarMixupError("pass seed or generator, not both")
-        if generator is not None and generator.device.type != "cpu":
-            raise VarMixupError(f"generator must be a CPU torch.Generator, got one on {generator.device}")
+        check_seed_and_generator(seed, generator)
         self.seed = seed
         self._given = generator
         self._base = generator.initial_seed() if generator is not None else seed
@@ -116,6 +118,6 @@ class StreamSource:
         key = (os.getpid(), info.seed if info is not None else None, rank)
         if self._cached is None or self._cached[0] != key:
             worker_part = info.seed if info is not None else "main"
-            g = torch.Generator().manual_seed(_mix_seed(self._base, rank, worker_part))
+            g = torch.Generator().manual_seed(mix_seed(self._base, rank, worker_part))
             self._cached = (key, g)
         return self._cached[1]

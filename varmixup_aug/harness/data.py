@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .._errors import VarMixupError
 
-__all__ = ["open_image_dataset", "load_tensor_dataset", "cache_dir"]
+__all__ = ["cache_dir", "import_albumentations", "load_tensor_dataset", "open_image_dataset"]
 
 _TORCHVISION_NAMES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "mnist": "MNIST", "fashionmnist": "FashionMNIST"}
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -28,6 +28,14 @@ def cache_dir() -> Path:
     """Where archives are unpacked and downloads go: ``$VARMIXUP_AUG_CACHE`` or ``~/.cache/varmixup_aug``."""
     root = os.environ.get("VARMIXUP_AUG_CACHE") or Path.home() / ".cache" / "varmixup_aug"
     return Path(root)
+
+
+def import_albumentations() -> Any:
+    """The ``albumentations`` module, imported without its network check for updates."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations
+
+    return albumentations
 
 
 def _unpack_archive(archive: Path) -> Path:

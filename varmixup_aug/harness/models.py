@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int, parse_mean_std
 from .._errors import VarMixupError
 
 __all__ = ["SmallCNN", "PreActResNet", "PreActBlock", "Normalize", "CIFAR10_MEAN", "CIFAR10_STD"]
@@ -117,13 +118,9 @@ class PreActResNet(nn.Module):
         widths = tuple(int(w) for w in widths)
         if not widths or any(w < 1 for w in widths):
             raise VarMixupError(f"widths must be a non-empty sequence of positive ints, got {widths!r}")
-        if not isinstance(blocks_per_stage, int) or blocks_per_stage < 1:
-            raise VarMixupError(f"blocks_per_stage must be an int >= 1, got {blocks_per_stage!r}")
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise VarMixupError(f"num_classes must be an int >= 2, got {num_classes!r}")
-        mean_t, std_t = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-        if len(mean_t) not in (1, channels) or len(std_t) not in (1, channels) or min(std_t) <= 0:
-            raise VarMixupError(f"mean and std need 1 or {channels} values each with std > 0, got {mean}, {std}")
+        check_int("blocks_per_stage", blocks_per_stage)
+        check_int("num_classes", num_classes, minimum=2)
+        mean_t, std_t = (tuple(t.tolist()) for t in parse_mean_std((mean, std), channels, name="mean/std"))
         self._config = {"num_classes": num_classes, "channels": channels, "widths": list(widths),
                         "blocks_per_stage": blocks_per_stage, "mean": list(mean_t), "std": list(std_t)}
         self.normalize = Normalize(mean_t, std_t)

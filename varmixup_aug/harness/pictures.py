@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from .._mixup import MixupParams, varmixup
+from .._tensors import module_device_dtype, to_float_images
 
 __all__ = ["mixup_grid", "reconstruction_grid", "write_pictures"]
 
@@ -61,7 +62,7 @@ def mixup_grid(
     Uses the posterior mean so the picture is deterministic. Images: ``(K, C, H, W)`` in [0, 1].
     """
     k = first.shape[0]
-    device = next(vae.parameters()).device if hasattr(vae, "parameters") else first.device
+    device = module_device_dtype(vae)[0] or first.device
     x = torch.cat([first, second]).to(device).float()
     y = torch.zeros(2 * k, dtype=torch.long, device=device)
     index = torch.cat([torch.arange(k, 2 * k), torch.arange(k)])
@@ -87,7 +88,7 @@ def mixup_grid(
 @torch.no_grad()
 def reconstruction_grid(vae: Any, images: Tensor, path: str | os.PathLike[str], *, per_row: int = 16) -> Path:
     """Originals (odd rows) above their reconstructions ``decode(mu)`` (even rows)."""
-    device = next(vae.parameters()).device if hasattr(vae, "parameters") else images.device
+    device = module_device_dtype(vae)[0] or images.device
     x = images.to(device).float()
     recon = vae.decode(vae.encode(x)[0]).cpu()
     rows: list[list[Tensor | None]] = []
@@ -111,7 +112,7 @@ def write_pictures(vae: Any, source: str | os.PathLike[str], out_dir: str | os.P
 
     n = offset + max(2 * pairs, 32)
     images, _ = load_tensor_dataset(open_image_dataset(source, "test"), limit=n, progress=False)
-    x = images[offset:].float() / 255.0
+    x = to_float_images(images[offset:])
     out = Path(out_dir)
     grid = mixup_grid(vae, x[0 : 2 * pairs : 2], x[1 : 2 * pairs : 2], out / "varmixup_grid.png")
     return grid, reconstruction_grid(vae, x[:32], out / "reconstructions.png")

@@ -33,9 +33,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._checks import check_int, check_number, check_seed
 from .._errors import VarMixupError
 from .._mi import MIPredictor
-from .._random import _mix_seed
+from .._random import mix_seed
+from .._tensors import module_device, resolve_device, to_float_images
+from .data import import_albumentations
 
 __all__ = [
     "CORRUPTIONS",
@@ -81,25 +84,6 @@ _PIXEL_TOLERANCE = 1e-4
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-def _albumentations() -> Any:
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check on import
-    import albumentations
-
-    return albumentations
-
-
-def _derive_seed(seed: int, *parts: Any) -> int:
-    return _mix_seed(seed, *parts)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
 def _ranges(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
     for start in range(0, n, batch_size):
         yield start, min(n, start + batch_size)
@@ -120,7 +104,7 @@ def _as_float_images(images: Any, name: str = "images") -> Tensor:
     if images.ndim != 4 or images.shape[0] < 1:
         raise VarMixupError(f"{name} must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}")
     if images.dtype == torch.uint8:
-        return images.float().div_(255.0)
+        return to_float_images(images)
     if not images.is_floating_point():
         raise VarMixupError(f"{name} must be float in [0, 1] or uint8, got {images.dtype}")
     if not torch.isfinite(images).all():
@@ -139,12 +123,6 @@ def _as_labels(labels: Any, n: int, name: str = "labels") -> Tensor:
         got = f"{tuple(labels.shape)} {labels.dtype}" if isinstance(labels, Tensor) else type(labels).__name__
         raise VarMixupError(f"{name} must be an integer tensor of shape (N,) = ({n},), got {got}")
     return labels.long()
-
-
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise VarMixupError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def eps_key(eps: float) -> str:
@@ -169,7 +147,7 @@ def _check_conf_correct(confidences: Any, correct: Any, n_bins: Any) -> tuple[Te
             f"correct must be a tensor of the same shape as confidences {tuple(confidences.shape)}, got "
             f"{tuple(correct.shape) if isinstance(correct, Tensor) else type(correct).__name__}"
         )
-    _check_positive_int("n_bins", n_bins)
+    check_int("n_bins", n_bins)
     conf = confidences.detach().to("cpu", torch.float64)
     if not torch.isfinite(conf).all() or float(conf.min()) < 0 or float(conf.max()) > 1:
         raise VarMixupError("confidences must lie in [0, 1] (the top softmax probability of each prediction)")
@@ -283,7 +261,7 @@ def corruption_transform(name: str, severity: int) -> Any:
         raise VarMixupError(f"corruption must be one of {list(CORRUPTIONS)}, got {name!r}")
     if severity not in SEVERITIES:
         raise VarMixupError(f"severity must be one of {SEVERITIES}, got {severity!r}")
-    A = _albumentations()
+    A = import_albumentations()
     import cv2
 
     v = _CORRUPTION_LEVELS[name][severity - 1]
@@ -338,13 +316,11 @@ def corrupt(images: Tensor, name: str, severity: int, *, seed: int | None = 0) -
     x = _as_float_images(images)
     if x.shape[1] != 3:
         raise VarMixupError(f"images must be RGB (B, 3, H, W) for the corruptions, got {tuple(x.shape)}")
-    if seed is None:
+    if check_seed(seed) is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
-    elif not isinstance(seed, int) or isinstance(seed, bool):
-        raise VarMixupError(f"seed must be an int or None, got {seed!r}")
-    A = _albumentations()
+    A = import_albumentations()
     compose = A.Compose([corruption_transform(name, severity)], seed=0)
-    base = _derive_seed(seed, "corruption", name, severity)
+    base = mix_seed(seed, "corruption", name, severity)
     pixels = (x.detach().to("cpu", torch.float32) * 255.0).round_().clamp_(0, 255).to(torch.uint8)
     hwc = pixels.permute(0, 2, 3, 1).contiguous().numpy()
     out = np.empty_like(hwc)
@@ -362,9 +338,9 @@ def corrupt(images: Tensor, name: str, severity: int, *, seed: int | None = 0) -
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: Tensor, *, batch_size: int = 500) -> Tensor:
     """Logits ``(N, K)`` (float32, CPU) of ``model`` (put in eval mode) on ``images`` ``(N, C, H, W)`` in ``[0, 1]``."""
-    _check_positive_int("batch_size", batch_size)
+    check_int("batch_size", batch_size)
     x = _as_float_images(images)
-    device = _model_device(model)
+    device = module_device(model)
     model.eval()
     return torch.cat([model(x[s:e].to(device)).float().cpu() for s, e in _ranges(x.shape[0], batch_size)])
 
@@ -431,20 +407,18 @@ def adversarial_examples(
 
     if attack not in _ATTACKS:
         raise VarMixupError(f"attack must be one of {_ATTACKS}, got {attack!r}")
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps) or eps < 0:
-        raise VarMixupError(f"eps must be a finite number >= 0 (L-inf radius in [0, 1] pixel units), got {eps!r}")
+    check_number("eps", eps, low=0, requirement="be a finite number >= 0 (L-inf radius in [0, 1] pixel units)")
     if eps > 1:
         raise VarMixupError(f"eps must be in pixel units of [0, 1] images, got {eps!r}; did you mean {eps}/255?")
-    _check_positive_int("steps", steps)
-    _check_positive_int("eot_iter", eot_iter)
-    _check_positive_int("batch_size", batch_size)
+    check_int("steps", steps)
+    check_int("eot_iter", eot_iter)
+    check_int("batch_size", batch_size)
+    check_number("step_size", step_size, low=0, allow_none=True, requirement="be a finite number >= 0 or None (eps / 4)")
     if step_size is None:
         step_size = eps / 4
-    elif not isinstance(step_size, (int, float)) or not math.isfinite(step_size) or step_size < 0:
-        raise VarMixupError(f"step_size must be a finite number >= 0 or None (eps / 4), got {step_size!r}")
     x = _as_float_images(images)
     y = _as_labels(labels, x.shape[0])
-    device = _model_device(model)
+    device = module_device(model)
     if attack == "fgsm":
         atk = torchattacks.FGSM(model, eps=float(eps))
     elif attack == "pgd":
@@ -459,7 +433,7 @@ def adversarial_examples(
     out = []
     ranges = list(_ranges(x.shape[0], batch_size))
     for i, (s, e) in enumerate(tqdm(ranges, desc=desc or attack, unit="batch", disable=not progress, leave=False)):
-        with _seeded_global_rng(_derive_seed(seed, "attack", attack, i), device), torch.enable_grad():
+        with _seeded_global_rng(mix_seed(seed, "attack", attack, i), device), torch.enable_grad():
             adv = atk(x[s:e].to(device, torch.float32), y[s:e].to(device))
         out.append(adv.detach().float().cpu())
     return torch.cat(out)
@@ -528,8 +502,7 @@ def select_mi_lam(
     grid_t = tuple(grid)
     if not grid_t or any(not isinstance(v, (int, float)) or not 0 < v <= 1 for v in grid_t):
         raise VarMixupError(f"grid must be a non-empty sequence of lam values in (0, 1], got {grid!r}")
-    if not isinstance(max_clean_drop, (int, float)) or not 0 <= max_clean_drop <= 1:
-        raise VarMixupError(f"max_clean_drop must be a number in [0, 1], got {max_clean_drop!r}")
+    check_number("max_clean_drop", max_clean_drop, low=0, high=1)
     x = _as_float_images(images)
     y = _as_labels(labels, x.shape[0])
     num_classes = _num_classes(model, x)
@@ -537,7 +510,7 @@ def select_mi_lam(
     model.eval()
     base_clean = _accuracy_from_logits(predict_logits(model, x, batch_size=batch_size), y)
     adv = adversarial_examples(model, x, y, attack="pgd", eps=eps, steps=steps, step_size=step_size,
-                               batch_size=batch_size, seed=_derive_seed(seed, "select", "pgd"), progress=progress,
+                               batch_size=batch_size, seed=mix_seed(seed, "select", "pgd"), progress=progress,
                                desc="lam selection: PGD")
     base_adv = _accuracy_from_logits(predict_logits(model, adv, batch_size=batch_size), y)
     result: dict[str, Any] = {
@@ -551,7 +524,7 @@ def select_mi_lam(
         rows = []
         for lam in grid_t:
             mi = MIPredictor(model, (pool_x, pool_y), num_classes=num_classes, mode=mode, num_samples=num_samples,
-                             lam=float(lam), seed=_derive_seed(seed, "select", mode, float(lam)) % 2**62)
+                             lam=float(lam), seed=mix_seed(seed, "select", mode, float(lam)) % 2**62)
             clean = float(_mi_correct(mi, x, y, mi_batch_size).double().mean())
             robust = float(_mi_correct(mi, adv, y, mi_batch_size).double().mean())
             rows.append({"lam": float(lam), "clean_accuracy": clean, "pgd_accuracy": robust})
@@ -576,7 +549,7 @@ def _check_pool(pool: Any) -> tuple[Tensor, Tensor]:
 def _num_classes(model: nn.Module, x: Tensor) -> int:
     with torch.no_grad():
         model.eval()
-        out = model(x[:1].to(_model_device(model)))
+        out = model(x[:1].to(module_device(model)))
     if not isinstance(out, Tensor) or out.ndim != 2:
         raise VarMixupError(f"model must return logits (B, num_classes), got {getattr(out, 'shape', type(out))}")
     return int(out.shape[1])
@@ -646,10 +619,10 @@ class EvalConfig:
             raise VarMixupError(f"severities must be a non-empty subset of {SEVERITIES}, got {self.severities!r}")
         for name in ("pgd_steps", "eot_iter", "mi_samples", "ece_bins", "batch_size", "mi_batch_size",
                      "adaptive_batch_size", "mi_chunk_size"):
-            _check_positive_int(name, getattr(self, name))
+            check_int(name, getattr(self, name))
         for name in ("attack_mi_samples", "adaptive_limit"):
             if getattr(self, name) is not None:
-                _check_positive_int(name, getattr(self, name))
+                check_int(name, getattr(self, name))
         self.adaptive_modes = tuple(self.adaptive_modes)
         if not self.adaptive_modes or any(m not in ("pl", "ol") for m in self.adaptive_modes) \
                 or len(set(self.adaptive_modes)) != len(self.adaptive_modes):
@@ -657,11 +630,8 @@ class EvalConfig:
                 f"adaptive_modes must be a non-empty subset of ('pl', 'ol') without repeats, got {self.adaptive_modes!r}"
             )
         for name in ("mi_lam_pl", "mi_lam_ol"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 1:
-                raise VarMixupError(f"{name} must be a number in (0, 1], got {v!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise VarMixupError(f"seed must be an int, got {self.seed!r}")
+            check_number(name, getattr(self, name), low=0, high=1, low_open=True)
+        check_seed(self.seed, allow_none=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -733,7 +703,7 @@ def evaluate_robustness(
         assert pool_xy is not None
         return MIPredictor(model, pool_xy, num_classes=num_classes, mode=mode, lam=lams[mode],
                            num_samples=samples or cfg.mi_samples, chunk_size=cfg.mi_chunk_size,
-                           seed=_derive_seed(cfg.seed, "mi", part, mode) % 2**62)
+                           seed=mix_seed(cfg.seed, "mi", part, mode) % 2**62)
 
     def scores(adv: Tensor, part: str, logits: Tensor | None = None) -> dict[str, float]:
         logits = predict_logits(model, adv, batch_size=cfg.batch_size) if logits is None else logits
@@ -791,7 +761,7 @@ def evaluate_robustness(
         result[key] = {}
         for eps in cfg.eps:
             adv = adversarial_examples(model, x, y, attack=attack, eps=eps, steps=cfg.pgd_steps,
-                                       batch_size=cfg.batch_size, seed=_derive_seed(cfg.seed, key, eps_key(eps)),
+                                       batch_size=cfg.batch_size, seed=mix_seed(cfg.seed, key, eps_key(eps)),
                                        progress=progress, desc=f"{key} {eps_key(eps)}")
             adv_logits = predict_logits(model, adv, batch_size=cfg.batch_size)
             entry = scores(adv, f"{key}:{eps_key(eps)}", adv_logits)
@@ -817,7 +787,7 @@ def evaluate_robustness(
                     attacked = make_mi(mode, f"{tag}:attacker", cfg.attack_mi_samples)
                     adv = adversarial_examples(attacked, xa, ya, attack=attack, eps=eps, steps=cfg.pgd_steps,
                                                eot_iter=cfg.eot_iter, batch_size=cfg.adaptive_batch_size,
-                                               seed=_derive_seed(cfg.seed, key, mode, eps_key(eps)),
+                                               seed=mix_seed(cfg.seed, key, mode, eps_key(eps)),
                                                progress=progress, desc=f"{key} MI-{mode.upper()} {eps_key(eps)}")
                     judge = make_mi(mode, f"{tag}:judge")
                     entry[f"mi_{mode}"] = float(_mi_correct(judge, adv, ya, cfg.mi_batch_size).double().mean())
@@ -885,13 +855,13 @@ def _decode(dataset: Any, indices: Sequence[int], desc: str, progress: bool) -> 
     from .data import load_tensor_dataset
 
     x, y = load_tensor_dataset(Subset(dataset, list(indices)), desc=desc, progress=progress)
-    return x.float().div_(255.0), y.long()
+    return to_float_images(x), y.long()
 
 
 def _fixed_subset(n: int, limit: int | None, seed: int, salt: str) -> list[int]:
     if limit is None or limit >= n:
         return list(range(n))
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(_derive_seed(seed, salt) % 2**62))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(seed, salt) % 2**62))
     return sorted(perm[:limit].tolist())
 
 
@@ -930,12 +900,11 @@ def evaluate_checkpoint(
     """
     from .data import open_image_dataset
     from .train_classifier import load_classifier
-    from .train_vae import resolve_device
 
     cfg = config or EvalConfig()
     if limit_test is not None:
-        _check_positive_int("limit_test", limit_test)
-    _check_positive_int("pool_size", pool_size)
+        check_int("limit_test", limit_test)
+    check_int("pool_size", pool_size)
     dev = resolve_device(device)
     model, meta = load_classifier(checkpoint, device=dev)
     name = name or str(meta.get("method", "model"))

@@ -21,23 +21,23 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .._checks import check_int, check_number
 from .._collate import VarMixupCollate, collate_images
 from .._errors import VarMixupError
+from .._io import load_training_state, read_header, read_tensors, save_training_state
+from .._random import mix_seed
+from .._tensors import resolve_device, to_float_images
+from .data import import_albumentations
 from .models import PreActResNet
-from .._random import _mix_seed
-from .train_vae import resolve_device
 
 __all__ = [
     "METHODS",
@@ -107,19 +107,12 @@ class TrainClassifierConfig:
         if self.schedule not in ("cosine", "onecycle"):
             raise VarMixupError(f"schedule must be 'cosine' or 'onecycle', got {self.schedule!r}")
         for name in ("epochs", "batch_size", "checkpoint_every", "blocks_per_stage"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise VarMixupError(f"{name} must be an int >= 1, got {v!r}")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
-            raise VarMixupError(f"max_steps must be an int >= 1 or None, got {self.max_steps!r}")
-        if not isinstance(self.num_workers, int) or self.num_workers < 0:
-            raise VarMixupError(f"num_workers must be an int >= 0, got {self.num_workers!r}")
-        if not isinstance(self.padding, int) or self.padding < 0:
-            raise VarMixupError(f"padding must be an int >= 0, got {self.padding!r}")
+            check_int(name, getattr(self, name))
+        check_int("max_steps", self.max_steps, allow_none=True)
+        check_int("num_workers", self.num_workers, minimum=0)
+        check_int("padding", self.padding, minimum=0)
         for name in ("lr", "alpha"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise VarMixupError(f"{name} must be a finite number > 0, got {v!r}")
+            check_number(name, getattr(self, name), low=0, low_open=True)
         if not 0 <= self.momentum < 1 or self.weight_decay < 0 or self.warmup_epochs < 0:
             raise VarMixupError(
                 f"need 0 <= momentum < 1, weight_decay >= 0 and warmup_epochs >= 0, got {self.momentum}, "
@@ -153,12 +146,10 @@ def split_holdout(n: int, holdout: int, *, seed: int = 0, limit_train: int | Non
         >>> len(train), len(held), sorted(train + held) == list(range(10))
         (7, 3, True)
     """
-    if not isinstance(n, int) or n < 2:
-        raise VarMixupError(f"the train split needs at least 2 images, got {n!r}")
-    if not isinstance(holdout, int) or holdout < 0 or holdout >= n:
-        raise VarMixupError(f"holdout must be an int in [0, {n - 1}] (images of the train split), got {holdout!r}")
-    if limit_train is not None and (not isinstance(limit_train, int) or limit_train < 1):
-        raise VarMixupError(f"limit_train must be an int >= 1 or None, got {limit_train!r}")
+    check_int("n", n, minimum=2, requirement="be an int >= 2 (the train split needs at least 2 images)")
+    check_int("holdout", holdout, minimum=0, maximum=n - 1,
+              requirement=f"be an int in [0, {n - 1}] (images of the train split)")
+    check_int("limit_train", limit_train, allow_none=True)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     held, rest = perm[:holdout], perm[holdout:]
     if limit_train is not None:
@@ -200,7 +191,7 @@ class AugmentedImages(Dataset):
         self._compose: Any = None
 
     def _seed_table(self, epoch: int) -> list[int]:
-        g = torch.Generator().manual_seed(_mix_seed(self.seed, "augment", epoch) % 2**62)
+        g = torch.Generator().manual_seed(mix_seed(self.seed, "augment", epoch) % 2**62)
         return torch.randint(0, 2**32, (len(self.labels),), generator=g, dtype=torch.int64).tolist()
 
     def set_epoch(self, epoch: int) -> None:
@@ -208,9 +199,9 @@ class AugmentedImages(Dataset):
         self._seeds = self._seed_table(epoch)
 
     def _build(self) -> Any:
-        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-        import albumentations as A
         import cv2
+
+        A = import_albumentations()
 
         h, w = self.hwc.shape[1:3]
         ops: list[Any] = []
@@ -252,7 +243,7 @@ def _lr_at(cfg: TrainClassifierConfig, step: int, planned: int, steps_per_epoch:
 
 
 def _make_collate(cfg: TrainClassifierConfig, vae: Any, num_classes: int, epoch: int) -> Any:
-    seed = _mix_seed(cfg.seed, "mix", epoch) % 2**62
+    seed = mix_seed(cfg.seed, "mix", epoch) % 2**62
     if cfg.method == "erm":
         return collate_images
     if cfg.method == "mixup":
@@ -267,22 +258,8 @@ def _make_collate(cfg: TrainClassifierConfig, vae: Any, num_classes: int, epoch:
 
 
 def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer | None, meta: dict[str, Any]) -> None:
-    tensors: dict[str, Tensor] = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if opt is not None:
-        state = opt.state_dict()
-        for pid, st in state["state"].items():
-            for name, value in st.items():
-                if value is None:
-                    continue
-                t = value if isinstance(value, Tensor) else torch.tensor(value)
-                tensors[f"optim.{pid}.{name}"] = t.detach().cpu().contiguous()
-        meta = {**meta, "param_groups": state["param_groups"]}
-    tensors["rng.cpu"] = torch.get_rng_state()
     header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **meta}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(header)})
-    os.replace(tmp, path)
+    save_training_state(path, model, opt, _METADATA_KEY, header)
 
 
 def _resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
@@ -298,23 +275,11 @@ def _resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
 def read_classifier_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON metadata of a classifier checkpoint (a file, or a run folder holding ``checkpoint.safetensors``)."""
     p = _resolve_checkpoint(path)
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            raw = (f.metadata() or {}).get(_METADATA_KEY)
-    except Exception as exc:  # safetensors raises its own error types
-        raise VarMixupError(f"{p}: cannot read the safetensors header, the file may be truncated or corrupt ({exc})") from exc
-    if raw is None:
-        raise VarMixupError(f"{p}: no '{_METADATA_KEY}' metadata; it was not written by train-classifier")
-    meta = json.loads(raw)
+    meta = read_header(p, _METADATA_KEY, writer="train-classifier")
     if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
         raise VarMixupError(f"{p}: unsupported checkpoint format {meta.get('format')!r} version "
                             f"{meta.get('format_version')!r}; expected {FORMAT_NAME!r} version {FORMAT_VERSION}")
     return meta
-
-
-def _read_tensors(p: Path, prefix: str | None = None) -> dict[str, Tensor]:
-    with safe_open(str(p), framework="pt", device="cpu") as f:
-        return {k: f.get_tensor(k) for k in f.keys() if prefix is None or k.startswith(prefix)}
 
 
 def _build_model(meta: dict[str, Any]) -> nn.Module:
@@ -344,7 +309,7 @@ def load_classifier(path: str | os.PathLike[str], *, device: str | torch.device 
     p = _resolve_checkpoint(path)
     meta = read_classifier_metadata(p)
     model = _build_model(meta)
-    state = {k[len("model."):]: v for k, v in _read_tensors(p, "model.").items()}
+    state = read_tensors(p, "model.")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -360,7 +325,7 @@ def _accuracy(model: nn.Module, images: Tensor, labels: Tensor, device: torch.de
     model.eval()
     correct = 0
     for s in range(0, images.shape[0], batch_size):
-        x = images[s:s + batch_size].to(device).float().div_(255.0)
+        x = to_float_images(images[s:s + batch_size].to(device))
         correct += int((model(x).argmax(1).cpu() == labels[s:s + batch_size]).sum())
     return correct / max(1, images.shape[0])
 
@@ -440,15 +405,7 @@ def train_classifier(
         if saved_data.get("train_images") != n or meta.get("holdout") != info.get("holdout"):
             raise VarMixupError(f"{path} was trained on another split ({saved_data.get('train_images')} training "
                                 f"images); pass the same --data-dir, --holdout and --limit-train to resume")
-        tensors = _read_tensors(path)
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        opt_state: dict[str, Any] = {"state": {}, "param_groups": meta["param_groups"]}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, pid, name = k.split(".", 2)
-                opt_state["state"].setdefault(int(pid), {})[name] = v.to(device)
-        opt.load_state_dict(opt_state)
-        torch.set_rng_state(tensors["rng.cpu"])
+        load_training_state(path, model, opt, _METADATA_KEY, meta)
         epoch, step_in_epoch, global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
         elapsed, history = meta.get("elapsed_s", 0.0), meta.get("history", [])
         epoch_loss = dict(meta.get("epoch_loss", epoch_loss))
@@ -477,7 +434,7 @@ def train_classifier(
                disable=not progress)
     while global_step < total:
         model.train()
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(_mix_seed(cfg.seed, "perm", epoch) % 2**62))
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(cfg.seed, "perm", epoch) % 2**62))
         order = perm[step_in_epoch * cfg.batch_size: steps_per_epoch * cfg.batch_size].tolist()
         dataset.set_epoch(epoch)
         collate = _make_collate(cfg, vae, num_classes, epoch)
@@ -486,7 +443,7 @@ def train_classifier(
                 collate.mixer.draw_params(cfg.batch_size)
         loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, drop_last=True,
                             collate_fn=collate, num_workers=cfg.num_workers,
-                            generator=torch.Generator().manual_seed(_mix_seed(cfg.seed, "loader", epoch) % 2**62),
+                            generator=torch.Generator().manual_seed(mix_seed(cfg.seed, "loader", epoch) % 2**62),
                             pin_memory=device.type == "cuda")
         t_data = time.perf_counter()
         for x, t in loader:
@@ -578,11 +535,3 @@ def load_train_split(
         "holdout_info": {"indices": held_idx, "train_size": n, "seed": holdout_seed, "count": len(held_idx)},
     }
 
-
-def _parse_widths(text: str | Sequence[int]) -> tuple[int, ...]:
-    if isinstance(text, str):
-        try:
-            return tuple(int(w) for w in text.split(","))
-        except ValueError as exc:
-            raise VarMixupError(f"--widths must be comma-separated ints like 32,64,128, got {text!r}") from exc
-    return tuple(int(w) for w in text)

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._checkpoint import save_vae
 from .._errors import VarMixupError
+from .._io import load_training_state, read_header, save_training_state
+from .._tensors import module_device, resolve_device, to_float_images
 from .._vae import ConvVAE, VAEConfig
 
 __all__ = ["TrainVAEConfig", "train_vae", "evaluate_vae"]
@@ -56,16 +53,6 @@ class TrainVAEConfig:
         return Path(self.out + ".train-state.safetensors")
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None picks CUDA when available, else the CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise VarMixupError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return dev
-
-
 def vae_loss(x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor, beta: float) -> tuple[Tensor, Tensor, Tensor]:
     """Per-image summed squared error plus ``beta`` times the KL, averaged over the batch.
 
@@ -79,49 +66,24 @@ def vae_loss(x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor, beta: float) 
 
 def _save_state(cfg: TrainVAEConfig, vae: ConvVAE, opt: torch.optim.Optimizer, epoch: int, step_in_epoch: int,
                 global_step: int, elapsed: float) -> None:
-    tensors: dict[str, Tensor] = {f"model.{k}": v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
-    opt_state = opt.state_dict()
-    for pid, st in opt_state["state"].items():
-        for name, value in st.items():
-            t = value if isinstance(value, Tensor) else torch.tensor(value)
-            tensors[f"optim.{pid}.{name}"] = t.detach().cpu().contiguous()
-    tensors["rng.cpu"] = torch.get_rng_state()
-    meta = {
-        "epoch": epoch,
-        "step_in_epoch": step_in_epoch,
-        "global_step": global_step,
-        "elapsed_s": elapsed,
-        "param_groups": opt_state["param_groups"],
-        "vae_config": vae.config.to_dict(),
-        "train_config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
-    }
-    path = cfg.state_path
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={_STATE_KEY: json.dumps(meta)})
-    os.replace(tmp, path)
+    position = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step, "elapsed_s": elapsed,
+                "vae_config": vae.config.to_dict(),
+                "train_config": {k: v for k, v in asdict(cfg).items() if k != "extra"}}
+    save_training_state(cfg.state_path, vae, opt, _STATE_KEY, position)
 
 
 def _load_state(cfg: TrainVAEConfig, vae: ConvVAE, opt: torch.optim.Optimizer) -> dict[str, Any]:
     path = cfg.state_path
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})[_STATE_KEY])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:
+        meta = read_header(path, _STATE_KEY, writer="train-vae")
+    except VarMixupError as exc:
         raise VarMixupError(f"{path}: cannot resume from this training state ({exc})") from exc
     if meta["vae_config"] != vae.config.to_dict():
         raise VarMixupError(
             f"{path}: saved run used VAE config {meta['vae_config']}, not {vae.config.to_dict()}; "
             "pass the same architecture flags to resume"
         )
-    vae.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    opt_state: dict[str, Any] = {"state": {}, "param_groups": meta["param_groups"]}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, pid, name = k.split(".", 2)
-            opt_state["state"].setdefault(int(pid), {})[name] = v
-    opt.load_state_dict(opt_state)
-    torch.set_rng_state(tensors["rng.cpu"])
+    load_training_state(path, vae, opt, _STATE_KEY, meta)
     return meta
 
 
@@ -135,14 +97,13 @@ def evaluate_vae(vae: Any, images: Tensor, *, batch_size: int = 500, progress: b
     al. 2016), and the ELBO in bits/dim under a Gaussian decoder whose variance is the
     split-wide MSE, on the 256-level pixel scale.
     """
-    device = next(vae.parameters()).device
+    device = module_device(vae)
     sse_total, n, n_pix = 0.0, 0, 0
     per_image_psnr: list[Tensor] = []
     kl_dims: Tensor | None = None
     mus = []
     for start in tqdm(range(0, images.shape[0], batch_size), desc="evaluating", disable=not progress, leave=False):
-        x = images[start : start + batch_size].to(device)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        x = to_float_images(images[start : start + batch_size].to(device)).float()
         mu, logvar = vae.encode(x)
         recon = vae.decode(mu)
         err = (recon - x).pow(2).flatten(1)
@@ -222,7 +183,7 @@ def train_vae(cfg: TrainVAEConfig, train_images: Tensor, eval_images: Tensor, *,
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
         while step_in_epoch < steps_per_epoch and global_step < total_steps:
             idx = perm[step_in_epoch * cfg.batch_size : (step_in_epoch + 1) * cfg.batch_size]
-            x = train_images[idx].to(device, non_blocking=True).float().div_(255.0)
+            x = to_float_images(train_images[idx].to(device, non_blocking=True))
             if cfg.hflip:
                 flip = torch.rand(x.shape[0], device=device) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)

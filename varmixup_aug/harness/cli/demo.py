@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import open_image_dataset
     from ..models import SmallCNN
     from ..pictures import write_pictures
-    from ..train_vae import resolve_device
+    from ..._tensors import resolve_device
 
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)

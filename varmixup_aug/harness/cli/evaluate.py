@@ -7,22 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-def _floats(text: str, what: str) -> tuple[float, ...]:
-    from ..._errors import VarMixupError
-
-    out = []
-    for item in text.split(","):
-        item = item.strip()
-        try:
-            if "/" in item:
-                num, den = item.split("/")
-                out.append(float(num) / float(den))
-            else:
-                out.append(float(item))
-        except ValueError as exc:
-            raise VarMixupError(f"{what} must be comma-separated numbers like 2/255,4/255 or 0.5, got {text!r}") from exc
-    return tuple(out)
+from ._parse import float_list, int_list
 
 
 def add_parser(sub: Any) -> None:
@@ -83,7 +68,7 @@ _ORDER = ["erm", "mixup", "varmixup", "varmixup-residual"]
 def _select_eps(text: str) -> float:
     from ..._errors import VarMixupError
 
-    values = _floats(text, "--select-eps")
+    values = float_list(text, "--select-eps")
     if len(values) != 1 or not 0 < values[0] <= 1:
         raise VarMixupError(f"--select-eps must be one radius in (0, 1], e.g. 2/255, got {text!r}")
     return values[0]
@@ -143,14 +128,11 @@ def run(args: argparse.Namespace) -> int:
         corruptions, skip = CORRUPTIONS, skip | {"corruptions"}
     else:
         corruptions = tuple(c.strip() for c in args.corruptions.split(",") if c.strip())
-    try:
-        severities = tuple(int(s) for s in args.severities.split(","))
-    except ValueError as exc:
-        raise VarMixupError(f"--severities must be comma-separated ints from 1,2,3, got {args.severities!r}") from exc
+    severities = int_list(args.severities, "--severities", "1,2,3")
     if args.limit_test is not None and args.limit_test < 0:
         raise VarMixupError(f"--limit-test must be >= 0 (0: the whole test split), got {args.limit_test}")
     cfg = EvalConfig(
-        eps=_floats(args.eps, "--eps"), pgd_steps=args.pgd_steps, eot_iter=args.eot_iter, mi_samples=args.mi_samples,
+        eps=float_list(args.eps, "--eps"), pgd_steps=args.pgd_steps, eot_iter=args.eot_iter, mi_samples=args.mi_samples,
         attack_mi_samples=args.attack_mi_samples, mi_lam_pl=args.mi_lam_pl, mi_lam_ol=args.mi_lam_ol,
         corruptions=corruptions, severities=severities, batch_size=args.batch_size,
         mi_batch_size=args.mi_batch_size, adaptive_batch_size=args.adaptive_batch_size,
@@ -162,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     )
     result = evaluate_checkpoint(
         args.checkpoint, args.data_dir, config=cfg, limit_test=args.limit_test or None, pool_size=args.pool_size,
-        select_lam=args.select_lam, lam_grid=_floats(args.lam_grid, "--lam-grid"), select_limit=args.select_limit,
+        select_lam=args.select_lam, lam_grid=float_list(args.lam_grid, "--lam-grid"), select_limit=args.select_limit,
         select_mi_samples=args.select_mi_samples, max_clean_drop=args.max_clean_drop,
         select_eps=_select_eps(args.select_eps), out_dir=args.out,
         name=args.name, device=args.device, progress=not args.no_progress,

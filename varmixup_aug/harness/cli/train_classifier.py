@@ -55,7 +55,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ... import load_pretrained_vae, load_vae
     from ..._errors import VarMixupError
-    from ..train_classifier import TrainClassifierConfig, _parse_widths, load_train_split, train_classifier
+    from ..train_classifier import TrainClassifierConfig, load_train_split, train_classifier
+    from ._parse import int_list
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out, method=args.method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs, alpha=args.alpha,
         seed=args.seed, max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
-        num_workers=args.num_workers, widths=_parse_widths(args.widths), blocks_per_stage=args.blocks_per_stage,
+        num_workers=args.num_workers, widths=int_list(args.widths, "--widths", "32,64,128"), blocks_per_stage=args.blocks_per_stage,
         device=args.device,
     )
     vae = None

@@ -47,6 +47,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import load_tensor_dataset, open_image_dataset
     from ..train_vae import TrainVAEConfig, train_vae
+    from ._parse import int_list
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                                     num_workers=args.num_workers, desc="decoding held-out", progress=progress)
     cfg = TrainVAEConfig(
         out=args.out, image_size=args.image_size, latent_dim=args.latent_dim,
-        widths=tuple(int(w) for w in args.widths.split(",")), blocks_per_stage=args.blocks_per_stage,
+        widths=int_list(args.widths, "--widths", "64,128,256"), blocks_per_stage=args.blocks_per_stage,
         beta=args.beta, beta_warmup_epochs=args.beta_warmup_epochs, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
         max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,

@@ -1,0 +1,134 @@
+"""Safetensors files: atomic writes, reading the JSON header, and resumable training states."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from ._errors import VarMixupError
+
+__all__ = [
+    "atomic_path",
+    "load_training_state",
+    "read_header",
+    "read_tensors",
+    "save_training_state",
+    "write_safetensors",
+]
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary file beside ``path`` to write; it replaces ``path`` on success and is removed on failure.
+
+    A crash therefore never leaves a half-written file at ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_safetensors(path: str | os.PathLike[str], tensors: dict[str, Tensor], key: str, header: dict[str, Any],
+                      *, sort_keys: bool = False) -> Path:
+    """Write ``tensors`` (moved to the CPU) with ``header`` as JSON under metadata ``key``, atomically."""
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(cpu, str(tmp), metadata={key: json.dumps(header, sort_keys=sort_keys)})
+    return Path(path)
+
+
+def _check_header_bytes(path: Path) -> None:
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise VarMixupError(f"{path}: not a safetensors file (only {size} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8 or n == 0:
+            raise VarMixupError(
+                f"{path}: not a safetensors file, or truncated (header claims {n} bytes, file has {size})"
+            )
+        if f.read(1) != b"{":
+            raise VarMixupError(f"{path}: not a safetensors file (header is not JSON)")
+
+
+def read_header(path: str | os.PathLike[str], key: str, *, writer: str) -> dict[str, Any]:
+    """The JSON stored under metadata ``key`` of a safetensors file, without loading tensors.
+
+    Raises ``VarMixupError`` naming the file when it is missing, not safetensors, truncated, or
+    has no such key (``writer`` names what writes files with it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VarMixupError(f"{path}: checkpoint file does not exist")
+    _check_header_bytes(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types
+        raise VarMixupError(
+            f"{path}: cannot read the safetensors header, the file may be truncated or corrupt ({exc})"
+        ) from exc
+    if key not in meta:
+        raise VarMixupError(f"{path}: no '{key}' metadata; it was not written by {writer}")
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError as exc:
+        raise VarMixupError(f"{path}: '{key}' metadata is not valid JSON ({exc})") from exc
+
+
+def read_tensors(path: str | os.PathLike[str], prefix: str = "") -> dict[str, Tensor]:
+    """The tensors of a safetensors file whose names start with ``prefix``, with the prefix removed."""
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+
+
+def save_training_state(path: str | os.PathLike[str], model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                        key: str, header: dict[str, Any]) -> Path:
+    """Save model weights, optimizer state, torch's CPU RNG state and ``header`` (the position) in one file.
+
+    Tensors are named ``model.*``, ``optim.<param id>.<name>`` and ``rng.cpu``; the optimizer's
+    ``param_groups`` go into the header.
+    """
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        for pid, per_param in state["state"].items():
+            for name, value in per_param.items():
+                if value is not None:
+                    tensors[f"optim.{pid}.{name}"] = value if isinstance(value, Tensor) else torch.tensor(value)
+        header = {**header, "param_groups": state["param_groups"]}
+    tensors["rng.cpu"] = torch.get_rng_state()
+    return write_safetensors(path, tensors, key, header)
+
+
+def load_training_state(path: str | os.PathLike[str], model: nn.Module, optimizer: torch.optim.Optimizer,
+                        key: str, header: dict[str, Any]) -> None:
+    """Restore what :func:`save_training_state` wrote into ``model``, ``optimizer`` and torch's CPU RNG.
+
+    ``header`` is the file's header (see :func:`read_header`), checked by the caller first.
+    """
+    tensors = read_tensors(path)
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_state: dict[str, Any] = {"state": {}, "param_groups": header["param_groups"]}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            opt_state["state"].setdefault(int(pid), {})[name] = v
+    optimizer.load_state_dict(opt_state)
+    torch.set_rng_state(tensors["rng.cpu"])
