@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ._errors import VarMixupError
 from ._mixup import Posterior, VarMixup
+from ._options import MixupOptions, takes_mixup_options
 from ._tensors import module_device, resolve_device, to_float_image, to_float_images
 from ._vae import VAEProtocol
 
@@ -88,20 +89,12 @@ class VarMixupCollate:
         ((4, 3, 32, 32), (4, 4))
     """
 
+    @takes_mixup_options
     def __init__(
         self,
         vae: VAEProtocol | None,
         *,
-        num_classes: int,
-        alpha: float = 1.0,
-        lam_per_sample: bool = True,
-        prob: float = 1.0,
-        posterior: Literal["sample", "mean"] = "sample",
-        space: Literal["latent", "input"] = "latent",
-        residual: bool = False,
-        label_smoothing: float = 0.0,
-        input_normalization: tuple[Sequence[float], Sequence[float]] | None = None,
-        autocast_dtype: torch.dtype | None = None,
+        options: MixupOptions,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
@@ -109,11 +102,7 @@ class VarMixupCollate:
         self.device = resolve_device(device) if device is not None else None
         if self.device is not None and isinstance(vae, torch.nn.Module):
             vae = vae.to(self.device)
-        self.mixer = VarMixup(
-            vae, num_classes=num_classes, alpha=alpha, lam_per_sample=lam_per_sample, prob=prob,
-            posterior=posterior, space=space, residual=residual, label_smoothing=label_smoothing,
-            input_normalization=input_normalization, autocast_dtype=autocast_dtype, seed=seed, generator=generator,
-        )
+        self.mixer = VarMixup(vae, **options.as_kwargs(), seed=seed, generator=generator)
 
     def __call__(self, batch: Sequence[Any]) -> tuple[Tensor, Tensor]:
         if self.device is not None and self.device.type != "cpu" and torch.utils.data.get_worker_info() is not None:

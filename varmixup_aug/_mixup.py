@@ -5,18 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from ._checks import check_int, check_number, check_vae, parse_mean_std
+from ._checks import check_int, check_vae, parse_mean_std
 from ._errors import VarMixupError
+from ._options import MixupOptions, check_alpha_prob, takes_mixup_options
 from ._random import StreamSource, sample_beta
 from ._tensors import module_device_dtype
 from ._vae import VAEProtocol
 
-__all__ = ["MixupParams", "Posterior", "draw_mixup_params", "varmixup", "VarMixup", "mix_targets"]
+__all__ = ["MixupParams", "Posterior", "VarMixup", "apply_varmixup", "draw_mixup_params", "mix_targets", "varmixup"]
 
 _RANGE_TOLERANCE = 0.05
 
@@ -58,22 +59,6 @@ class MixupParams:
             raise VarMixupError("MixupParams.index must be a permutation of range(B)")
 
 
-def _check_options(num_classes: int, alpha: float, prob: float, label_smoothing: float, space: str,
-                   posterior: str) -> None:
-    _check_alpha_prob(alpha, prob, label_smoothing)
-    check_int("num_classes", num_classes, requirement="be a positive int")
-    if space not in ("latent", "input"):
-        raise VarMixupError(f"space must be 'latent' or 'input', got {space!r}")
-    if posterior not in ("sample", "mean"):
-        raise VarMixupError(f"posterior must be 'sample' or 'mean', got {posterior!r}")
-
-
-def _check_alpha_prob(alpha: float, prob: float, label_smoothing: float) -> None:
-    check_number("alpha", alpha, low=0, low_open=True, hint="alpha=1.0 draws lam uniformly")
-    check_number("prob", prob, low=0, high=1, requirement="lie in [0, 1]")
-    check_number("label_smoothing", label_smoothing, low=0, high=1, high_open=True, requirement="lie in [0, 1)")
-
-
 def draw_mixup_params(
     batch_size: int,
     *,
@@ -93,7 +78,7 @@ def draw_mixup_params(
         >>> p.lam.shape, sorted(p.index.tolist())
         (torch.Size([4]), [0, 1, 2, 3])
     """
-    _check_alpha_prob(alpha, prob, 0.0)
+    check_alpha_prob(alpha, prob)
     check_int("batch_size", batch_size, requirement="be a positive int")
     lam = sample_beta(alpha, batch_size if lam_per_sample else 1, generator)
     if not lam_per_sample:
@@ -206,21 +191,13 @@ def _bcast(v: Tensor, like: Tensor) -> Tensor:
     return v.view(-1, *([1] * (like.ndim - 1)))
 
 
+@takes_mixup_options
 def varmixup(
     images: Tensor | Posterior,
     labels: Tensor,
     vae: VAEProtocol | None,
     *,
-    num_classes: int,
-    alpha: float = 1.0,
-    lam_per_sample: bool = True,
-    prob: float = 1.0,
-    posterior: Literal["sample", "mean"] = "sample",
-    space: Literal["latent", "input"] = "latent",
-    residual: bool = False,
-    label_smoothing: float = 0.0,
-    input_normalization: tuple[Sequence[float], Sequence[float]] | None = None,
-    autocast_dtype: torch.dtype | None = None,
+    options: MixupOptions,
     generator: torch.Generator | None = None,
     params: MixupParams | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -274,98 +251,148 @@ def varmixup(
         >>> tuple(xm.shape), tuple(t.shape), bool(torch.allclose(t.sum(1), torch.ones(4)))
         ((4, 3, 16, 16), (4, 3), True)
     """
-    _check_options(num_classes, alpha, prob, label_smoothing, space, posterior)
+    return apply_varmixup(images, labels, vae, options, generator=generator, params=params)
+
+
+def apply_varmixup(images: Tensor | Posterior, labels: Tensor, vae: VAEProtocol | None, options: MixupOptions, *,
+                   generator: torch.Generator | None = None, params: MixupParams | None = None
+                   ) -> tuple[Tensor, Tensor]:
+    """:func:`varmixup` with its options already gathered in a :class:`MixupOptions`."""
+    batch, device = _check_batch(images, labels, vae, options)
+    params = _batch_params(batch, options, generator, params)
     from_latents = isinstance(images, Posterior)
-    if from_latents:
-        if space == "input" or residual:
-            raise VarMixupError(
-                "cached latents (Posterior) support only the paper form in latent space; residual=True and "
-                "space='input' need the original images"
-            )
-        mu_in, logvar_in = images
-        if mu_in.shape != logvar_in.shape or mu_in.ndim < 2:
-            raise VarMixupError(f"Posterior mu and logvar must share a shape (B, *latent), got "
-                                f"{tuple(mu_in.shape)} and {tuple(logvar_in.shape)}")
-        if not (torch.isfinite(mu_in).all() and torch.isfinite(logvar_in).all()):
-            raise VarMixupError("images (Posterior) contain NaN or Inf")
-        batch, device = mu_in.shape[0], mu_in.device
-    else:
-        _check_images(images, vae, space)
-        batch, device = images.shape[0], images.device
-    _check_labels(labels, batch, num_classes)
-    if space == "latent":
-        _check_vae(vae, device)
-    if params is None:
-        params = draw_mixup_params(batch, alpha=alpha, lam_per_sample=lam_per_sample, prob=prob, generator=generator)
-    elif params.lam.shape[0] != batch:
-        raise VarMixupError(f"params are for a batch of {params.lam.shape[0]}, got {batch}")
-
-    out_dtype = mu_in.dtype if from_latents else images.dtype
-    target_dtype = torch.promote_types(out_dtype, torch.float32)
-    targets = mix_targets(labels.to(device), params, num_classes=num_classes,
-                          label_smoothing=label_smoothing, dtype=target_dtype)
-    lam = params.lam.to(device)
-    index = params.index.to(device)
-    if not bool(params.applied.any()) and not from_latents:
+    out_dtype = images.mu.dtype if from_latents else images.dtype
+    targets = mix_targets(labels.to(device), params, num_classes=options.num_classes,
+                          label_smoothing=options.label_smoothing, dtype=torch.promote_types(out_dtype, torch.float32))
+    if not from_latents and not bool(params.applied.any()):
         return images.clone(), targets
+    if options.space == "input":
+        lam = _bcast(params.lam.to(device, images.dtype), images)
+        return lam * images + (1 - lam) * images[params.index.to(device)], targets
+    return _mix_in_latent_space(images, vae, options, params).to(out_dtype), targets
 
-    if space == "input":
-        lam_b = _bcast(lam.to(images.dtype), images)
-        return lam_b * images + (1 - lam_b) * images[index], targets
 
-    channels = (getattr(vae, "channels", None) or 3) if from_latents else images.shape[1]
+def _check_batch(images: Tensor | Posterior, labels: Tensor, vae: Any, options: MixupOptions
+                 ) -> tuple[int, torch.device]:
+    """Check everything before any work is done; return the batch size and device."""
+    if isinstance(images, Posterior):
+        _check_posterior(images, options)
+        batch, device = images.mu.shape[0], images.mu.device
+    else:
+        _check_images(images, vae, options.space)
+        batch, device = images.shape[0], images.device
+    _check_labels(labels, batch, options.num_classes)
+    if options.space == "latent":
+        _check_vae(vae, device)
+    return batch, device
+
+
+def _check_posterior(latents: Posterior, options: MixupOptions) -> None:
+    if options.space == "input" or options.residual:
+        raise VarMixupError(
+            "cached latents (Posterior) support only the paper form in latent space; residual=True and "
+            "space='input' need the original images"
+        )
+    mu, logvar = latents
+    if mu.shape != logvar.shape or mu.ndim < 2:
+        raise VarMixupError(f"Posterior mu and logvar must share a shape (B, *latent), got "
+                            f"{tuple(mu.shape)} and {tuple(logvar.shape)}")
+    if not (torch.isfinite(mu).all() and torch.isfinite(logvar).all()):
+        raise VarMixupError("images (Posterior) contain NaN or Inf")
+
+
+def _batch_params(batch: int, options: MixupOptions, generator: torch.Generator | None,
+                  params: MixupParams | None) -> MixupParams:
+    if params is None:
+        return draw_mixup_params(batch, alpha=options.alpha, lam_per_sample=options.lam_per_sample,
+                                 prob=options.prob, generator=generator)
+    if params.lam.shape[0] != batch:
+        raise VarMixupError(f"params are for a batch of {params.lam.shape[0]}, got {batch}")
+    return params
+
+
+class _VAESpace(NamedTuple):
+    """The VAE's value range, the user's ``(mean, std)`` if images are normalised, and the compute dtype."""
+
+    low: float
+    high: float
+    norm: tuple[Tensor, Tensor] | None
+    dtype: torch.dtype
+
+    def to_vae(self, images: Tensor) -> Tensor:
+        """User images to the VAE's range, after checking that they lie in the expected range."""
+        pixels = images.to(self.dtype)
+        if self.norm is not None:
+            pixels = pixels * self.norm[1].to(self.dtype) + self.norm[0].to(self.dtype)
+        lo_px, hi_px = (0.0, 1.0) if self.norm is not None else (self.low, self.high)
+        x_min, x_max = float(pixels.min()), float(pixels.max())
+        span = hi_px - lo_px
+        if x_min < lo_px - _RANGE_TOLERANCE * span or x_max > hi_px + _RANGE_TOLERANCE * span:
+            hint = ("pass input_normalization=(mean, std) if the images are normalised"
+                    if self.norm is None else "check input_normalization")
+            raise VarMixupError(
+                f"images hold values in [{x_min:.3g}, {x_max:.3g}] but the VAE expects [{lo_px:g}, {hi_px:g}]; "
+                + hint
+            )
+        x_vae = pixels.clamp(lo_px, hi_px)
+        if self.norm is not None:  # pixel [0, 1] -> VAE range
+            x_vae = x_vae * (self.high - self.low) + self.low
+        return x_vae
+
+    def from_vae(self, images: Tensor) -> Tensor:
+        """VAE range -> pixel [0, 1] -> the user's normalised space (unchanged without normalisation)."""
+        if self.norm is None:
+            return images
+        pixels = (images - self.low) / (self.high - self.low)
+        return (pixels - self.norm[0].to(self.dtype)) / self.norm[1].to(self.dtype)
+
+
+def _vae_space(vae: Any, options: MixupOptions, source: Tensor, channels: int) -> _VAESpace:
     low, high = getattr(vae, "input_range", (0.0, 1.0))
-    norm = _as_norm(input_normalization, channels, mu_in if from_latents else images)
-    _, vae_dtype = module_device_dtype(vae)
-    compute_dtype = vae_dtype or torch.float32
-    amp = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
-           else nullcontext())
+    norm = _as_norm(options.input_normalization, channels, source)
+    return _VAESpace(low, high, norm, module_device_dtype(vae)[1] or torch.float32)
 
+
+def _mix_in_latent_space(images: Tensor | Posterior, vae: Any, options: MixupOptions, params: MixupParams
+                         ) -> Tensor:
+    """Encode (unless given latents), draw ``z``, decode the mixed latents, optionally add the residual."""
+    from_latents = isinstance(images, Posterior)
+    source = images.mu if from_latents else images
+    channels = (getattr(vae, "channels", None) or 3) if from_latents else images.shape[1]
+    space = _vae_space(vae, options, source, channels)
+    lam, index = params.lam.to(source.device), params.index.to(source.device)
+    amp = (torch.autocast(device_type=source.device.type, dtype=options.autocast_dtype)
+           if options.autocast_dtype is not None else nullcontext())
     with torch.no_grad(), amp:
         if from_latents:
-            mu, logvar = mu_in.to(compute_dtype), logvar_in.to(compute_dtype)
+            x_vae, mu, logvar = None, images.mu.to(space.dtype), images.logvar.to(space.dtype)
         else:
-            pixels = images.to(compute_dtype)
-            if norm is not None:
-                pixels = pixels * norm[1].to(compute_dtype) + norm[0].to(compute_dtype)
-                lo_px, hi_px = 0.0, 1.0
-            else:
-                lo_px, hi_px = low, high
-            x_min, x_max = float(pixels.min()), float(pixels.max())
-            span = hi_px - lo_px
-            if x_min < lo_px - _RANGE_TOLERANCE * span or x_max > hi_px + _RANGE_TOLERANCE * span:
-                hint = ("pass input_normalization=(mean, std) if the images are normalised"
-                        if norm is None else "check input_normalization")
-                raise VarMixupError(
-                    f"images hold values in [{x_min:.3g}, {x_max:.3g}] but the VAE expects [{lo_px:g}, {hi_px:g}]; "
-                    + hint
-                )
-            x_vae = pixels.clamp(lo_px, hi_px)
-            if norm is not None:  # pixel [0, 1] -> VAE range
-                x_vae = x_vae * (high - low) + low
-            mu, logvar = vae.encode(x_vae)  # type: ignore[union-attr]
-            mu, logvar = mu.to(compute_dtype), logvar.to(compute_dtype)
-        if posterior == "sample":
-            z = mu + _posterior_noise(mu, params.noise_seed) * (0.5 * logvar).exp()
-        else:
-            z = mu
+            x_vae = space.to_vae(images)
+            mu, logvar = (t.to(space.dtype) for t in vae.encode(x_vae))
+        z = mu + _posterior_noise(mu, params.noise_seed) * (0.5 * logvar).exp() if options.posterior == "sample" else mu
         lam_z = _bcast(lam.to(z.dtype), z)
-        z_mix = lam_z * z + (1 - lam_z) * z[index]
-        mixed = vae.decode(z_mix).to(compute_dtype)  # type: ignore[union-attr]
-        if residual:
-            recon = vae.decode(z).to(compute_dtype)  # type: ignore[union-attr]
-            lam_x = _bcast(lam.to(compute_dtype), x_vae)
-            detail = x_vae - recon
-            mixed = (mixed + lam_x * detail + (1 - lam_x) * detail[index]).clamp(low, high)
-            # Exact sources at the ends.
-            mixed = torch.where(lam_x == 1, x_vae, mixed)
-            mixed = torch.where(lam_x == 0, x_vae[index], mixed)
-        if norm is not None:  # VAE range -> pixel [0, 1] -> user's normalised space
-            mixed = ((mixed - low) / (high - low) - norm[0].to(compute_dtype)) / norm[1].to(compute_dtype)
+        mixed = vae.decode(lam_z * z + (1 - lam_z) * z[index]).to(space.dtype)
+        if options.residual:
+            assert x_vae is not None  # Posterior input refuses residual=True
+            mixed = _add_residual(mixed, x_vae, vae.decode(z).to(space.dtype), lam, index, space)
+        mixed = space.from_vae(mixed)
         if not from_latents:
-            keep = _bcast(~params.applied.to(device), mixed)
-            mixed = torch.where(keep, images.to(compute_dtype), mixed)
-    return mixed.to(out_dtype), targets
+            keep = _bcast(~params.applied.to(source.device), mixed)
+            mixed = torch.where(keep, images.to(space.dtype), mixed)
+    return mixed
+
+
+def _add_residual(mixed: Tensor, x_vae: Tensor, recon: Tensor, lam: Tensor, index: Tensor, space: _VAESpace
+                  ) -> Tensor:
+    """``D(z_mix) + lam * (x_i - D(z_i)) + (1 - lam) * (x_j - D(z_j))``, exactly ``x_i``/``x_j`` at ``lam`` 1/0."""
+    lam_x = _bcast(lam.to(space.dtype), x_vae)
+    detail = x_vae - recon
+    mixed = (mixed + lam_x * detail + (1 - lam_x) * detail[index]).clamp(space.low, space.high)
+    mixed = torch.where(lam_x == 1, x_vae, mixed)
+    return torch.where(lam_x == 0, x_vae[index], mixed)
+
+
+_OPTION_NAMES = frozenset(MixupOptions.__dataclass_fields__)
 
 
 class VarMixup:
@@ -393,46 +420,41 @@ class VarMixup:
         ((8, 3, 32, 32), (8, 10))
     """
 
+    @takes_mixup_options
     def __init__(
         self,
         vae: VAEProtocol | None,
         *,
-        num_classes: int,
-        alpha: float = 1.0,
-        lam_per_sample: bool = True,
-        prob: float = 1.0,
-        posterior: Literal["sample", "mean"] = "sample",
-        space: Literal["latent", "input"] = "latent",
-        residual: bool = False,
-        label_smoothing: float = 0.0,
-        input_normalization: tuple[Sequence[float], Sequence[float]] | None = None,
-        autocast_dtype: torch.dtype | None = None,
+        options: MixupOptions,
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        _check_options(num_classes, alpha, prob, label_smoothing, space, posterior)
-        if space == "latent":
+        if options.space == "latent":
             check_vae(vae, requirement="implement encode/decode (VAEProtocol) when space='latent'")
             if isinstance(vae, torch.nn.Module):
                 vae.eval()
-        _as_norm(input_normalization, getattr(vae, "channels", 3) or 3, torch.zeros(1))
+        _as_norm(options.input_normalization, getattr(vae, "channels", 3) or 3, torch.zeros(1))
         self.vae = vae
-        self.num_classes = num_classes
-        self.alpha = float(alpha)
-        self.lam_per_sample = lam_per_sample
-        self.prob = float(prob)
-        self.posterior = posterior
-        self.space = space
-        self.residual = residual
-        self.label_smoothing = float(label_smoothing)
-        self.input_normalization = input_normalization
-        self.autocast_dtype = autocast_dtype
+        self.options = options
         self._streams = StreamSource(seed=seed, generator=generator)
+
+    def __getattr__(self, name: str) -> Any:
+        # mixer.alpha, mixer.num_classes, ...: read from the options.
+        options = self.__dict__.get("options")
+        if options is not None and name in _OPTION_NAMES:
+            return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OPTION_NAMES:
+            raise AttributeError(f"VarMixup's options are fixed at construction; make a new {type(self).__name__}")
+        super().__setattr__(name, value)
 
     def draw_params(self, batch_size: int) -> MixupParams:
         """Draw the random parameters for one batch from this object's stream."""
-        return draw_mixup_params(batch_size, alpha=self.alpha, lam_per_sample=self.lam_per_sample,
-                                 prob=self.prob, generator=self._streams.get())
+        o = self.options
+        return draw_mixup_params(batch_size, alpha=o.alpha, lam_per_sample=o.lam_per_sample, prob=o.prob,
+                                 generator=self._streams.get())
 
     def __call__(self, images: Tensor | Posterior, labels: Tensor, *, params: MixupParams | None = None
                  ) -> tuple[Tensor, Tensor]:
@@ -440,14 +462,8 @@ class VarMixup:
             source = images.mu if isinstance(images, Posterior) else images
             if isinstance(source, Tensor) and source.ndim >= 1 and source.shape[0] >= 1:
                 params = self.draw_params(source.shape[0])
-        return varmixup(
-            images, labels, self.vae, num_classes=self.num_classes, alpha=self.alpha,
-            lam_per_sample=self.lam_per_sample, prob=self.prob, posterior=self.posterior, space=self.space,
-            residual=self.residual, label_smoothing=self.label_smoothing,
-            input_normalization=self.input_normalization, autocast_dtype=self.autocast_dtype, params=params,
-        )
+        return apply_varmixup(images, labels, self.vae, self.options, params=params)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(num_classes={self.num_classes}, alpha={self.alpha}, space={self.space!r}, "
-                f"posterior={self.posterior!r}, residual={self.residual}, prob={self.prob}, "
-                f"lam_per_sample={self.lam_per_sample}, label_smoothing={self.label_smoothing})")
+        options = ", ".join(f"{k}={v!r}" for k, v in self.options.as_kwargs().items())
+        return f"{type(self).__name__}({options})"

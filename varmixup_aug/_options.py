@@ -1,0 +1,105 @@
+"""VarMixup's options, defined once for ``varmixup``, ``VarMixup`` and ``VarMixupCollate``.
+
+:class:`MixupOptions` holds the names, types, defaults and checks. :func:`takes_mixup_options`
+gives a function that takes ``options: MixupOptions`` the options as keyword arguments, so the
+three public signatures list every option while the list itself lives only here. Adding an option
+means adding a field (and its check) here, then using it in the op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, TypeVar
+
+import torch
+
+from ._checks import check_int, check_number
+from ._errors import VarMixupError
+
+__all__ = ["MixupOptions", "check_alpha_prob", "takes_mixup_options"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def check_alpha_prob(alpha: Any, prob: Any) -> None:
+    check_number("alpha", alpha, low=0, low_open=True, hint="alpha=1.0 draws lam uniformly")
+    check_number("prob", prob, low=0, high=1, requirement="lie in [0, 1]")
+
+
+@dataclass(frozen=True)
+class MixupOptions:
+    """The options of VarMixup; README's argument table says what each one does.
+
+    Attributes:
+        num_classes: width of the soft targets.
+        alpha: ``lam ~ Beta(alpha, alpha)``, > 0.
+        lam_per_sample: one ``lam`` per sample, or one per batch.
+        prob: fraction of samples that are mixed, in [0, 1].
+        posterior: ``"sample"`` draws ``z`` from the posterior, ``"mean"`` uses ``mu``.
+        space: ``"latent"`` (VarMixup) or ``"input"`` (plain mixup).
+        residual: add back what the VAE does not reconstruct.
+        label_smoothing: in [0, 1), applied to the one-hot labels before mixing.
+        input_normalization: ``(mean, std)`` of normalised images, or None.
+        autocast_dtype: run the VAE under ``torch.autocast`` with this dtype, or None.
+    """
+
+    num_classes: int
+    alpha: float = 1.0
+    lam_per_sample: bool = True
+    prob: float = 1.0
+    posterior: Literal["sample", "mean"] = "sample"
+    space: Literal["latent", "input"] = "latent"
+    residual: bool = False
+    label_smoothing: float = 0.0
+    input_normalization: tuple[Sequence[float], Sequence[float]] | None = None
+    autocast_dtype: torch.dtype | None = None
+
+    def __post_init__(self) -> None:
+        check_alpha_prob(self.alpha, self.prob)
+        check_number("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True,
+                     requirement="lie in [0, 1)")
+        check_int("num_classes", self.num_classes, requirement="be a positive int")
+        if self.space not in ("latent", "input"):
+            raise VarMixupError(f"space must be 'latent' or 'input', got {self.space!r}")
+        if self.posterior not in ("sample", "mean"):
+            raise VarMixupError(f"posterior must be 'sample' or 'mean', got {self.posterior!r}")
+        for name in ("alpha", "prob", "label_smoothing"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments of ``varmixup``, ``VarMixup`` or ``VarMixupCollate``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _option_parameters() -> list[inspect.Parameter]:
+    return [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=f.type,
+                          default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(MixupOptions)
+    ]
+
+
+def takes_mixup_options(func: F) -> F:
+    """Decorate a function with an ``options: MixupOptions`` parameter so that it takes the options instead.
+
+    The public signature has every option, as a keyword-only parameter, where ``options`` stands;
+    a call is bound against it (so a missing or unknown argument is a ``TypeError``, as usual) and
+    the options given arrive as one checked :class:`MixupOptions`.
+    """
+    own = list(inspect.signature(func).parameters.values())
+    at = [p.name for p in own].index("options")
+    public = inspect.signature(func).replace(parameters=own[:at] + _option_parameters() + own[at + 1:])
+    names = {f.name for f in dataclasses.fields(MixupOptions)}
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = public.bind(*args, **kwargs).arguments
+        options = MixupOptions(**{k: v for k, v in given.items() if k in names})
+        return func(**{k: v for k, v in given.items() if k not in names}, options=options)
+
+    wrapper.__signature__ = public  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
