@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from varmixup_aug import load_pretrained_vae
-from varmixup_aug.harness.models import SmallCNN
+from varmixup_aug.harness import SmallCNN
 
 
 def count_macs(module: nn.Module, run: Callable[[], object]) -> int:

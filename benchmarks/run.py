@@ -37,7 +37,7 @@ def batch_generation(vae: Any, args: argparse.Namespace) -> dict[str, Any]:
     from torchvision.transforms import v2
 
     from varmixup_aug import Posterior, VarMixupCollate
-    from varmixup_aug.harness.models import SmallCNN
+    from varmixup_aug.harness import SmallCNN
 
     b = args.batch
     g = torch.Generator().manual_seed(0)
@@ -97,7 +97,7 @@ def batch_generation(vae: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def _mi_setup(args: argparse.Namespace, *, chunk_size: int | None = 1024) -> tuple[Any, Any, Any]:
     from varmixup_aug import MIPredictor
-    from varmixup_aug.harness.models import SmallCNN
+    from varmixup_aug.harness import SmallCNN
 
     torch.manual_seed(0)
     model = SmallCNN(10).eval()

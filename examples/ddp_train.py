@@ -55,8 +55,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 import varmixup_aug
-from varmixup_aug._tensors import to_float_image
-from varmixup_aug.harness.data import open_image_dataset
+from varmixup_aug.harness import open_image_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -216,7 +215,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     vae = load_vae(args)
     image_size = vae.image_size if vae is not None else args.image_size
     train_set, num_classes = build_dataset(args, image_size, rank)
-    channels = int(to_float_image(train_set[0][0]).shape[0])
+    channels = int(train_set[0][0].shape[0])  # (C, H, W) tensors in both branches of build_dataset
     if vae is None:
         torch.manual_seed(args.seed)
         vae = varmixup_aug.ConvVAE(varmixup_aug.VAEConfig(

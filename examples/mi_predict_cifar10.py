@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 
 from varmixup_aug import MIPredictor
-from varmixup_aug.harness.data import load_tensor_dataset, open_image_dataset
-from varmixup_aug.harness.train_classifier import load_classifier
+from varmixup_aug.harness import load_classifier, load_tensor_dataset, open_image_dataset, read_classifier_metadata
 
 
 def _status_kib(field: str) -> int:
@@ -46,7 +45,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model, meta = load_classifier(args.checkpoint)
+    model = load_classifier(args.checkpoint)
+    meta = read_classifier_metadata(args.checkpoint)
     pool_x, pool_y = load_tensor_dataset(open_image_dataset(args.data_dir, "train"), limit=args.pool_size,
                                          progress=False)
     test_x, test_y = load_tensor_dataset(open_image_dataset(args.data_dir, "test"), limit=args.limit_test,

@@ -83,6 +83,6 @@ def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def cifar_test_images(cifar_root: Path) -> tuple[Tensor, Tensor]:
     """A fixed set of 256 real CIFAR-10 test images, uint8 (256, 3, 32, 32), and labels."""
-    from varmixup_aug.harness.data import load_tensor_dataset, open_image_dataset
+    from varmixup_aug.harness import load_tensor_dataset, open_image_dataset
 
     return load_tensor_dataset(open_image_dataset(cifar_root, "test"), limit=256, progress=False)

@@ -11,31 +11,29 @@ import torch
 from torch import Tensor
 
 from varmixup_aug import ConvVAE, MIPredictor, VAEConfig, VarMixupError, save_vae
-from varmixup_aug.harness.report import (
+from varmixup_aug.harness import (
     CORRUPTIONS,
     SEVERITIES,
     EvalConfig,
+    PreActResNet,
+    TrainClassifierConfig,
     adversarial_examples,
     calibration_bins,
     corrupt,
-    corruption_transform,
-    eps_key,
     evaluate_robustness,
     expected_calibration_error,
+    load_classifier,
     markdown_table,
     predict_logits,
+    read_classifier_metadata,
     reliability_diagram,
     select_mi_lam,
-)
-from varmixup_aug.harness.models import PreActResNet
-from varmixup_aug.harness.train_classifier import (
-    AugmentedImages,
-    TrainClassifierConfig,
-    load_classifier,
-    read_classifier_metadata,
     split_holdout,
     train_classifier,
 )
+from varmixup_aug.harness.corruptions import corruption_transform
+from varmixup_aug.harness.scoring import eps_key
+from varmixup_aug.harness.train_classifier import AugmentedImages
 from varmixup_aug.harness.cli import main
 
 RANDOM_CORRUPTIONS = {"gaussian_noise", "shot_noise", "iso_noise", "motion_blur", "fog", "elastic_transform"}
@@ -516,7 +514,8 @@ class TestTrainClassifierCommand:
     def test_each_method_trains_a_few_steps_and_loads(self, image_folder: Path, tmp_path: Path, method: str) -> None:
         out = tmp_path / method
         assert main(train_args(image_folder, out, method, "--max-steps", "3")) == 0
-        model, meta = load_classifier(out)
+        model = load_classifier(out)
+        meta = model.checkpoint_metadata
         assert meta["method"] == method and meta["global_step"] == 3 and not meta["finished"]
         assert meta["holdout"]["count"] == 20 and meta["holdout"]["train_size"] == 100
         assert meta["args"]["lr"] == 0.1 and meta["args"]["nesterov"] and meta["data"]["train_images"] == 80
@@ -532,8 +531,8 @@ class TestTrainClassifierCommand:
         assert main(train_args(image_folder, a, "varmixup", "--max-steps", "7")) == 0  # crosses an epoch (5 steps)
         assert main(train_args(image_folder, b, "varmixup", "--max-steps", "3")) == 0
         assert main(train_args(image_folder, b, "varmixup", "--max-steps", "7", "--resume")) == 0
-        ma, meta_a = load_classifier(a)
-        mb, meta_b = load_classifier(b)
+        ma, mb = load_classifier(a), load_classifier(b)
+        meta_a, meta_b = read_classifier_metadata(a), read_classifier_metadata(b)
         assert meta_b["global_step"] == 7 and meta_b["epoch"] == 1 and meta_b["history"] == meta_a["history"]
         for (k, x), (_, y) in zip(ma.state_dict().items(), mb.state_dict().items()):
             assert torch.equal(x, y), k
@@ -641,3 +640,14 @@ class TestCommittedResults:
         readme = (repo / "README.md").read_text()
         for table in out.strip().split("\n\n"):
             assert table in readme
+
+
+class TestCommittedCheckpoints:
+    @pytest.mark.parametrize("method", ["erm", "mixup", "varmixup", "varmixup-residual"])
+    def test_load_classifier_reads_every_committed_classifier(self, method: str) -> None:
+        run = Path(__file__).resolve().parents[1] / "results" / "classifiers" / method
+        model = load_classifier(run)
+        assert isinstance(model, PreActResNet) and not model.training
+        assert model.checkpoint_metadata == read_classifier_metadata(run)
+        assert model.checkpoint_metadata["method"] == method
+        assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)

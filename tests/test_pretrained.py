@@ -10,7 +10,7 @@ import torch
 
 from varmixup_aug import VarMixupError, list_pretrained, load_pretrained_vae
 from varmixup_aug._pretrained import pretrained_path
-from varmixup_aug.harness.train_vae import evaluate_vae
+from varmixup_aug.harness import evaluate_vae
 
 from conftest import REPO
 

@@ -8,8 +8,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms import ToTensor
 
 from varmixup_aug import VarMixupCollate, VarMixupDataset, load_vae, save_vae
-from varmixup_aug.harness.data import load_tensor_dataset, open_image_dataset
-from varmixup_aug.harness.train_vae import TrainVAEConfig, evaluate_vae, train_vae
+from varmixup_aug.harness import TrainVAEConfig, evaluate_vae, load_tensor_dataset, open_image_dataset, train_vae
 
 
 class TestRealCIFAR10Path:

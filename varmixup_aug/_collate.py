@@ -90,15 +90,8 @@ class VarMixupCollate:
     """
 
     @takes_mixup_options
-    def __init__(
-        self,
-        vae: VAEProtocol | None,
-        *,
-        options: MixupOptions,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> None:
+    def __init__(self, vae: VAEProtocol | None, *, options: MixupOptions, seed: int | None = None,
+                 generator: torch.Generator | None = None, device: torch.device | str | None = None) -> None:
         self.device = resolve_device(device) if device is not None else None
         if self.device is not None and isinstance(vae, torch.nn.Module):
             vae = vae.to(self.device)

@@ -421,14 +421,8 @@ class VarMixup:
     """
 
     @takes_mixup_options
-    def __init__(
-        self,
-        vae: VAEProtocol | None,
-        *,
-        options: MixupOptions,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> None:
+    def __init__(self, vae: VAEProtocol | None, *, options: MixupOptions, seed: int | None = None,
+                 generator: torch.Generator | None = None) -> None:
         if options.space == "latent":
             check_vae(vae, requirement="implement encode/decode (VAEProtocol) when space='latent'")
             if isinstance(vae, torch.nn.Module):

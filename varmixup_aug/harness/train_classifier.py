@@ -1,12 +1,12 @@
 """Training a classifier with ERM, input mixup, VarMixup or residual VarMixup, under one schedule.
 
-Every method trains the same :class:`~varmixup_aug._models.PreActResNet` (normalisation inside,
+Every method trains the same :class:`~varmixup_aug.harness.models.PreActResNet` (normalisation inside,
 so it takes pixel-space images) with the same optimiser (SGD, Nesterov momentum, weight decay),
 learning-rate schedule, per-image albumentations pad-and-crop plus flip, and loss
 (``nn.CrossEntropyLoss``, no label smoothing; hard labels for ERM, mixed soft targets otherwise).
 Only the ``collate_fn`` differs:
 
-- ``erm``: :func:`~varmixup_aug._collate.collate_images` (hard labels);
+- ``erm``: ``collate_images`` (hard labels);
 - ``mixup``: ``VarMixupCollate(None, space="input", alpha=...)``;
 - ``varmixup``: ``VarMixupCollate(vae, alpha=...)``;
 - ``varmixup-residual``: ``VarMixupCollate(vae, residual=True, alpha=...)``.
@@ -33,28 +33,22 @@ from tqdm.auto import tqdm
 from .._checks import check_int, check_number
 from .._collate import VarMixupCollate, collate_images
 from .._errors import VarMixupError
-from .._io import load_training_state, read_header, read_tensors, save_training_state
 from .._random import mix_seed
 from .._tensors import resolve_device, to_float_images
 from .data import import_albumentations
+from .classifier_checkpoint import CHECKPOINT_NAME, read_classifier_metadata, restore_training_state, save_training_checkpoint
 from .models import PreActResNet
 
 __all__ = [
     "METHODS",
     "AugmentedImages",
     "TrainClassifierConfig",
-    "load_classifier",
-    "read_classifier_metadata",
+    "load_train_split",
     "split_holdout",
     "train_classifier",
 ]
 
 METHODS = ("erm", "mixup", "varmixup", "varmixup-residual")
-FORMAT_NAME = "varmixup-aug-classifier"
-FORMAT_VERSION = 1
-_METADATA_KEY = "varmixup_aug_classifier"
-_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"PreActResNet": PreActResNet}
-CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
 @dataclass
@@ -254,69 +248,6 @@ def _make_collate(cfg: TrainClassifierConfig, vae: Any, num_classes: int, epoch:
                            seed=seed)
 
 
-# ---- checkpoints --------------------------------------------------------------------------------
-
-
-def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer | None, meta: dict[str, Any]) -> None:
-    header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **meta}
-    save_training_state(path, model, opt, _METADATA_KEY, header)
-
-
-def _resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        p = p / CHECKPOINT_NAME
-    if not p.is_file():
-        raise VarMixupError(f"checkpoint {p} does not exist; pass the run folder of train-classifier or its "
-                            f"{CHECKPOINT_NAME}")
-    return p
-
-
-def read_classifier_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON metadata of a classifier checkpoint (a file, or a run folder holding ``checkpoint.safetensors``)."""
-    p = _resolve_checkpoint(path)
-    meta = read_header(p, _METADATA_KEY, writer="train-classifier")
-    if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
-        raise VarMixupError(f"{p}: unsupported checkpoint format {meta.get('format')!r} version "
-                            f"{meta.get('format_version')!r}; expected {FORMAT_NAME!r} version {FORMAT_VERSION}")
-    return meta
-
-
-def _build_model(meta: dict[str, Any]) -> nn.Module:
-    arch = meta.get("architecture")
-    if arch not in _ARCHITECTURES:
-        raise VarMixupError(f"unknown architecture {arch!r} in checkpoint; known: {sorted(_ARCHITECTURES)}")
-    kwargs = dict(meta["model"])
-    kwargs["widths"] = tuple(kwargs["widths"])
-    kwargs["mean"] = tuple(kwargs["mean"])
-    kwargs["std"] = tuple(kwargs["std"])
-    return _ARCHITECTURES[arch](**kwargs)
-
-
-def load_classifier(path: str | os.PathLike[str], *, device: str | torch.device | None = None
-                    ) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a classifier written by :func:`train_classifier`.
-
-    Args:
-        path: ``checkpoint.safetensors`` or the run folder holding it.
-        device: where to put the model (default: CPU).
-
-    Returns:
-        ``(model, metadata)``: the model in eval mode, taking pixel-space images ``(B, C, H, W)`` in
-        ``[0, 1]`` (normalisation inside); the metadata has ``method``, ``epoch``, ``global_step``,
-        ``args``, ``holdout`` (indices into the train split) and more.
-    """
-    p = _resolve_checkpoint(path)
-    meta = read_classifier_metadata(p)
-    model = _build_model(meta)
-    state = read_tensors(p, "model.")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise VarMixupError(f"{p}: weights do not match the architecture in its metadata ({exc})") from exc
-    return model.to(device=device).eval(), meta
-
-
 # ---- training -----------------------------------------------------------------------------------
 
 
@@ -405,7 +336,7 @@ def train_classifier(
         if saved_data.get("train_images") != n or meta.get("holdout") != info.get("holdout"):
             raise VarMixupError(f"{path} was trained on another split ({saved_data.get('train_images')} training "
                                 f"images); pass the same --data-dir, --holdout and --limit-train to resume")
-        load_training_state(path, model, opt, _METADATA_KEY, meta)
+        restore_training_state(path, model, opt, meta)
         epoch, step_in_epoch, global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
         elapsed, history = meta.get("elapsed_s", 0.0), meta.get("history", [])
         epoch_loss = dict(meta.get("epoch_loss", epoch_loss))
@@ -427,7 +358,7 @@ def train_classifier(
                      **{k: v for k, v in info.items() if k != "holdout"}},
             "holdout": info.get("holdout"),
         }
-        _save_checkpoint(cfg.checkpoint_path, model, opt, meta)
+        save_training_checkpoint(cfg.checkpoint_path, model, opt, meta)
 
     t_start = time.perf_counter() - elapsed
     bar = tqdm(total=total, initial=global_step, desc=f"train-classifier ({cfg.method})", unit="step",

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..._errors import VarMixupError
+from ... import VarMixupError
 
 _COMMANDS = ["demo", "train_vae", "pictures"]
 _COMMANDS += ["train_classifier", "evaluate"]

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ._flags import add_run_flags, start_run
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help="VarMixup end to end: pictures, a short training run, test accuracy",
@@ -33,8 +35,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate on a fixed subset of the test split")
     p.add_argument("--out-dir", default="outputs/demo")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_flags(p, threads=False)
     p.set_defaults(run=run)
 
 
@@ -44,14 +45,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ... import VarMixup, VarMixupCollate, VarMixupLoader, load_pretrained_vae, load_vae
-    from ..data import open_image_dataset
-    from ..models import SmallCNN
-    from ..pictures import write_pictures
-    from ..._tensors import resolve_device
+    from .. import SmallCNN, open_image_dataset, resolve_device, write_pictures
 
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
-    progress = not args.no_progress
+    progress = start_run(args)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._parse import float_list, int_list
+from ._flags import add_run_flags, float_list, int_list, start_run
 
 
 def add_parser(sub: Any) -> None:
@@ -56,9 +56,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--adaptive-batch-size", type=int, default=32)
     p.add_argument("--results-json", default=None, help="merge this result into a JSON of all rows (by --name)")
     p.add_argument("--results-md", default=None, help="rewrite this markdown table from --results-json")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_run_flags(p)
     p.set_defaults(run=run)
 
 
@@ -66,7 +64,7 @@ _ORDER = ["erm", "mixup", "varmixup", "varmixup-residual"]
 
 
 def _select_eps(text: str) -> float:
-    from ..._errors import VarMixupError
+    from ... import VarMixupError
 
     values = float_list(text, "--select-eps")
     if len(values) != 1 or not 0 < values[0] <= 1:
@@ -77,7 +75,7 @@ def _select_eps(text: str) -> float:
 def _merge_row(path: Path, name: str, result: dict[str, Any], md: Path | None) -> None:
     """Put one row into the combined JSON (and rebuild the markdown table) under an exclusive file lock,
     so that evaluations running side by side can share one results file."""
-    from ..report import markdown_table
+    from .. import markdown_table
 
     try:
         import fcntl
@@ -109,13 +107,10 @@ def _merge_row(path: Path, name: str, result: dict[str, Any], md: Path | None) -
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from ... import VarMixupError
+    from .. import CORRUPTIONS, EvalConfig, evaluate_checkpoint, markdown_table
 
-    from ..._errors import VarMixupError
-    from ..report import CORRUPTIONS, EvalConfig, evaluate_checkpoint, markdown_table
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    progress = start_run(args)
     if args.results_md and not args.results_json:
         raise VarMixupError("--results-md needs --results-json (the table is rebuilt from all rows in it)")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -147,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         select_lam=args.select_lam, lam_grid=float_list(args.lam_grid, "--lam-grid"), select_limit=args.select_limit,
         select_mi_samples=args.select_mi_samples, max_clean_drop=args.max_clean_drop,
         select_eps=_select_eps(args.select_eps), out_dir=args.out,
-        name=args.name, device=args.device, progress=not args.no_progress,
+        name=args.name, device=args.device, progress=progress,
     )
     name = result["name"]
     sel = result.get("lam_selection")

@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ... import load_pretrained_vae, load_vae
-    from ..pictures import write_pictures
+    from .. import write_pictures
 
     vae = load_vae(args.vae) if args.vae else load_pretrained_vae(args.pretrained)
     a, b = write_pictures(vae, args.data_dir, args.out_dir, pairs=args.pairs, offset=args.offset)

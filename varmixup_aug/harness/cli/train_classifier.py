@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
-import torch
+from .. import METHODS
+from ._flags import add_run_flags, int_list, start_run
 
 
 def add_parser(sub: Any) -> None:
@@ -19,7 +21,7 @@ def add_parser(sub: Any) -> None:
         "Writes OUT/checkpoint.safetensors (model, optimiser and RNG state, JSON metadata; resumable), "
         "OUT/holdout.json and OUT/train_report.json.",
     )
-    p.add_argument("--method", required=True, choices=["erm", "mixup", "varmixup", "varmixup-residual"])
+    p.add_argument("--method", required=True, choices=list(METHODS))
     p.add_argument("--data-dir", required=True,
                    help="ImageFolder dir or a .tar.gz of one, e.g. ../shared/data/cifar10-jpg.tar.gz")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/classifiers/erm")
@@ -46,21 +48,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--blocks-per-stage", type=int, default=1)
     p.add_argument("--num-workers", type=int, default=0,
                    help="DataLoader workers for augmentation and mixing (exact --resume needs 0)")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_flags(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ... import load_pretrained_vae, load_vae
-    from ..._errors import VarMixupError
-    from ..train_classifier import TrainClassifierConfig, load_train_split, train_classifier
-    from ._parse import int_list
+    from ... import VarMixupError, load_pretrained_vae, load_vae
+    from .. import TrainClassifierConfig, load_train_split, train_classifier
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    progress = not args.no_progress
+    progress = start_run(args)
     cfg = TrainClassifierConfig(
         out=args.out, method=args.method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs, alpha=args.alpha,
@@ -83,8 +79,6 @@ def run(args: argparse.Namespace) -> int:
     report = train_classifier(cfg, train_x, train_y, num_classes=len(split["classes"]), vae=vae,
                               holdout_images=held_x, holdout_labels=held_y, data_info=info, resume=args.resume,
                               progress=progress)
-    from pathlib import Path
-
     (Path(args.out) / "holdout.json").write_text(json.dumps(split["holdout_info"]))
     step = report["s_per_step"]
     held = report.get("holdout_accuracy")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
+from ._flags import add_run_flags, int_list, start_run
 
 
 def add_parser(sub: Any) -> None:
@@ -32,26 +32,20 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--resume", action="store_true", help="continue from OUT.train-state.safetensors")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--checkpoint-every", type=int, default=200, help="steps between training-state saves")
     p.add_argument("--limit-train", type=int, default=None, help="use a fixed random subset of the train split")
     p.add_argument("--limit-eval", type=int, default=None, help="use a fixed random subset of the held-out split")
     p.add_argument("--num-workers", type=int, default=2, help="workers for decoding the images once")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_flags(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import load_tensor_dataset, open_image_dataset
-    from ..train_vae import TrainVAEConfig, train_vae
-    from ._parse import int_list
+    from .. import TrainVAEConfig, load_tensor_dataset, open_image_dataset, train_vae
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    progress = not args.no_progress
+    progress = start_run(args)
     train_ds = open_image_dataset(args.data_dir, "train")
     test_ds = open_image_dataset(args.data_dir, "test")
     train_x, _ = load_tensor_dataset(train_ds, image_size=args.image_size, limit=args.limit_train,

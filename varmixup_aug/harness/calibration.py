@@ -1,0 +1,125 @@
+"""Calibration: expected calibration error, reliability bins and the reliability diagram."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._checks import check_int
+from .._errors import VarMixupError
+
+__all__ = ["calibration_bins", "expected_calibration_error", "reliability_diagram"]
+
+
+def _check_conf_correct(confidences: Any, correct: Any, n_bins: Any) -> tuple[Tensor, Tensor]:
+    if not isinstance(confidences, Tensor) or confidences.ndim != 1 or confidences.numel() == 0:
+        raise VarMixupError(
+            f"confidences must be a non-empty 1-D tensor (N,), got "
+            f"{tuple(confidences.shape) if isinstance(confidences, Tensor) else type(confidences).__name__}"
+        )
+    if not isinstance(correct, Tensor) or correct.shape != confidences.shape:
+        raise VarMixupError(
+            f"correct must be a tensor of the same shape as confidences {tuple(confidences.shape)}, got "
+            f"{tuple(correct.shape) if isinstance(correct, Tensor) else type(correct).__name__}"
+        )
+    check_int("n_bins", n_bins)
+    conf = confidences.detach().to("cpu", torch.float64)
+    if not torch.isfinite(conf).all() or float(conf.min()) < 0 or float(conf.max()) > 1:
+        raise VarMixupError("confidences must lie in [0, 1] (the top softmax probability of each prediction)")
+    return conf, correct.detach().to("cpu", torch.float64)
+
+
+def calibration_bins(confidences: Tensor, correct: Tensor, *, n_bins: int = 15) -> dict[str, Tensor]:
+    """Per-bin statistics of a reliability diagram, with ``n_bins`` equal-width bins on ``[0, 1]``.
+
+    Bin ``b`` holds the predictions with confidence in ``(b / n_bins, (b + 1) / n_bins]`` (the
+    first bin also holds confidence 0).
+
+    Args:
+        confidences: ``(N,)`` top-class probabilities.
+        correct: ``(N,)`` bool or 0/1, whether each prediction is right.
+        n_bins: number of bins.
+
+    Returns:
+        ``{"edges": (n_bins + 1,), "count": (n_bins,), "accuracy": (n_bins,), "confidence": (n_bins,)}``,
+        float64; accuracy and confidence are the bin means (0 for empty bins).
+    """
+    conf, corr = _check_conf_correct(confidences, correct, n_bins)
+    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64)
+    index = (torch.ceil(conf * n_bins).long() - 1).clamp(0, n_bins - 1)
+    count = torch.bincount(index, minlength=n_bins).double()
+    acc_sum = torch.bincount(index, weights=corr, minlength=n_bins)
+    conf_sum = torch.bincount(index, weights=conf, minlength=n_bins)
+    safe = count.clamp_min(1)
+    return {"edges": edges, "count": count, "accuracy": acc_sum / safe, "confidence": conf_sum / safe}
+
+
+def expected_calibration_error(confidences: Tensor, correct: Tensor, *, n_bins: int = 15) -> float:
+    """Expected calibration error ``sum_b (n_b / N) |acc_b - conf_b|`` over ``n_bins`` equal-width bins.
+
+    Args:
+        confidences: ``(N,)`` top-class probabilities in ``[0, 1]``.
+        correct: ``(N,)`` bool or 0/1.
+        n_bins: number of bins (15 as in Guo et al., 2017).
+
+    Example:
+        >>> import torch
+        >>> conf = torch.tensor([0.9, 0.9, 0.6, 0.6])
+        >>> round(expected_calibration_error(conf, torch.tensor([True, False, True, False])), 3)
+        0.25
+    """
+    bins = calibration_bins(confidences, correct, n_bins=n_bins)
+    gap = (bins["accuracy"] - bins["confidence"]).abs()
+    return float((bins["count"] * gap).sum() / bins["count"].sum())
+
+
+def reliability_diagram(
+    confidences: Tensor, correct: Tensor, path: str | os.PathLike[str], *, n_bins: int = 15,
+    title: str | None = None,
+) -> Path:
+    """Write a reliability diagram (accuracy per confidence bin, and the confidence histogram) as a PNG.
+
+    Uses matplotlib's Agg canvas directly, so it works headless and leaves the global backend alone.
+
+    Args:
+        confidences, correct, n_bins: as in :func:`calibration_bins`.
+        path: output ``.png`` file; parent folders are created.
+        title: figure title; the ECE is appended.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    bins = calibration_bins(confidences, correct, n_bins=n_bins)
+    ece = expected_calibration_error(confidences, correct, n_bins=n_bins)
+    centers = ((bins["edges"][:-1] + bins["edges"][1:]) / 2).numpy()
+    width = 1.0 / n_bins
+    count, acc, conf = bins["count"].numpy(), bins["accuracy"].numpy(), bins["confidence"].numpy()
+    nonempty = count > 0
+
+    fig = Figure(figsize=(4.8, 6.0), dpi=110)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.bar(centers[nonempty], acc[nonempty], width=width, edgecolor="black", color="tab:blue", label="accuracy")
+    top.bar(centers[nonempty], (conf - acc)[nonempty], bottom=acc[nonempty], width=width, edgecolor="tab:red",
+            color="tab:red", alpha=0.3, hatch="//", label="gap to confidence")
+    top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.legend(loc="upper left", fontsize=8)
+    top.set_title(f"{title + ': ' if title else ''}ECE = {100 * ece:.2f}% ({n_bins} bins)", fontsize=10)
+    bottom.bar(centers, count / max(1.0, count.sum()), width=width, edgecolor="black", color="tab:gray")
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("fraction")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(str(path))
+    return path

@@ -1,0 +1,109 @@
+"""Choosing Mixup Inference's ``lam`` per mode on held-out training images, never on the test split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .._checks import check_number
+from .._errors import VarMixupError
+from .._mi import MIPredictor
+from .._random import mix_seed
+from .attacks import adversarial_examples
+from .scoring import accuracy_from_logits, as_float_images, as_labels, check_pool, eps_key, infer_num_classes, mi_correct, predict_logits
+
+__all__ = ["LAM_RULE", "select_mi_lam"]
+
+LAM_RULE = (
+    "for each MI mode, among the lam in the grid whose MI clean accuracy on the held-out images is at least "
+    "the plain model's clean accuracy minus max_clean_drop, pick the one with the highest MI accuracy under "
+    "oblivious PGD at eps (ties: the larger lam, i.e. the milder mix); if no lam meets the cap, pick the lam "
+    "with the highest MI clean accuracy"
+)
+
+
+def select_mi_lam(model: nn.Module, images: Tensor, labels: Tensor, pool: tuple[Tensor, Tensor], *,
+                  modes: Sequence[str] = ("pl", "ol"), grid: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+                  eps: float = 2 / 255, steps: int = 10, step_size: float | None = None, max_clean_drop: float = 0.05,
+                  num_samples: int = 30, batch_size: int = 250, mi_batch_size: int = 50, seed: int = 0,
+                  progress: bool = False) -> dict[str, Any]:
+    """Choose Mixup Inference's ``lam`` per mode on held-out *training* images (never the test split).
+
+    Rule: for each mode, among the ``lam`` in ``grid`` whose MI clean accuracy is at least the plain
+    model's clean accuracy minus ``max_clean_drop``, take the one with the highest MI accuracy under
+    oblivious PGD (``steps`` steps of ``step_size``, default ``eps / 4``) at ``eps`` (ties: the
+    larger ``lam``); if none meets the cap, take the ``lam`` with the highest MI clean accuracy.
+    The adversarial images are made once against the plain model (oblivious threat model), so
+    every ``lam`` is scored on the same images; each ``(mode, lam)`` uses MI draws from its own seed.
+
+    Args:
+        model: classifier on pixel-space inputs.
+        images, labels: ``(N, C, H, W)`` held-out training images in ``[0, 1]`` and ``(N,)``.
+        pool: ``(pool_images (P, C, H, W), pool_labels (P,))`` clean training images for MI (disjoint
+            from ``images``).
+        modes: subset of ``("pl", "ol")``.
+        grid: candidate ``lam`` values in ``(0, 1]``.
+        eps, steps, step_size: the PGD attack.
+        max_clean_drop: the cap on clean-accuracy loss, in ``[0, 1]``.
+        num_samples: MI rounds per input; batch_size: attack batch; mi_batch_size: MI inputs per call.
+        seed: seed of the attack and the MI draws; progress: tqdm bars.
+
+    Returns:
+        ``{"rule", "eps", "steps", "max_clean_drop", "num_samples", "n_images", "base_clean_accuracy",
+        "base_pgd_accuracy", "pl": {"lam", "constraint_met", "grid": [{"lam", "clean_accuracy",
+        "pgd_accuracy"}, ...]}, "ol": {...}}``.
+    """
+    modes, grid = _check_choices(modes, grid, max_clean_drop)
+    x = as_float_images(images)
+    y = as_labels(labels, x.shape[0])
+    num_classes = infer_num_classes(model, x)
+    pool = check_pool(pool)
+    model.eval()
+    base_clean = accuracy_from_logits(predict_logits(model, x, batch_size=batch_size), y)
+    adv = adversarial_examples(model, x, y, attack="pgd", eps=eps, steps=steps, step_size=step_size,
+                               batch_size=batch_size, seed=mix_seed(seed, "select", "pgd"), progress=progress,
+                               desc="lam selection: PGD")
+    result: dict[str, Any] = {
+        "rule": LAM_RULE, "eps": eps, "eps_key": eps_key(eps), "steps": steps,
+        "step_size": eps / 4 if step_size is None else step_size, "max_clean_drop": max_clean_drop,
+        "num_samples": num_samples, "n_images": int(x.shape[0]), "grid_values": list(grid),
+        "base_clean_accuracy": base_clean,
+        "base_pgd_accuracy": accuracy_from_logits(predict_logits(model, adv, batch_size=batch_size), y),
+    }
+    bar = tqdm(total=len(modes) * len(grid), desc="lam selection: MI", unit="lam", disable=not progress, leave=False)
+    for mode in modes:
+        rows = []
+        for lam in grid:
+            mi = MIPredictor(model, pool, num_classes=num_classes, mode=mode, num_samples=num_samples,
+                             lam=float(lam), seed=mix_seed(seed, "select", mode, float(lam)) % 2**62)
+            rows.append({"lam": float(lam), "clean_accuracy": float(mi_correct(mi, x, y, mi_batch_size).double().mean()),
+                         "pgd_accuracy": float(mi_correct(mi, adv, y, mi_batch_size).double().mean())})
+            bar.update(1)
+        result[mode] = _pick(rows, base_clean - max_clean_drop)
+    bar.close()
+    return result
+
+
+def _check_choices(modes: Sequence[str], grid: Sequence[float], max_clean_drop: float
+                   ) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    modes = tuple(modes)
+    if not modes or any(m not in ("pl", "ol") for m in modes):
+        raise VarMixupError(f"modes must be a non-empty subset of ('pl', 'ol'), got {modes!r}")
+    grid_t = tuple(grid)
+    if not grid_t or any(not isinstance(v, (int, float)) or not 0 < v <= 1 for v in grid_t):
+        raise VarMixupError(f"grid must be a non-empty sequence of lam values in (0, 1], got {grid!r}")
+    check_number("max_clean_drop", max_clean_drop, low=0, high=1)
+    return modes, grid_t
+
+
+def _pick(rows: list[dict[str, float]], min_clean: float) -> dict[str, Any]:
+    """The rule of :data:`LAM_RULE` over one mode's grid rows."""
+    ok = [r for r in rows if r["clean_accuracy"] >= min_clean - 1e-12]
+    if ok:
+        best = max(ok, key=lambda r: (r["pgd_accuracy"], r["lam"]))
+    else:
+        best = max(rows, key=lambda r: (r["clean_accuracy"], r["lam"]))
+    return {"lam": best["lam"], "constraint_met": bool(ok), "grid": rows}

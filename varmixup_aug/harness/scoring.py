@@ -1,0 +1,113 @@
+"""What the evaluation modules share: checked images and labels, logits, accuracies, fixed subsets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._errors import VarMixupError
+from .._mi import MIPredictor
+from .._random import mix_seed
+from .._tensors import module_device, to_float_images
+from .._checks import check_int
+
+__all__ = [
+    "accuracy_from_logits",
+    "as_float_images",
+    "as_labels",
+    "batch_ranges",
+    "check_pool",
+    "eps_key",
+    "fixed_subset",
+    "infer_num_classes",
+    "mi_correct",
+    "predict_logits",
+]
+
+PIXEL_TOLERANCE = 1e-4
+
+
+def batch_ranges(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, batch_size):
+        yield start, min(n, start + batch_size)
+
+
+def as_float_images(images: Any, name: str = "images") -> Tensor:
+    if not isinstance(images, Tensor):
+        raise VarMixupError(f"{name} must be a tensor (N, C, H, W), got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[0] < 1:
+        raise VarMixupError(f"{name} must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return to_float_images(images)
+    if not images.is_floating_point():
+        raise VarMixupError(f"{name} must be float in [0, 1] or uint8, got {images.dtype}")
+    if not torch.isfinite(images).all():
+        raise VarMixupError(f"{name} contain NaN or Inf")
+    low, high = float(images.min()), float(images.max())
+    if low < -PIXEL_TOLERANCE or high > 1 + PIXEL_TOLERANCE:
+        raise VarMixupError(
+            f"{name} must lie in pixel space [0, 1], got values in [{low:.3g}, {high:.3g}]; pass unnormalised "
+            "images and put the normalisation inside the model"
+        )
+    return images
+
+
+def as_labels(labels: Any, n: int, name: str = "labels") -> Tensor:
+    if not isinstance(labels, Tensor) or labels.shape != (n,) or labels.is_floating_point() or labels.dtype == torch.bool:
+        got = f"{tuple(labels.shape)} {labels.dtype}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise VarMixupError(f"{name} must be an integer tensor of shape (N,) = ({n},), got {got}")
+    return labels.long()
+
+
+def check_pool(pool: Any) -> tuple[Tensor, Tensor]:
+    if not (isinstance(pool, (tuple, list)) and len(pool) == 2 and all(isinstance(t, Tensor) for t in pool)):
+        raise VarMixupError("pool must be a pair (images (P, C, H, W) in [0, 1], labels (P,)) of clean training images")
+    px = as_float_images(pool[0], "pool images")
+    return px, as_labels(pool[1], px.shape[0], "pool labels")
+
+
+def eps_key(eps: float) -> str:
+    """``2/255`` for ``eps = 2/255``; other values as ``%g``. Used as JSON keys."""
+    r = eps * 255.0
+    if abs(r - round(r)) < 1e-6:
+        return f"{int(round(r))}/255"
+    return f"{eps:.6g}"
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: Tensor, *, batch_size: int = 500) -> Tensor:
+    """Logits ``(N, K)`` (float32, CPU) of ``model`` (put in eval mode) on ``images`` ``(N, C, H, W)`` in ``[0, 1]``."""
+    check_int("batch_size", batch_size)
+    x = as_float_images(images)
+    device = module_device(model)
+    model.eval()
+    return torch.cat([model(x[s:e].to(device)).float().cpu() for s, e in batch_ranges(x.shape[0], batch_size)])
+
+
+def mi_correct(mi: MIPredictor, images: Tensor, labels: Tensor, batch_size: int) -> Tensor:
+    device = mi.pool_images.device
+    out = [mi.predict(images[s:e].to(device)).cpu() == labels[s:e] for s, e in batch_ranges(images.shape[0], batch_size)]
+    return torch.cat(out)
+
+
+def accuracy_from_logits(logits: Tensor, labels: Tensor) -> float:
+    return float((logits.argmax(1) == labels).double().mean())
+
+
+def infer_num_classes(model: nn.Module, x: Tensor) -> int:
+    with torch.no_grad():
+        model.eval()
+        out = model(x[:1].to(module_device(model)))
+    if not isinstance(out, Tensor) or out.ndim != 2:
+        raise VarMixupError(f"model must return logits (B, num_classes), got {getattr(out, 'shape', type(out))}")
+    return int(out.shape[1])
+
+
+def fixed_subset(n: int, limit: int | None, seed: int, salt: str) -> list[int]:
+    if limit is None or limit >= n:
+        return list(range(n))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(seed, salt) % 2**62))
+    return sorted(perm[:limit].tolist())
