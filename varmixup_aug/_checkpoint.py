@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from ._errors import VarMixupError
-from ._io import read_header, write_safetensors
+from ._io import read_header, read_tensors, write_safetensors
 from ._vae import ConvVAE, VAEConfig
 
 __all__ = ["save_vae", "load_vae", "read_vae_metadata", "FORMAT_NAME", "FORMAT_VERSION"]
@@ -93,40 +92,38 @@ def load_vae(
     """
     path = Path(path)
     header = read_vae_metadata(path)
+    vae = _build_vae(path, header)
+    vae.load_state_dict(_read_state(path, vae.state_dict(), header["architecture"]))
+    vae.trained_on = header.get("trained_on", "unknown")  # type: ignore[attr-defined]
+    vae.checkpoint_metadata = header  # type: ignore[attr-defined]
+    vae.eval().requires_grad_(False)
+    return vae.to(device=device, dtype=dtype)
+
+
+def _build_vae(path: Path, header: dict[str, Any]) -> ConvVAE:
     arch = header.get("architecture")
     if arch not in _ARCHITECTURES:
         raise VarMixupError(f"{path}: unknown architecture {arch!r}; known: {sorted(_ARCHITECTURES)}")
     try:
         config = VAEConfig.from_dict(header["config"])
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, VarMixupError) as exc:
         raise VarMixupError(f"{path}: invalid VAE config in metadata ({exc})") from exc
-    except VarMixupError as exc:
-        raise VarMixupError(f"{path}: invalid VAE config in metadata ({exc})") from exc
-    vae = _ARCHITECTURES[arch](config)
-    expected = vae.state_dict()
+    return _ARCHITECTURES[arch](config)
+
+
+def _read_state(path: Path, expected: dict[str, Any], arch: str) -> dict[str, Any]:
+    """The file's tensors, checked against the names and shapes of the architecture's state dict."""
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            keys = set(f.keys())
-            missing = sorted(set(expected) - keys)
-            extra = sorted(keys - set(expected))
-            if missing or extra:
-                raise VarMixupError(
-                    f"{path}: tensors do not match the {arch} config: missing {missing[:5]}, unexpected {extra[:5]}"
-                )
-            state = {}
-            for k in expected:
-                t = f.get_tensor(k)
-                if t.shape != expected[k].shape:
-                    raise VarMixupError(
-                        f"{path}: tensor {k!r} has shape {tuple(t.shape)}, expected {tuple(expected[k].shape)}"
-                    )
-                state[k] = t
-    except VarMixupError:
-        raise
-    except Exception as exc:
+        state = read_tensors(path)
+    except Exception as exc:  # safetensors raises its own error types
         raise VarMixupError(f"{path}: cannot read tensors, the file may be truncated or corrupt ({exc})") from exc
-    vae.load_state_dict(state)
-    vae.trained_on = header.get("trained_on", "unknown")  # type: ignore[attr-defined]
-    vae.checkpoint_metadata = header  # type: ignore[attr-defined]
-    vae.eval().requires_grad_(False)
-    return vae.to(device=device, dtype=dtype)
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        raise VarMixupError(
+            f"{path}: tensors do not match the {arch} config: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
+    for k in expected:
+        if state[k].shape != expected[k].shape:
+            raise VarMixupError(
+                f"{path}: tensor {k!r} has shape {tuple(state[k].shape)}, expected {tuple(expected[k].shape)}")
+    return state

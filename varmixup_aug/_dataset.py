@@ -96,17 +96,9 @@ class VarMixupDataset(Dataset):
     Shapes: ``mu``, ``logvar``: ``(N, *latent)``; ``labels``: ``(N,)``.
     """
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        vae: VAEProtocol,
-        *,
-        cache_path: str | os.PathLike[str] | None = None,
-        batch_size: int = 256,
-        device: torch.device | str | None = None,
-        num_workers: int = 0,
-        progress: bool = True,
-    ) -> None:
+    def __init__(self, dataset: Dataset, vae: VAEProtocol, *, cache_path: str | os.PathLike[str] | None = None,
+                 batch_size: int = 256, device: torch.device | str | None = None, num_workers: int = 0,
+                 progress: bool = True) -> None:
         check_vae(vae)
         try:
             n = len(dataset)  # type: ignore[arg-type]
@@ -125,6 +117,11 @@ class VarMixupDataset(Dataset):
         self.fingerprint = hashlib.sha256(
             (_dataset_fingerprint(dataset) + _vae_fingerprint(vae)).encode()).hexdigest()
         self.cache_file = self._resolve_cache(cache_path)
+        self.mu, self.logvar, self.labels = self._load_or_encode(lambda: self._encode(batch_size, device, num_workers,
+                                                                                      progress))
+
+    def _load_or_encode(self, encode: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """Read the cache, or encode (and write the cache). Under torch.distributed only rank 0 encodes."""
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         world = torch.distributed.get_world_size() if distributed else 1
         if world > 1 and self.cache_file is None:
@@ -133,21 +130,22 @@ class VarMixupDataset(Dataset):
                 "read the file; pass cache_path on a filesystem all ranks share"
             )
         loaded = self._load_cache() if self.cache_file is not None else None
-        if loaded is None:
-            if world > 1 and torch.distributed.get_rank() != 0:
-                torch.distributed.barrier()  # rank 0 is encoding
-                loaded = self._load_cache()
-                if loaded is None:
-                    raise VarMixupError(f"rank 0 did not write a usable latent cache at {self.cache_file}")
-            else:
-                loaded = self._encode(batch_size, device, num_workers, progress)
-                if self.cache_file is not None:
-                    self._save_cache(*loaded)
-                if world > 1:
-                    torch.distributed.barrier()  # cache is written
-        elif world > 1:
-            torch.distributed.barrier()  # rank 0 waits for nothing here; keep the barrier count equal
-        self.mu, self.logvar, self.labels = loaded
+        if loaded is not None:
+            if world > 1:
+                torch.distributed.barrier()  # rank 0 waits for nothing here; keep the barrier count equal
+            return loaded
+        if world > 1 and torch.distributed.get_rank() != 0:
+            torch.distributed.barrier()  # rank 0 is encoding
+            loaded = self._load_cache()
+            if loaded is None:
+                raise VarMixupError(f"rank 0 did not write a usable latent cache at {self.cache_file}")
+            return loaded
+        loaded = encode()
+        if self.cache_file is not None:
+            self._save_cache(*loaded)
+        if world > 1:
+            torch.distributed.barrier()  # cache is written
+        return loaded
 
     def _resolve_cache(self, cache_path: str | os.PathLike[str] | None) -> Path | None:
         if cache_path is None:

@@ -12,16 +12,16 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ._checks import check_int, check_number, check_seed_and_generator, parse_mean_std
 from ._errors import VarMixupError
+from ._pool import PoolIndex
 from ._tensors import module_device_dtype
 
 __all__ = ["MIPredictor"]
 
 _MODES = ("ol", "pl", "combined")
-_PIXEL_TOLERANCE = 1e-3
 
 
 def _check_lam(name: str, lam: Any) -> float:
@@ -31,43 +31,6 @@ def _check_lam(name: str, lam: Any) -> float:
 
 def _check_count(name: str, n: Any) -> int:
     return check_int(name, n, requirement="be an int >= 1 (mixes averaged per input)", hint=f"e.g. {name}=30")
-
-
-def _load_pool(pool: Any, batch_size: int) -> tuple[Tensor, Tensor]:
-    """``(images (P, C, H, W), labels (P,))`` from a tensor pair or a map-style dataset."""
-    if isinstance(pool, (tuple, list)) and len(pool) == 2 and all(isinstance(t, Tensor) for t in pool):
-        return pool[0], pool[1]
-    if not (isinstance(pool, Dataset) or (hasattr(pool, "__getitem__") and hasattr(pool, "__len__"))):
-        raise VarMixupError(
-            f"pool must be a map-style Dataset of (image (C, H, W), label) or an (images, labels) tensor pair, "
-            f"got {type(pool).__name__}"
-        )
-    try:
-        size = len(pool)
-    except TypeError:
-        size = None
-    if size == 0:
-        raise VarMixupError("pool is empty; MI needs clean labelled images to mix with")
-    images, labels = [], []
-    try:
-        for batch in DataLoader(pool, batch_size=batch_size, shuffle=False, num_workers=0):
-            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-                raise VarMixupError(
-                    f"pool items must be (image, label) pairs, got a batch of {type(batch).__name__}"
-                )
-            img, lab = batch
-            if not isinstance(img, Tensor):
-                raise TypeError(f"images batched to {type(img).__name__}, not a tensor")
-            images.append(img)
-            labels.append(torch.as_tensor(lab))
-    except (TypeError, RuntimeError) as exc:
-        raise VarMixupError(
-            "pool items could not be batched: each must be (image tensor (C, H, W) of one common shape, int label); "
-            f"add a ToTensor/ToDtype transform to the dataset ({exc})"
-        ) from exc
-    if not images:
-        raise VarMixupError("pool is empty; MI needs clean labelled images to mix with")
-    return torch.cat(images), torch.cat(labels)
 
 
 class MIPredictor(nn.Module):
@@ -156,33 +119,20 @@ class MIPredictor(nn.Module):
     norm_mean: Tensor | None
     norm_std: Tensor | None
 
-    def __init__(
-        self,
-        model: nn.Module,
-        pool: Dataset | tuple[Tensor, Tensor],
-        *,
-        num_classes: int,
-        mode: Literal["ol", "pl", "combined"] = "ol",
-        num_samples: int = 30,
-        lam: float = 0.5,
-        chunk_size: int | None = 1024,
-        normalize: tuple[Sequence[float] | Tensor, Sequence[float] | Tensor] | None = None,
-        deterministic: bool = False,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        threshold: float = 0.2,
-        lam_ol: float | None = None,
-        num_samples_ol: int | None = None,
-        pool_batch_size: int = 256,
-    ) -> None:
+    def __init__(self, model: nn.Module, pool: Dataset | tuple[Tensor, Tensor], *, num_classes: int,
+                 mode: Literal["ol", "pl", "combined"] = "ol", num_samples: int = 30, lam: float = 0.5,
+                 chunk_size: int | None = 1024,
+                 normalize: tuple[Sequence[float] | Tensor, Sequence[float] | Tensor] | None = None,
+                 deterministic: bool = False, seed: int | None = None, generator: torch.Generator | None = None,
+                 threshold: float = 0.2, lam_ol: float | None = None, num_samples_ol: int | None = None,
+                 pool_batch_size: int = 256) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise VarMixupError(f"model must be a torch.nn.Module, got {type(model).__name__}; wrap functions in one")
         check_int("num_classes", num_classes, minimum=2)
         if mode not in _MODES:
             raise VarMixupError(f"mode must be one of {_MODES}, got {mode!r}")
-        self.mode = mode
-        self.num_classes = num_classes
+        self.mode, self.num_classes = mode, num_classes
         self.num_samples = _check_count("num_samples", num_samples)
         self.lam = _check_lam("lam", lam)
         n_ol = self.num_samples if num_samples_ol is None else _check_count("num_samples_ol", num_samples_ol)
@@ -201,94 +151,27 @@ class MIPredictor(nn.Module):
             torch.Generator().manual_seed(seed) if seed is not None else None)
         self._base_seed = seed if seed is not None else (generator.initial_seed() if generator is not None else 0)
         check_int("pool_batch_size", pool_batch_size)
-
         self.model = model
-        if model.training:
-            warnings.warn(
-                "MIPredictor: the model is in train mode; switching it to eval mode (MI is inference only)",
-                UserWarning, stacklevel=2,
-            )
+        self._ensure_eval(stacklevel=3)
         self.eval()
+        self._register_pool(*PoolIndex.load(pool, num_classes, batch_size=pool_batch_size), normalize)
 
-        images, labels = _load_pool(pool, pool_batch_size)
-        self._check_pool(images, labels)
-        device, dtype = module_device_dtype(model)
+    def _register_pool(self, images: Tensor, index: PoolIndex, normalize: Any) -> None:
+        """Keep the sorted pool and its index as buffers on the model's device and dtype (``.to()`` moves them);
+        draws use the index's CPU copy, so they match across devices."""
+        index.check_classes(self.mode)
+        self._index = index
+        device, dtype = module_device_dtype(self.model)
         device, dtype = device or images.device, dtype or images.dtype
-        labels = labels.long().cpu()
-        order = torch.argsort(labels, stable=True)
-        counts = torch.bincount(labels, minlength=num_classes)
-        offsets = torch.cumsum(counts, 0) - counts
-        self._check_classes(counts)
-        # Tiny CPU copies: draws are computed on the CPU so they match across devices.
-        self._counts_cpu = counts
-        self._offsets_cpu = offsets
-        self._nonempty_cpu = torch.nonzero(counts > 0).flatten()
-        self.register_buffer("pool_images", images[order.to(images.device)].to(device=device, dtype=dtype),
-                             persistent=False)
-        self.register_buffer("pool_labels", labels[order].to(device), persistent=False)
-        self.register_buffer("pool_order", order.to(device), persistent=False)
-        self.register_buffer("class_offsets", offsets.to(device), persistent=False)
-        self.register_buffer("class_counts", counts.to(device), persistent=False)
+        self.register_buffer("pool_images", images.to(device=device, dtype=dtype), persistent=False)
+        for name, t in (("pool_labels", index.labels), ("pool_order", index.order),
+                        ("class_offsets", index.offsets), ("class_counts", index.counts)):
+            self.register_buffer(name, t.to(device), persistent=False)
         mean, std = (None, None) if normalize is None else (
-            t.view(1, -1, 1, 1) for t in parse_mean_std(normalize, images.shape[1], name="normalize"))
-        self.register_buffer("norm_mean", None if mean is None else mean.to(device=device, dtype=dtype),
-                             persistent=False)
-        self.register_buffer("norm_std", None if std is None else std.to(device=device, dtype=dtype),
-                             persistent=False)
-
-    # ---- construction checks -------------------------------------------------------------
-
-    def _check_pool(self, images: Tensor, labels: Tensor) -> None:
-        if images.ndim != 4:
-            raise VarMixupError(
-                f"pool images must have shape (P, C, H, W) (items (C, H, W)), got {tuple(images.shape)}"
-            )
-        if images.shape[0] == 0:
-            raise VarMixupError("pool is empty; MI needs clean labelled images to mix with")
-        if not images.is_floating_point():
-            raise VarMixupError(
-                f"pool images must be floating point in [0, 1], got {images.dtype}; convert uint8 with "
-                "images.float() / 255"
-            )
-        if not torch.isfinite(images).all():
-            raise VarMixupError("pool images contain NaN or Inf")
-        low, high = float(images.min()), float(images.max())
-        if low < -_PIXEL_TOLERANCE or high > 1 + _PIXEL_TOLERANCE:
-            raise VarMixupError(
-                f"pool images must lie in pixel space [0, 1], got values in [{low:.3g}, {high:.3g}]; pass "
-                "unnormalised images and give the model's normalisation as normalize=(mean, std)"
-            )
-        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-            raise VarMixupError(
-                f"pool labels must have shape (P,) = ({images.shape[0]},), got {tuple(labels.shape)}"
-            )
-        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-            raise VarMixupError(f"pool labels must be integer class indices, got {labels.dtype}")
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= self.num_classes:
-            raise VarMixupError(
-                f"pool labels must lie in [0, num_classes) = [0, {self.num_classes}), got values in [{lo}, {hi}]; "
-                "check num_classes"
-            )
-
-    def _check_classes(self, counts: Tensor) -> None:
-        missing = torch.nonzero(counts == 0).flatten().tolist()
-        if not missing:
-            return
-        if self.mode in ("pl", "combined"):
-            raise VarMixupError(
-                f"pool has no images of classes {missing}; mode={self.mode!r} draws from the predicted class, so "
-                f"every class 0..{self.num_classes - 1} needs at least one pool image; add them or use mode='ol'"
-            )
-        if self.num_classes - len(missing) < 2:
-            raise VarMixupError(
-                f"pool holds images of fewer than 2 classes (missing {missing}); mode='ol' draws from a class other "
-                "than the predicted one, so it needs at least 2 non-empty classes"
-            )
-        warnings.warn(
-            f"MIPredictor: pool has no images of classes {missing}; MI-OL draws among the other non-empty classes",
-            UserWarning, stacklevel=3,
-        )
+            t.view(1, -1, 1, 1).to(device=device, dtype=dtype)
+            for t in parse_mean_std(normalize, images.shape[1], name="normalize"))
+        self.register_buffer("norm_mean", mean, persistent=False)
+        self.register_buffer("norm_std", std, persistent=False)
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -310,11 +193,12 @@ class MIPredictor(nn.Module):
             return images
         return (images - self.norm_mean.to(images.dtype)) / self.norm_std.to(images.dtype)
 
-    def _ensure_eval(self) -> None:
+    def _ensure_eval(self, stacklevel: int = 3) -> None:
+        """MI is inference only: switch a model in train mode to eval mode, with a warning."""
         if self.model.training:
             warnings.warn(
                 "MIPredictor: the model is in train mode; switching it to eval mode (MI is inference only)",
-                UserWarning, stacklevel=3,
+                UserWarning, stacklevel=stacklevel,
             )
             self.eval()
 
@@ -350,29 +234,18 @@ class MIPredictor(nn.Module):
 
     # ---- draws -----------------------------------------------------------------------------
 
-    def _pick(self, cls: Tensor, u: Tensor) -> Tensor:
-        # Uniform image of class cls: offset + floor(u * count).
-        counts = self._counts_cpu[cls]
-        j = torch.minimum((u * counts).floor().long(), counts - 1)
-        return self._offsets_cpu[cls] + j
-
     def _draw(self, y_hat: Tensor, generator: torch.Generator | None) -> dict[str, Tensor]:
         y = y_hat.detach().to("cpu", torch.long)
         b = y.shape[0]
         out: dict[str, Tensor] = {}
         if self.mode in ("pl", "combined"):
             u = torch.rand(b, self.num_samples, dtype=torch.float64, generator=generator)
-            out["pl"] = self._pick(y[:, None].expand(b, self.num_samples), u)
+            out["pl"] = self._index.pick(y[:, None].expand(b, self.num_samples), u)
         if self.mode in ("ol", "combined"):
             n = self.num_samples_ol
             u_cls = torch.rand(b, n, dtype=torch.float64, generator=generator)
             u_img = torch.rand(b, n, dtype=torch.float64, generator=generator)
-            ne = self._nonempty_cpu
-            own = (self._counts_cpu[y] > 0).long()[:, None]  # is y_hat itself a candidate to skip
-            k = ne.numel() - own
-            r = torch.minimum((u_cls * k).floor().long(), k - 1)
-            r = r + ((r >= torch.searchsorted(ne, y)[:, None]).long() * own)  # skip y_hat's slot
-            out["ol"] = self._pick(ne[r], u_img)
+            out["ol"] = self._index.pick_other(y, u_cls, u_img)
         device = self.pool_images.device
         return {key: v.to(device, non_blocking=True) for key, v in out.items()}
 

@@ -192,15 +192,8 @@ def _bcast(v: Tensor, like: Tensor) -> Tensor:
 
 
 @takes_mixup_options
-def varmixup(
-    images: Tensor | Posterior,
-    labels: Tensor,
-    vae: VAEProtocol | None,
-    *,
-    options: MixupOptions,
-    generator: torch.Generator | None = None,
-    params: MixupParams | None = None,
-) -> tuple[Tensor, Tensor]:
+def varmixup(images: Tensor | Posterior, labels: Tensor, vae: VAEProtocol | None, *, options: MixupOptions,
+             generator: torch.Generator | None = None, params: MixupParams | None = None) -> tuple[Tensor, Tensor]:
     """Mix a batch in the latent space of ``vae`` and mix its labels with the same ``lam``.
 
     For sample ``i`` with partner ``j = index[i]`` (a random permutation of the batch),
@@ -222,18 +215,8 @@ def varmixup(
         labels: ``(B,)`` int class indices in ``[0, num_classes)`` or ``(B, num_classes)`` soft labels.
         vae: any object with ``encode``/``decode`` (:class:`VAEProtocol`), on the images'
             device; ignored when ``space="input"``.
-        num_classes: number of classes.
-        alpha: Beta concentration, > 0.
-        lam_per_sample: one ``lam`` per sample (default) or one for the whole batch.
-        prob: fraction of samples that are mixed, in [0, 1].
-        posterior: ``"sample"`` draws ``z`` from the posterior (paper), ``"mean"`` uses ``mu``.
-        space: ``"latent"`` (VarMixup) or ``"input"`` (plain mixup).
-        residual: add back the parts the VAE does not reconstruct (see above).
-        label_smoothing: in [0, 1), applied to the one-hot labels before mixing.
-        input_normalization: ``(mean, std)`` per channel if ``images`` are normalised;
-            the op mixes in pixel space and returns normalised images. Without it, images
-            must already be in the VAE's input range.
-        autocast_dtype: e.g. ``torch.bfloat16`` to run the VAE under ``torch.autocast``.
+        num_classes, ...: the options, as keyword arguments: ``num_classes`` (required) and the
+            settings of README's argument table, defined once in ``MixupOptions``.
         generator: CPU ``torch.Generator`` for all random draws.
         params: fixed :class:`MixupParams` instead of drawing them.
 

@@ -43,7 +43,8 @@ class MixupOptions:
         space: ``"latent"`` (VarMixup) or ``"input"`` (plain mixup).
         residual: add back what the VAE does not reconstruct.
         label_smoothing: in [0, 1), applied to the one-hot labels before mixing.
-        input_normalization: ``(mean, std)`` of normalised images, or None.
+        input_normalization: ``(mean, std)`` per channel if the images are normalised: the op mixes in
+            pixel space and returns normalised images; without it, images must be in the VAE's range.
         autocast_dtype: run the VAE under ``torch.autocast`` with this dtype, or None.
     """
 

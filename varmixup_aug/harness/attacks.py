@@ -84,7 +84,8 @@ def _check_attack(attack: str, eps: float, steps: int, step_size: float | None, 
     check_int("steps", steps)
     check_int("eot_iter", eot_iter)
     check_int("batch_size", batch_size)
-    check_number("step_size", step_size, low=0, allow_none=True, requirement="be a finite number >= 0 or None (eps / 4)")
+    check_number("step_size", step_size, low=0, allow_none=True,
+                 requirement="be a finite number >= 0 or None (eps / 4)")
 
 
 def _make_attack(model: nn.Module, attack: str, eps: float, steps: int, step_size: float, eot_iter: int) -> Any:

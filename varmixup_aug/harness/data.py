@@ -81,13 +81,8 @@ def _image_folder(root: Path, transform: Callable[..., Any] | None) -> Dataset:
         raise VarMixupError(f"data_dir {root} is not an ImageFolder tree ({exc})") from exc
 
 
-def open_image_dataset(
-    source: str | os.PathLike[str],
-    split: str,
-    *,
-    transform: Callable[..., Any] | None = None,
-    download: bool = True,
-) -> Dataset:
+def open_image_dataset(source: str | os.PathLike[str], split: str, *, transform: Callable[..., Any] | None = None,
+                       download: bool = True) -> Dataset:
     """Open the ``split`` (``"train"`` or ``"test"``) of an image dataset.
 
     ``source`` is one of:
@@ -106,35 +101,42 @@ def open_image_dataset(
     text = str(source)
     path = Path(text).expanduser()
     if path.exists():
-        if path.is_file():
-            if not text.endswith(_ARCHIVE_SUFFIXES):
-                raise VarMixupError(
-                    f"data_dir {path} is a file but not a .tar.gz/.tgz/.tar archive; pass a folder or an archive"
-                )
-            path = _unpack_archive(path)
-        for name in ((split,) if split == "train" else ("test", "val")):
-            if (path / name).is_dir():
-                return _image_folder(path / name, transform)
-        full = _image_folder(path, transform)
-        return _holdout_split(full, split)
+        return _folder_split(path, split, transform)
     key = text.lower().replace("-", "").replace("_", "")
     if key in _TORCHVISION_NAMES:
-        import torchvision.datasets as tvd
-
-        cls = getattr(tvd, _TORCHVISION_NAMES[key])
-        root = cache_dir() / "torchvision"
-        try:
-            return cls(str(root), train=split == "train", download=download, transform=transform)
-        except Exception as exc:  # URLError, RuntimeError("Dataset not found"), ...
-            raise VarMixupError(
-                f"could not open or download torchvision dataset {text!r} ({type(exc).__name__}: {exc}). "
-                "Offline? Pass --data-dir with an ImageFolder directory or a .tar.gz of one, "
-                "e.g. --data-dir ../shared/data/cifar10-jpg.tar.gz"
-            ) from exc
+        return _torchvision_split(_TORCHVISION_NAMES[key], text, split, transform, download)
     raise VarMixupError(
         f"data_dir {text!r} is neither an existing folder/archive nor a known torchvision dataset "
         f"({', '.join(sorted(_TORCHVISION_NAMES))})"
     )
+
+
+def _folder_split(path: Path, split: str, transform: Callable[..., Any] | None) -> Dataset:
+    if path.is_file():
+        if not str(path).endswith(_ARCHIVE_SUFFIXES):
+            raise VarMixupError(
+                f"data_dir {path} is a file but not a .tar.gz/.tgz/.tar archive; pass a folder or an archive"
+            )
+        path = _unpack_archive(path)
+    for name in ((split,) if split == "train" else ("test", "val")):
+        if (path / name).is_dir():
+            return _image_folder(path / name, transform)
+    return _holdout_split(_image_folder(path, transform), split)
+
+
+def _torchvision_split(class_name: str, text: str, split: str, transform: Callable[..., Any] | None,
+                       download: bool) -> Dataset:
+    import torchvision.datasets as tvd
+
+    root = cache_dir() / "torchvision"
+    try:
+        return getattr(tvd, class_name)(str(root), train=split == "train", download=download, transform=transform)
+    except Exception as exc:  # URLError, RuntimeError("Dataset not found"), ...
+        raise VarMixupError(
+            f"could not open or download torchvision dataset {text!r} ({type(exc).__name__}: {exc}). "
+            "Offline? Pass --data-dir with an ImageFolder directory or a .tar.gz of one, "
+            "e.g. --data-dir ../shared/data/cifar10-jpg.tar.gz"
+        ) from exc
 
 
 def _holdout_split(full: Dataset, split: str) -> Dataset:

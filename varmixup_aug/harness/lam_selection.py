@@ -13,7 +13,16 @@ from .._errors import VarMixupError
 from .._mi import MIPredictor
 from .._random import mix_seed
 from .attacks import adversarial_examples
-from .scoring import accuracy_from_logits, as_float_images, as_labels, check_pool, eps_key, infer_num_classes, mi_correct, predict_logits
+from .scoring import (
+    accuracy_from_logits,
+    as_float_images,
+    as_labels,
+    check_pool,
+    eps_key,
+    infer_num_classes,
+    mi_correct,
+    predict_logits,
+)
 
 __all__ = ["LAM_RULE", "select_mi_lam"]
 
@@ -32,46 +41,36 @@ def select_mi_lam(model: nn.Module, images: Tensor, labels: Tensor, pool: tuple[
                   progress: bool = False) -> dict[str, Any]:
     """Choose Mixup Inference's ``lam`` per mode on held-out *training* images (never the test split).
 
-    Rule: for each mode, among the ``lam`` in ``grid`` whose MI clean accuracy is at least the plain
-    model's clean accuracy minus ``max_clean_drop``, take the one with the highest MI accuracy under
-    oblivious PGD (``steps`` steps of ``step_size``, default ``eps / 4``) at ``eps`` (ties: the
-    larger ``lam``); if none meets the cap, take the ``lam`` with the highest MI clean accuracy.
-    The adversarial images are made once against the plain model (oblivious threat model), so
-    every ``lam`` is scored on the same images; each ``(mode, lam)`` uses MI draws from its own seed.
+    Rule (:data:`LAM_RULE`): among the ``lam`` whose MI clean accuracy is within ``max_clean_drop`` of
+    the plain model's, the best under oblivious PGD at ``eps`` (ties: the larger ``lam``); if none is,
+    the best clean one. The adversarial images are made once against the plain model (oblivious), so
+    every ``lam`` is scored on the same images; each ``(mode, lam)`` draws MI mixes from its own seed.
 
     Args:
         model: classifier on pixel-space inputs.
         images, labels: ``(N, C, H, W)`` held-out training images in ``[0, 1]`` and ``(N,)``.
-        pool: ``(pool_images (P, C, H, W), pool_labels (P,))`` clean training images for MI (disjoint
-            from ``images``).
-        modes: subset of ``("pl", "ol")``.
-        grid: candidate ``lam`` values in ``(0, 1]``.
-        eps, steps, step_size: the PGD attack.
-        max_clean_drop: the cap on clean-accuracy loss, in ``[0, 1]``.
+        pool: ``(images (P, C, H, W), labels (P,))`` clean training images for MI, disjoint from ``images``.
+        modes: subset of ``("pl", "ol")``; grid: candidate ``lam`` values in ``(0, 1]``.
+        eps, steps, step_size: the PGD attack; max_clean_drop: the cap on clean-accuracy loss, in ``[0, 1]``.
         num_samples: MI rounds per input; batch_size: attack batch; mi_batch_size: MI inputs per call.
         seed: seed of the attack and the MI draws; progress: tqdm bars.
 
     Returns:
-        ``{"rule", "eps", "steps", "max_clean_drop", "num_samples", "n_images", "base_clean_accuracy",
-        "base_pgd_accuracy", "pl": {"lam", "constraint_met", "grid": [{"lam", "clean_accuracy",
-        "pgd_accuracy"}, ...]}, "ol": {...}}``.
+        The rule, the settings, ``base_clean_accuracy``, ``base_pgd_accuracy`` and, per mode,
+        ``{"lam", "constraint_met", "grid": [{"lam", "clean_accuracy", "pgd_accuracy"}, ...]}``.
     """
     modes, grid = _check_choices(modes, grid, max_clean_drop)
     x = as_float_images(images)
-    y = as_labels(labels, x.shape[0])
-    num_classes = infer_num_classes(model, x)
-    pool = check_pool(pool)
-    model.eval()
-    base_clean = accuracy_from_logits(predict_logits(model, x, batch_size=batch_size), y)
+    y, pool, num_classes = as_labels(labels, x.shape[0]), check_pool(pool), infer_num_classes(model, x)  # eval mode
     adv = adversarial_examples(model, x, y, attack="pgd", eps=eps, steps=steps, step_size=step_size,
                                batch_size=batch_size, seed=mix_seed(seed, "select", "pgd"), progress=progress,
                                desc="lam selection: PGD")
+    base_clean, base_adv = (accuracy_from_logits(predict_logits(model, t, batch_size=batch_size), y) for t in (x, adv))
     result: dict[str, Any] = {
         "rule": LAM_RULE, "eps": eps, "eps_key": eps_key(eps), "steps": steps,
         "step_size": eps / 4 if step_size is None else step_size, "max_clean_drop": max_clean_drop,
         "num_samples": num_samples, "n_images": int(x.shape[0]), "grid_values": list(grid),
-        "base_clean_accuracy": base_clean,
-        "base_pgd_accuracy": accuracy_from_logits(predict_logits(model, adv, batch_size=batch_size), y),
+        "base_clean_accuracy": base_clean, "base_pgd_accuracy": base_adv,
     }
     bar = tqdm(total=len(modes) * len(grid), desc="lam selection: MI", unit="lam", disable=not progress, leave=False)
     for mode in modes:
@@ -79,12 +78,16 @@ def select_mi_lam(model: nn.Module, images: Tensor, labels: Tensor, pool: tuple[
         for lam in grid:
             mi = MIPredictor(model, pool, num_classes=num_classes, mode=mode, num_samples=num_samples,
                              lam=float(lam), seed=mix_seed(seed, "select", mode, float(lam)) % 2**62)
-            rows.append({"lam": float(lam), "clean_accuracy": float(mi_correct(mi, x, y, mi_batch_size).double().mean()),
-                         "pgd_accuracy": float(mi_correct(mi, adv, y, mi_batch_size).double().mean())})
+            rows.append({"lam": float(lam), "clean_accuracy": _mi_accuracy(mi, x, y, mi_batch_size),
+                         "pgd_accuracy": _mi_accuracy(mi, adv, y, mi_batch_size)})
             bar.update(1)
         result[mode] = _pick(rows, base_clean - max_clean_drop)
     bar.close()
     return result
+
+
+def _mi_accuracy(mi: MIPredictor, x: Tensor, y: Tensor, batch_size: int) -> float:
+    return float(mi_correct(mi, x, y, batch_size).double().mean())
 
 
 def _check_choices(modes: Sequence[str], grid: Sequence[float], max_clean_drop: float

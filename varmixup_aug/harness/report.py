@@ -57,6 +57,10 @@ _DEFAULT_EPS = (2 / 255, 4 / 255, 8 / 255)
 class EvalConfig:
     """Settings of :func:`evaluate_robustness`; the defaults are the issue's protocol.
 
+    Cost: the adaptive PGD runs ``pgd_steps * eot_iter`` forward and backward passes of
+    ``attack_mi_samples`` mixes per image, per eps and mode (10 * 5 * 30 = 1500 with the defaults);
+    use ``adaptive_limit`` and ``attack_mi_samples`` to bound it on a CPU.
+
     Attributes:
         eps: L-inf radii of FGSM and PGD (pixel units of ``[0, 1]``).
         pgd_steps: PGD / EOT-PGD steps; the step size is ``eps / 4``.
@@ -140,34 +144,19 @@ def evaluate_robustness(model: nn.Module, images: Tensor, labels: Tensor, pool: 
                         name: str = "model", progress: bool = True) -> dict[str, Any]:
     """Clean accuracy, ECE, corruption accuracy and FGSM/PGD accuracy with plain inference, MI-PL and MI-OL.
 
-    Parts (each accuracy is the fraction of the ``N`` images classified right):
-
-    - ``clean``: accuracy, ECE (``config.ece_bins`` bins) with the reliability bins, and MI-PL /
-      MI-OL clean accuracy;
-    - ``corruptions``: accuracy per corruption and severity (:func:`corrupt`, seeded), the mean over
-      severities per corruption, and the overall mean;
-    - ``fgsm`` and ``pgd_oblivious``: per eps, adversarial images made against the plain model,
-      then classified by the plain model (``none``) and by MI (``mi_pl``, ``mi_ol``) on them;
-    - ``pgd_adaptive`` (and ``fgsm_adaptive``): per eps and MI mode, EOT-PGD (``torchattacks.EOTPGD``,
-      ``eot_iter`` samples per step; EOT-FGSM: one step of ``eps``) through the :class:`MIPredictor`
-      itself (fresh MI draws on every forward pass, as Tramer et al., 2020), scored by an MI with
-      independent draws; ``none_on_mi_*_adv`` is the plain model on those images. They run on
-      ``adaptive_n`` images (all, or a fixed subset, see ``adaptive_limit``); ``adaptive_clean``
-      is the plain clean accuracy on that subset. With a subset, ``fgsm`` and ``pgd_oblivious``
-      also hold ``none_on_adaptive_subset``: the plain model on the same attack, restricted to it.
-
-    Cost: the adaptive PGD runs ``pgd_steps * eot_iter`` forward and backward passes of
-    ``attack_mi_samples`` mixes per image, per eps and mode (10 * 5 * 30 = 1500 with the defaults);
-    use ``adaptive_limit`` and ``attack_mi_samples`` to bound it on a CPU.
+    Parts (accuracies are fractions of the ``N`` images; ``none``, ``mi_pl``, ``mi_ol``: plain inference and MI):
+    ``clean`` (with ECE and reliability bins), ``corruptions`` (per corruption and severity, seeded),
+    ``fgsm`` and ``pgd_oblivious`` (attacks on the plain model, per eps), and ``fgsm_adaptive`` and
+    ``pgd_adaptive`` (EOT attacks through MI itself, per eps and mode; see :func:`_adaptive_part`) on
+    ``adaptive_n`` images, all or a fixed subset (``adaptive_limit``), whose plain clean accuracy is
+    ``adaptive_clean``; with a subset the oblivious parts also hold ``none_on_adaptive_subset``.
 
     Args:
         model: classifier on pixel-space inputs ``(B, C, H, W)`` in ``[0, 1]`` -> logits ``(B, K)``.
-        images: ``(N, C, H, W)`` test images, float in ``[0, 1]`` or ``uint8``.
-        labels: ``(N,)``.
+        images, labels: ``(N, C, H, W)`` test images, float in ``[0, 1]`` or ``uint8``, and ``(N,)``.
         pool: ``(images (P, C, H, W), labels (P,))`` clean *training* images for MI; ``None`` skips MI.
         config: :class:`EvalConfig` (default: the issue's protocol).
-        out_dir: if given, writes ``reliability.png`` there.
-        name: label used in the figure title and the markdown row.
+        out_dir: if given, writes ``reliability.png`` there; name: the figure title and markdown row.
         progress: tqdm bars.
 
     Returns:
@@ -249,7 +238,8 @@ class _Run:
         out = {"none": accuracy_from_logits(self.logits(adv) if logits is None else logits, y)}
         if self.with_mi:
             for mode in ("pl", "ol"):
-                out[f"mi_{mode}"] = float(mi_correct(self.mi(mode, part), adv, y, self.cfg.mi_batch_size).double().mean())
+                correct = mi_correct(self.mi(mode, part), adv, y, self.cfg.mi_batch_size)
+                out[f"mi_{mode}"] = float(correct.double().mean())
         return out
 
 
@@ -303,7 +293,12 @@ def _oblivious_part(run: _Run, attack: str, key: str, keep: list[int]) -> dict[s
 
 
 def _adaptive_part(run: _Run, attack: str, key: str, keep: list[int]) -> dict[str, dict[str, float]]:
-    """Per eps and MI mode: EOT attacks through MI itself, scored by an MI with independent draws."""
+    """Per eps and MI mode: EOT attacks through MI itself, scored by an MI with independent draws.
+
+    EOT-PGD is ``torchattacks.EOTPGD`` with ``eot_iter`` samples per step (EOT-FGSM: one step of
+    ``eps``) through the :class:`MIPredictor`, with fresh MI draws on every forward pass (as Tramer et
+    al., 2020); ``none_on_mi_*_adv`` is the plain model on those images.
+    """
     cfg, out = run.cfg, {}
     xa, ya = run.x[keep], run.y[keep]
     for eps in cfg.eps:
@@ -457,20 +452,30 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], data_dir: str | os.P
                 "pass --mi-lam-pl/--mi-lam-ol instead"
             )
         selection = select_mi_lam(data["model"], *data["held"], data["pool"], grid=lam_grid, eps=select_eps,
-                                  steps=cfg.pgd_steps, max_clean_drop=max_clean_drop,
-                                  num_samples=select_mi_samples or cfg.mi_samples, batch_size=cfg.batch_size,
-                                  mi_batch_size=cfg.mi_batch_size, seed=cfg.seed, progress=progress)
+                                  max_clean_drop=max_clean_drop, num_samples=select_mi_samples or cfg.mi_samples,
+                                  **_selection_settings(cfg), progress=progress)
         cfg = replace(cfg, mi_lam_pl=selection["pl"]["lam"], mi_lam_ol=selection["ol"]["lam"])
     result = evaluate_robustness(data["model"], data["x"], data["y"], data["pool"], config=cfg, out_dir=out_dir,
                                  name=name, progress=progress)
-    result["checkpoint"] = {"path": str(checkpoint), **{k: meta.get(k) for k in
-                                                         ("method", "epoch", "global_step", "finished", "model")}}
+    result["checkpoint"] = {"path": str(checkpoint), **{k: meta.get(k) for k in _CHECKPOINT_FACTS}}
     result["data"] = {"data_dir": str(data_dir), "test_size": data["test_size"], "limit_test": limit_test,
                       "pool_size": int(data["pool"][0].shape[0]), "device": str(data["device"])}
     result["lam_selection"] = selection
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "eval.json").write_text(json.dumps(result, indent=2))
-        (out / "row.md").write_text(markdown_table({name: result}))
+        _write_results(Path(out_dir), name, result)
     return result
+
+
+_CHECKPOINT_FACTS = ("method", "epoch", "global_step", "finished", "model")
+
+
+def _selection_settings(cfg: EvalConfig) -> dict[str, Any]:
+    """What the lam selection shares with the evaluation: the PGD steps, batch sizes and seed."""
+    return {"steps": cfg.pgd_steps, "batch_size": cfg.batch_size, "mi_batch_size": cfg.mi_batch_size,
+            "seed": cfg.seed}
+
+
+def _write_results(out: Path, name: str, result: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(result, indent=2))
+    (out / "row.md").write_text(markdown_table({name: result}))

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int
 from .._errors import VarMixupError
 from .._mi import MIPredictor
 from .._random import mix_seed
 from .._tensors import module_device, to_float_images
-from .._checks import check_int
 
 __all__ = [
     "accuracy_from_logits",

@@ -21,9 +21,9 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +36,12 @@ from .._errors import VarMixupError
 from .._random import mix_seed
 from .._tensors import resolve_device, to_float_images
 from .data import import_albumentations
-from .classifier_checkpoint import CHECKPOINT_NAME, read_classifier_metadata, restore_training_state, save_training_checkpoint
+from .classifier_checkpoint import (
+    CHECKPOINT_NAME,
+    read_classifier_metadata,
+    restore_training_state,
+    save_training_checkpoint,
+)
 from .models import PreActResNet
 
 __all__ = [
@@ -261,19 +266,10 @@ def _accuracy(model: nn.Module, images: Tensor, labels: Tensor, device: torch.de
     return correct / max(1, images.shape[0])
 
 
-def train_classifier(
-    cfg: TrainClassifierConfig,
-    train_images: Tensor,
-    train_labels: Tensor,
-    *,
-    num_classes: int,
-    vae: Any = None,
-    holdout_images: Tensor | None = None,
-    holdout_labels: Tensor | None = None,
-    data_info: dict[str, Any] | None = None,
-    resume: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
+def train_classifier(cfg: TrainClassifierConfig, train_images: Tensor, train_labels: Tensor, *, num_classes: int,
+                     vae: Any = None, holdout_images: Tensor | None = None, holdout_labels: Tensor | None = None,
+                     data_info: dict[str, Any] | None = None, resume: bool = False, progress: bool = True
+                     ) -> dict[str, Any]:
     """Train a :class:`PreActResNet` on ``uint8`` images with ``cfg.method``; save and return a report.
 
     Args:
@@ -294,145 +290,206 @@ def train_classifier(
         The report (also written to ``cfg.out/train_report.json``): steps, epochs, losses per epoch,
         wall time, seconds per step (total, data, compute), held-out accuracy.
     """
+    _check_inputs(cfg, train_images, train_labels, num_classes, vae)
+    run = _Training.start(cfg, train_images, num_classes, data_info)
+    if resume:
+        _resume(run)
+    dataset = AugmentedImages(train_images, train_labels, padding=cfg.padding, seed=cfg.seed)
+    loss_fn = nn.CrossEntropyLoss()
+    run.t_start = time.perf_counter() - run.elapsed
+    bar = tqdm(total=run.total, initial=run.global_step, desc=f"train-classifier ({cfg.method})", unit="step",
+               disable=not progress)
+    while run.global_step < run.total:
+        _train_epoch(run, _epoch_loader(run, dataset, vae), loss_fn, bar)
+        if run.step_in_epoch >= run.steps_per_epoch:
+            _end_epoch(run)
+    bar.close()
+    _save(run)
+    report = _report(run, holdout_images, holdout_labels)
+    (Path(cfg.out) / "train_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _check_inputs(cfg: TrainClassifierConfig, train_images: Any, train_labels: Tensor, num_classes: Any, vae: Any
+                  ) -> None:
     if not isinstance(train_images, Tensor) or train_images.dtype != torch.uint8 or train_images.ndim != 4:
         raise VarMixupError("train_images must be a uint8 tensor (N, C, H, W)")
     n = train_images.shape[0]
     if n < cfg.batch_size:
         raise VarMixupError(f"batch_size {cfg.batch_size} is larger than the {n} training images; lower --batch-size")
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise VarMixupError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    check_int("num_classes", num_classes, minimum=2)
     if int(train_labels.min()) < 0 or int(train_labels.max()) >= num_classes:
         raise VarMixupError(f"train_labels must lie in [0, {num_classes})")
     if cfg.method.startswith("varmixup") and vae is None:
         raise VarMixupError(f"method {cfg.method!r} needs a VAE; pass vae= (train-classifier --vae PATH)")
-    device = resolve_device(cfg.device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    info = dict(data_info or {})
 
-    torch.manual_seed(cfg.seed)
-    model = PreActResNet(num_classes=num_classes, channels=train_images.shape[1], widths=cfg.widths,
-                         blocks_per_stage=cfg.blocks_per_stage).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                          weight_decay=cfg.weight_decay)
-    steps_per_epoch = n // cfg.batch_size
-    planned = cfg.epochs * steps_per_epoch
-    total = planned if cfg.max_steps is None else min(planned, cfg.max_steps)
-    epoch, step_in_epoch, global_step, elapsed = 0, 0, 0, 0.0
-    history: list[dict[str, Any]] = []
-    epoch_loss: dict[str, float] = {"sum": 0.0, "count": 0}
-    if resume:
-        path = cfg.checkpoint_path
-        if not path.is_file():
-            raise VarMixupError(f"--resume given but there is no checkpoint at {path}")
-        meta = read_classifier_metadata(path)
-        if meta.get("method") != cfg.method:
-            raise VarMixupError(f"{path} was trained with --method {meta.get('method')}, not {cfg.method}; "
-                                "resume with the same method or use another --out")
-        if meta.get("model") != model.config():
-            raise VarMixupError(f"{path} holds a model {meta.get('model')}, not {model.config()}; pass the same "
-                                "--widths/--blocks-per-stage")
-        saved_data = meta.get("data", {})
-        if saved_data.get("train_images") != n or meta.get("holdout") != info.get("holdout"):
-            raise VarMixupError(f"{path} was trained on another split ({saved_data.get('train_images')} training "
-                                f"images); pass the same --data-dir, --holdout and --limit-train to resume")
-        restore_training_state(path, model, opt, meta)
-        epoch, step_in_epoch, global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
-        elapsed, history = meta.get("elapsed_s", 0.0), meta.get("history", [])
-        epoch_loss = dict(meta.get("epoch_loss", epoch_loss))
 
-    dataset = AugmentedImages(train_images, train_labels, padding=cfg.padding, seed=cfg.seed)
-    loss_fn = nn.CrossEntropyLoss()
-    data_time = compute_time = 0.0
-    timed_steps = 0
-    first_step = True
-    run_loss, run_count = 0.0, 0
+@dataclass
+class _Training:
+    """One run of :func:`train_classifier`: the model and optimiser, the position, the losses and the timings."""
 
-    def save() -> None:
-        meta = {
-            "architecture": "PreActResNet", "model": model.config(), "method": cfg.method, "epoch": epoch,
-            "step_in_epoch": step_in_epoch, "global_step": global_step, "planned_steps": planned,
-            "steps_per_epoch": steps_per_epoch, "finished": global_step >= planned, "args": cfg.to_dict(),
-            "elapsed_s": time.perf_counter() - t_start, "history": history, "epoch_loss": epoch_loss,
-            "data": {"train_images": n, "num_classes": num_classes,
-                     **{k: v for k, v in info.items() if k != "holdout"}},
-            "holdout": info.get("holdout"),
-        }
-        save_training_checkpoint(cfg.checkpoint_path, model, opt, meta)
+    cfg: TrainClassifierConfig
+    model: PreActResNet
+    opt: torch.optim.Optimizer
+    device: torch.device
+    n: int
+    num_classes: int
+    info: dict[str, Any]
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    elapsed: float = 0.0  # seconds trained before this run, when resumed
+    t_start: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    epoch_loss: dict[str, float] = field(default_factory=lambda: {"sum": 0.0, "count": 0})
+    run_loss: float = 0.0
+    run_count: int = 0
+    data_time: float = 0.0
+    compute_time: float = 0.0
+    timed_steps: int = 0
 
-    t_start = time.perf_counter() - elapsed
-    bar = tqdm(total=total, initial=global_step, desc=f"train-classifier ({cfg.method})", unit="step",
-               disable=not progress)
-    while global_step < total:
-        model.train()
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(cfg.seed, "perm", epoch) % 2**62))
-        order = perm[step_in_epoch * cfg.batch_size: steps_per_epoch * cfg.batch_size].tolist()
-        dataset.set_epoch(epoch)
-        collate = _make_collate(cfg, vae, num_classes, epoch)
-        if isinstance(collate, VarMixupCollate) and cfg.num_workers == 0:
-            for _ in range(step_in_epoch):  # replay the draws of the batches done before a resume
-                collate.mixer.draw_params(cfg.batch_size)
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, drop_last=True,
-                            collate_fn=collate, num_workers=cfg.num_workers,
-                            generator=torch.Generator().manual_seed(mix_seed(cfg.seed, "loader", epoch) % 2**62),
-                            pin_memory=device.type == "cuda")
+    @classmethod
+    def start(cls, cfg: TrainClassifierConfig, train_images: Tensor, num_classes: int,
+              data_info: dict[str, Any] | None) -> _Training:
+        device = resolve_device(cfg.device)
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        model = PreActResNet(num_classes=num_classes, channels=train_images.shape[1], widths=cfg.widths,
+                             blocks_per_stage=cfg.blocks_per_stage).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                              weight_decay=cfg.weight_decay)
+        return cls(cfg, model, opt, device, train_images.shape[0], num_classes, dict(data_info or {}))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n // self.cfg.batch_size
+
+    @property
+    def planned(self) -> int:  # the learning-rate schedule spans the planned steps
+        return self.cfg.epochs * self.steps_per_epoch
+
+    @property
+    def total(self) -> int:
+        return self.planned if self.cfg.max_steps is None else min(self.planned, self.cfg.max_steps)
+
+    def count_step(self, loss: float, data_s: float, compute_s: float) -> None:
+        if self.run_count:  # the first step of a run pays one-off start-up costs
+            self.data_time += data_s
+            self.compute_time += compute_s
+            self.timed_steps += 1
+        self.step_in_epoch += 1
+        self.global_step += 1
+        self.run_loss, self.run_count = self.run_loss + loss, self.run_count + 1
+        self.epoch_loss["sum"] += loss
+        self.epoch_loss["count"] += 1
+
+
+def _resume(run: _Training) -> None:
+    """Check that the checkpoint in ``cfg.out`` is of the same run, then continue from it."""
+    cfg, path = run.cfg, run.cfg.checkpoint_path
+    if not path.is_file():
+        raise VarMixupError(f"--resume given but there is no checkpoint at {path}")
+    meta = read_classifier_metadata(path)
+    if meta.get("method") != cfg.method:
+        raise VarMixupError(f"{path} was trained with --method {meta.get('method')}, not {cfg.method}; "
+                            "resume with the same method or use another --out")
+    if meta.get("model") != run.model.config():
+        raise VarMixupError(f"{path} holds a model {meta.get('model')}, not {run.model.config()}; pass the same "
+                            "--widths/--blocks-per-stage")
+    saved_data = meta.get("data", {})
+    if saved_data.get("train_images") != run.n or meta.get("holdout") != run.info.get("holdout"):
+        raise VarMixupError(f"{path} was trained on another split ({saved_data.get('train_images')} training "
+                            f"images); pass the same --data-dir, --holdout and --limit-train to resume")
+    restore_training_state(path, run.model, run.opt, meta)
+    run.epoch, run.step_in_epoch, run.global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
+    run.elapsed, run.history = meta.get("elapsed_s", 0.0), meta.get("history", [])
+    run.epoch_loss = dict(meta.get("epoch_loss", run.epoch_loss))
+
+
+def _epoch_loader(run: _Training, dataset: AugmentedImages, vae: Any) -> DataLoader:
+    """The epoch's batches from where the run stands: a seeded order, augmentation and mixing."""
+    cfg, epoch = run.cfg, run.epoch
+    perm = torch.randperm(run.n, generator=torch.Generator().manual_seed(mix_seed(cfg.seed, "perm", epoch) % 2**62))
+    order = perm[run.step_in_epoch * cfg.batch_size: run.steps_per_epoch * cfg.batch_size].tolist()
+    dataset.set_epoch(epoch)
+    collate = _make_collate(cfg, vae, run.num_classes, epoch)
+    if isinstance(collate, VarMixupCollate) and cfg.num_workers == 0:
+        for _ in range(run.step_in_epoch):  # replay the draws of the batches done before a resume
+            collate.mixer.draw_params(cfg.batch_size)
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, drop_last=True, collate_fn=collate,
+                      num_workers=cfg.num_workers, pin_memory=run.device.type == "cuda",
+                      generator=torch.Generator().manual_seed(mix_seed(cfg.seed, "loader", epoch) % 2**62))
+
+
+def _train_epoch(run: _Training, loader: DataLoader, loss_fn: nn.Module, bar: Any) -> None:
+    """Train on ``loader``'s batches until the epoch or the run ends, checkpointing on the way."""
+    run.model.train()
+    t_data = time.perf_counter()
+    for x, t in loader:
+        t_compute = time.perf_counter()
+        loss = _step(run, loss_fn, x, t)
+        run.count_step(loss, t_compute - t_data, time.perf_counter() - t_compute)
+        bar.update(1)
+        bar.set_postfix(epoch=run.epoch, loss=f"{loss:.3f}", lr=f"{run.opt.param_groups[0]['lr']:.4f}")
+        if run.global_step % run.cfg.checkpoint_every == 0 and run.global_step < run.total:
+            _save(run)
         t_data = time.perf_counter()
-        for x, t in loader:
-            t_compute = time.perf_counter()
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(cfg, global_step, planned, steps_per_epoch)
-            x = x.to(device, non_blocking=True)
-            t = t.to(device, non_blocking=True)
-            loss = loss_fn(model(x), t)
-            if not torch.isfinite(loss):
-                raise VarMixupError(f"training diverged at step {global_step} (loss {loss.item()}); lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            value = loss.item()
-            t_end = time.perf_counter()
-            if not first_step:  # the first step of a run pays one-off start-up costs
-                data_time += t_compute - t_data
-                compute_time += t_end - t_compute
-                timed_steps += 1
-            first_step = False
-            step_in_epoch += 1
-            global_step += 1
-            run_loss, run_count = run_loss + value, run_count + 1
-            epoch_loss["sum"] += value
-            epoch_loss["count"] += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{value:.3f}", lr=f"{opt.param_groups[0]['lr']:.4f}")
-            if global_step % cfg.checkpoint_every == 0 and global_step < total:
-                save()
-            t_data = time.perf_counter()
-            if global_step >= total:
-                break
-        if step_in_epoch >= steps_per_epoch:
-            history.append({"epoch": epoch, "mean_loss": epoch_loss["sum"] / max(1, epoch_loss["count"]),
-                            "steps": global_step})
-            epoch_loss = {"sum": 0.0, "count": 0}
-            epoch, step_in_epoch = epoch + 1, 0
-            if global_step < total:
-                save()
-    bar.close()
-    save()
-    wall = time.perf_counter() - t_start
+        if run.global_step >= run.total:
+            break
+
+
+def _step(run: _Training, loss_fn: nn.Module, x: Tensor, t: Tensor) -> float:
+    for g in run.opt.param_groups:
+        g["lr"] = _lr_at(run.cfg, run.global_step, run.planned, run.steps_per_epoch)
+    loss = loss_fn(run.model(x.to(run.device, non_blocking=True)), t.to(run.device, non_blocking=True))
+    if not torch.isfinite(loss):
+        raise VarMixupError(f"training diverged at step {run.global_step} (loss {loss.item()}); lower --lr")
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    return loss.item()
+
+
+def _end_epoch(run: _Training) -> None:
+    run.history.append({"epoch": run.epoch, "mean_loss": run.epoch_loss["sum"] / max(1, run.epoch_loss["count"]),
+                        "steps": run.global_step})
+    run.epoch_loss = {"sum": 0.0, "count": 0}
+    run.epoch, run.step_in_epoch = run.epoch + 1, 0
+    if run.global_step < run.total:
+        _save(run)
+
+
+def _save(run: _Training) -> None:
+    cfg = run.cfg
+    meta = {
+        "architecture": "PreActResNet", "model": run.model.config(), "method": cfg.method, "epoch": run.epoch,
+        "step_in_epoch": run.step_in_epoch, "global_step": run.global_step, "planned_steps": run.planned,
+        "steps_per_epoch": run.steps_per_epoch, "finished": run.global_step >= run.planned, "args": cfg.to_dict(),
+        "elapsed_s": time.perf_counter() - run.t_start, "history": run.history, "epoch_loss": run.epoch_loss,
+        "data": {"train_images": run.n, "num_classes": run.num_classes,
+                 **{k: v for k, v in run.info.items() if k != "holdout"}},
+        "holdout": run.info.get("holdout"),
+    }
+    save_training_checkpoint(cfg.checkpoint_path, run.model, run.opt, meta)
+
+
+def _report(run: _Training, holdout_images: Tensor | None, holdout_labels: Tensor | None) -> dict[str, Any]:
+    cfg, timed = run.cfg, run.timed_steps
     report: dict[str, Any] = {
-        "method": cfg.method, "steps": global_step, "planned_steps": planned, "steps_per_epoch": steps_per_epoch,
-        "epochs_completed": global_step / steps_per_epoch, "train_images": n, "batch_size": cfg.batch_size,
-        "wall_time_s": wall, "device": str(device), "torch_threads": torch.get_num_threads(),
-        "parameters": sum(p.numel() for p in model.parameters()), "history": history,
-        "mean_loss_this_run": run_loss / max(1, run_count),
-        "s_per_step": (data_time + compute_time) / timed_steps if timed_steps else None,
-        "s_per_step_data": data_time / timed_steps if timed_steps else None,
-        "s_per_step_compute": compute_time / timed_steps if timed_steps else None,
+        "method": cfg.method, "steps": run.global_step, "planned_steps": run.planned,
+        "steps_per_epoch": run.steps_per_epoch, "epochs_completed": run.global_step / run.steps_per_epoch,
+        "train_images": run.n, "batch_size": cfg.batch_size, "wall_time_s": time.perf_counter() - run.t_start,
+        "device": str(run.device), "torch_threads": torch.get_num_threads(),
+        "parameters": sum(p.numel() for p in run.model.parameters()), "history": run.history,
+        "mean_loss_this_run": run.run_loss / max(1, run.run_count),
+        "s_per_step": (run.data_time + run.compute_time) / timed if timed else None,
+        "s_per_step_data": run.data_time / timed if timed else None,
+        "s_per_step_compute": run.compute_time / timed if timed else None,
         "checkpoint": str(cfg.checkpoint_path),
     }
     if holdout_images is not None and holdout_labels is not None and holdout_images.shape[0]:
-        report["holdout_accuracy"] = _accuracy(model, holdout_images, holdout_labels.long(), device)
+        report["holdout_accuracy"] = _accuracy(run.model, holdout_images, holdout_labels.long(), run.device)
         report["holdout_images"] = int(holdout_images.shape[0])
-    (out / "train_report.json").write_text(json.dumps(report, indent=2))
     return report
 
 

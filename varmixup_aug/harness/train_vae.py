@@ -145,87 +145,121 @@ def train_vae(cfg: TrainVAEConfig, train_images: Tensor, eval_images: Tensor, *,
     ``cfg.out + ".train-state.safetensors"``; ``resume=True`` continues from it, to the
     same result as an uninterrupted run on the same device.
     """
-    if train_images.dtype != torch.uint8 or train_images.ndim != 4:
-        raise VarMixupError(f"train_images must be uint8 (N, C, H, W), got {train_images.dtype} {tuple(train_images.shape)}")
-    device = resolve_device(cfg.device)
-    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    vae_cfg = VAEConfig(
-        image_size=cfg.image_size, channels=train_images.shape[1], latent_dim=cfg.latent_dim,
-        widths=tuple(cfg.widths), blocks_per_stage=cfg.blocks_per_stage,
-    )
-    if train_images.shape[-1] != cfg.image_size or train_images.shape[-2] != cfg.image_size:
-        raise VarMixupError(f"images are {tuple(train_images.shape[-2:])}, but image_size is {cfg.image_size}")
-    vae = ConvVAE(vae_cfg).to(device)
-    opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
-    n = train_images.shape[0]
-    steps_per_epoch = max(1, n // cfg.batch_size)
-    planned_steps = cfg.epochs * steps_per_epoch  # the lr schedule spans the planned run
-    total_steps = planned_steps if cfg.max_steps is None else min(planned_steps, cfg.max_steps)
-    epoch, step_in_epoch, global_step, elapsed = 0, 0, 0, 0.0
+    run = _VAETraining.start(cfg, train_images)
     if resume:
         if not cfg.state_path.exists():
             raise VarMixupError(f"--resume given but no training state at {cfg.state_path}")
-        meta = _load_state(cfg, vae, opt)
-        epoch, step_in_epoch, global_step, elapsed = (
-            meta["epoch"], meta["step_in_epoch"], meta["global_step"], meta["elapsed_s"])
-    warmup_steps = max(1, int(cfg.beta_warmup_epochs * steps_per_epoch))
-
-    def lr_at(step: int) -> float:  # cosine decay to 5% of lr
-        t = min(step / max(1, planned_steps), 1.0)
-        return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
-
-    t0 = time.perf_counter() - elapsed
-    bar = tqdm(total=total_steps, initial=global_step, desc="train-vae", unit="step", disable=not progress)
-    last = {"loss": float("nan"), "mse": float("nan"), "kl": float("nan")}
-    vae.train()
-    while global_step < total_steps:
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
-        while step_in_epoch < steps_per_epoch and global_step < total_steps:
-            idx = perm[step_in_epoch * cfg.batch_size : (step_in_epoch + 1) * cfg.batch_size]
-            x = to_float_images(train_images[idx].to(device, non_blocking=True))
-            if cfg.hflip:
-                flip = torch.rand(x.shape[0], device=device) < 0.5
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            beta = cfg.beta * min(1.0, (global_step + 1) / warmup_steps)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(global_step)
-            recon, mu, logvar = vae(x)
-            loss, sse, kl = vae_loss(x, recon, mu, logvar, beta)
-            if not torch.isfinite(loss):
-                raise VarMixupError(f"training diverged at step {global_step} (loss {loss.item()}); lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 100.0)
-            opt.step()
-            step_in_epoch += 1
-            global_step += 1
-            last = {"loss": loss.item(), "mse": sse.item() / x[0].numel(), "kl": kl.item()}
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, mse=f"{last['mse']:.4f}", kl=f"{last['kl']:.1f}", beta=f"{beta:.3g}")
-            if global_step % cfg.checkpoint_every == 0:
-                _save_state(cfg, vae, opt, epoch, step_in_epoch, global_step, time.perf_counter() - t0)
-        if step_in_epoch >= steps_per_epoch:
-            epoch, step_in_epoch = epoch + 1, 0
-            _save_state(cfg, vae, opt, epoch, step_in_epoch, global_step, time.perf_counter() - t0)
+        meta = _load_state(cfg, run.vae, run.opt)
+        run.epoch, run.step_in_epoch, run.global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
+        run.elapsed = meta["elapsed_s"]
+    run.t0 = time.perf_counter() - run.elapsed
+    bar = tqdm(total=run.total, initial=run.global_step, desc="train-vae", unit="step", disable=not progress)
+    run.vae.train()
+    while run.global_step < run.total:
+        _train_epoch(run, train_images, bar)
+        if run.step_in_epoch >= run.steps_per_epoch:
+            run.epoch, run.step_in_epoch = run.epoch + 1, 0
+            run.save()
     bar.close()
-    _save_state(cfg, vae, opt, epoch, step_in_epoch, global_step, time.perf_counter() - t0)
-    wall = time.perf_counter() - t0
-    vae.eval()
-    report = evaluate_vae(vae, eval_images, progress=progress)
-    report.update(
-        {
-            "train_images": n,
-            "epochs_completed": global_step / steps_per_epoch,
-            "steps": global_step,
-            "wall_time_s": wall,
-            "device": str(device),
-            "torch_threads": torch.get_num_threads(),
-            "parameters": sum(p.numel() for p in vae.parameters()),
-            "final_train_batch": last,
-            "beta": cfg.beta,
-        }
-    )
+    run.save()
+    wall = time.perf_counter() - run.t0
+    run.vae.eval()
+    report = evaluate_vae(run.vae, eval_images, progress=progress)
+    report.update({
+        "train_images": run.n, "epochs_completed": run.global_step / run.steps_per_epoch, "steps": run.global_step,
+        "wall_time_s": wall, "device": str(run.device), "torch_threads": torch.get_num_threads(),
+        "parameters": sum(p.numel() for p in run.vae.parameters()), "final_train_batch": run.last, "beta": cfg.beta,
+    })
     extra = {"report": {k: v for k, v in report.items() if k != "kl_per_dim_nats"}, **cfg.extra}
-    save_vae(vae.cpu(), cfg.out, trained_on=cfg.trained_on, extra=extra)
+    save_vae(run.vae.cpu(), cfg.out, trained_on=cfg.trained_on, extra=extra)
     return report
+
+
+@dataclass
+class _VAETraining:
+    """One run of :func:`train_vae`: the model and optimiser, the position, the last batch's losses."""
+
+    cfg: TrainVAEConfig
+    vae: ConvVAE
+    opt: torch.optim.Optimizer
+    device: torch.device
+    n: int
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    elapsed: float = 0.0  # seconds trained before this run, when resumed
+    t0: float = 0.0
+    last: dict[str, float] = field(default_factory=lambda: {"loss": math.nan, "mse": math.nan, "kl": math.nan})
+
+    @classmethod
+    def start(cls, cfg: TrainVAEConfig, train_images: Tensor) -> _VAETraining:
+        if train_images.dtype != torch.uint8 or train_images.ndim != 4:
+            raise VarMixupError(
+                f"train_images must be uint8 (N, C, H, W), got {train_images.dtype} {tuple(train_images.shape)}")
+        device = resolve_device(cfg.device)
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        vae_cfg = VAEConfig(image_size=cfg.image_size, channels=train_images.shape[1], latent_dim=cfg.latent_dim,
+                            widths=tuple(cfg.widths), blocks_per_stage=cfg.blocks_per_stage)
+        if train_images.shape[-1] != cfg.image_size or train_images.shape[-2] != cfg.image_size:
+            raise VarMixupError(f"images are {tuple(train_images.shape[-2:])}, but image_size is {cfg.image_size}")
+        vae = ConvVAE(vae_cfg).to(device)
+        return cls(cfg, vae, torch.optim.Adam(vae.parameters(), lr=cfg.lr), device, train_images.shape[0])
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, self.n // self.cfg.batch_size)
+
+    @property
+    def planned(self) -> int:  # the lr schedule spans the planned run
+        return self.cfg.epochs * self.steps_per_epoch
+
+    @property
+    def total(self) -> int:
+        return self.planned if self.cfg.max_steps is None else min(self.planned, self.cfg.max_steps)
+
+    def lr_at(self, step: int) -> float:  # cosine decay to 5% of lr
+        t = min(step / max(1, self.planned), 1.0)
+        return self.cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+    def beta_at(self, step: int) -> float:  # linear KL warm-up
+        warmup_steps = max(1, int(self.cfg.beta_warmup_epochs * self.steps_per_epoch))
+        return self.cfg.beta * min(1.0, (step + 1) / warmup_steps)
+
+    def save(self) -> None:
+        _save_state(self.cfg, self.vae, self.opt, self.epoch, self.step_in_epoch, self.global_step,
+                    time.perf_counter() - self.t0)
+
+
+def _train_epoch(run: _VAETraining, train_images: Tensor, bar: Any) -> None:
+    """The steps of one epoch (or of its rest after a resume), saving the state every ``checkpoint_every``."""
+    cfg = run.cfg
+    perm = torch.randperm(run.n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + run.epoch))
+    while run.step_in_epoch < run.steps_per_epoch and run.global_step < run.total:
+        idx = perm[run.step_in_epoch * cfg.batch_size : (run.step_in_epoch + 1) * cfg.batch_size]
+        x = to_float_images(train_images[idx].to(run.device, non_blocking=True))
+        if cfg.hflip:
+            flip = torch.rand(x.shape[0], device=run.device) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        beta = run.beta_at(run.global_step)
+        run.last = _step(run, x, beta)
+        run.step_in_epoch += 1
+        run.global_step += 1
+        bar.update(1)
+        bar.set_postfix(epoch=run.epoch, mse=f"{run.last['mse']:.4f}", kl=f"{run.last['kl']:.1f}", beta=f"{beta:.3g}")
+        if run.global_step % cfg.checkpoint_every == 0:
+            run.save()
+
+
+def _step(run: _VAETraining, x: Tensor, beta: float) -> dict[str, float]:
+    for g in run.opt.param_groups:
+        g["lr"] = run.lr_at(run.global_step)
+    recon, mu, logvar = run.vae(x)
+    loss, sse, kl = vae_loss(x, recon, mu, logvar, beta)
+    if not torch.isfinite(loss):
+        raise VarMixupError(f"training diverged at step {run.global_step} (loss {loss.item()}); lower --lr")
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.vae.parameters(), 100.0)
+    run.opt.step()
+    return {"loss": loss.item(), "mse": sse.item() / x[0].numel(), "kl": kl.item()}

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
 
 from ._flags import add_run_flags, start_run
 
@@ -40,89 +42,102 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from torch.utils.data import DataLoader, Subset
-    from torchvision.transforms import v2
-    from tqdm.auto import tqdm
-
-    from ... import VarMixup, VarMixupCollate, VarMixupLoader, load_pretrained_vae, load_vae
-    from .. import SmallCNN, open_image_dataset, resolve_device, write_pictures
+    from ... import load_pretrained_vae, load_vae
+    from .. import SmallCNN, resolve_device, write_pictures
 
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
     progress = start_run(args)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-
     source = args.data_dir or "cifar10"
+    train_set, test_set, num_classes = _datasets(source)
+
+    vae = load_vae(args.vae) if args.vae else load_pretrained_vae(args.pretrained)
+    print(f"VAE: {getattr(vae, 'trained_on', 'unknown')}, {sum(p.numel() for p in vae.parameters()):,} parameters")
+    grid, recon = write_pictures(vae, source, out_dir)  # from real test pairs
+    print(f"wrote {grid} and {recon}")
+
+    model = SmallCNN(num_classes).to(device).to(memory_format=torch.channels_last)
+    steps, losses = _train(args, model, _varmixup_loader(args, train_set, vae, num_classes, device), device, progress)
+    correct, total = _test(args, model, test_set, device, progress)
+    result = {"steps": steps, "images_seen": steps * args.batch_size,
+              "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])), "test_images": total,
+              "test_accuracy": correct / total, "device": str(device)}
+    (out_dir / "demo_result.json").write_text(json.dumps(result, indent=2))
+    print(f"trained {steps} steps ({steps * args.batch_size} VarMixup images); "
+          f"clean test accuracy {100 * correct / total:.2f}% on {total} test images")
+    return 0
+
+
+def _datasets(source: str) -> tuple[Any, Any, int]:
+    """Train split with crop and flip, test split, number of classes; images as float tensors in [0, 1]."""
+    from torchvision.transforms import v2
+
+    from .. import open_image_dataset
+
     train_tf = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), v2.ToImage(),
                            v2.ToDtype(torch.float32, scale=True)])
     test_tf = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
     train_set = open_image_dataset(source, "train", transform=train_tf)
     test_set = open_image_dataset(source, "test", transform=test_tf)
     classes = getattr(train_set, "classes", None) or sorted({int(y) for _, y in Subset(train_set, range(100))})
-    num_classes = len(classes)
+    return train_set, test_set, len(classes)
 
-    vae = load_vae(args.vae) if args.vae else load_pretrained_vae(args.pretrained)
-    print(f"VAE: {getattr(vae, 'trained_on', 'unknown')}, {sum(p.numel() for p in vae.parameters()):,} parameters")
 
-    # Pictures from real test pairs.
-    grid, recon = write_pictures(vae, source, out_dir)
-    print(f"wrote {grid} and {recon}")
+def _varmixup_loader(args: argparse.Namespace, train_set: Any, vae: Any, num_classes: int, device: torch.device
+                     ) -> Any:
+    """On the CPU the workers run the VAE inside the collate; on a GPU the workers collate and the VAE runs on
+    the GPU in this process."""
+    from ... import VarMixup, VarMixupCollate, VarMixupLoader
 
-    # The VarMixup DataLoader. On the CPU the workers run the VAE inside the collate;
-    # on a GPU the workers collate and the VAE runs on the GPU in this process.
     mix_args = dict(num_classes=num_classes, alpha=args.alpha, residual=args.residual, seed=args.seed)
+    loader_args = dict(batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers, drop_last=True,
+                       persistent_workers=args.num_workers > 0)
     if device.type == "cuda":
-        base = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers,
-                          pin_memory=True, drop_last=True, persistent_workers=args.num_workers > 0)
-        loader: Any = VarMixupLoader(base, VarMixup(vae.to(device), **mix_args), device=device)
-    else:
-        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers,
-                            drop_last=True, persistent_workers=args.num_workers > 0,
-                            collate_fn=VarMixupCollate(vae, **mix_args))
+        base = DataLoader(train_set, pin_memory=True, **loader_args)
+        return VarMixupLoader(base, VarMixup(vae.to(device), **mix_args), device=device)
+    return DataLoader(train_set, collate_fn=VarMixupCollate(vae, **mix_args), **loader_args)
 
-    model = SmallCNN(num_classes).to(device).to(memory_format=torch.channels_last)
+
+def _train(args: argparse.Namespace, model: torch.nn.Module, loader: Any, device: torch.device, progress: bool
+           ) -> tuple[int, list[float]]:
+    """Train until ``--max-steps`` or ``--minutes`` runs out; return the steps and their losses."""
     steps_budget = args.max_steps or 10**9
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     loss_fn = torch.nn.CrossEntropyLoss()
     deadline = time.monotonic() + args.minutes * 60
-    step, losses = 0, []
+    losses: list[float] = []
     bar = tqdm(total=min(steps_budget, 10**6) if args.max_steps else None, desc="training (VarMixup)",
                unit="step", disable=not progress)
     model.train()
-    done = False
-    while not done:
+    while True:  # epochs, until the budget runs out (at least one step)
         for x, t in loader:
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             loss = loss_fn(model(x), t.to(device, non_blocking=True))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            step += 1
             losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step >= steps_budget or time.monotonic() > deadline:
-                done = True
-                break
-    bar.close()
+            if len(losses) >= steps_budget or time.monotonic() > deadline:
+                bar.close()
+                return len(losses), losses
 
-    eval_set: Any = test_set
+
+def _test(args: argparse.Namespace, model: torch.nn.Module, test_set: Any, device: torch.device, progress: bool
+          ) -> tuple[int, int]:
+    """Correct predictions and images on the test split (or a fixed ``--eval-limit`` subset of it)."""
     if args.eval_limit:
         idx = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(0))[: args.eval_limit]
-        eval_set = Subset(test_set, sorted(idx.tolist()))
-    eval_loader = DataLoader(eval_set, batch_size=500, num_workers=args.num_workers)
+        test_set = Subset(test_set, sorted(idx.tolist()))
     model.eval()
     correct = total = 0
     with torch.inference_mode():
-        for x, y in tqdm(eval_loader, desc="testing", disable=not progress, leave=False):
+        for x, y in tqdm(DataLoader(test_set, batch_size=500, num_workers=args.num_workers), desc="testing",
+                         disable=not progress, leave=False):
             pred = model(x.to(device).contiguous(memory_format=torch.channels_last)).argmax(1).cpu()
             correct += int((pred == y).sum())
             total += y.numel()
-    acc = correct / total
-    result = {"steps": step, "images_seen": step * args.batch_size, "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
-              "test_images": total, "test_accuracy": acc, "device": str(device)}
-    (out_dir / "demo_result.json").write_text(json.dumps(result, indent=2))
-    print(f"trained {step} steps ({step * args.batch_size} VarMixup images); "
-          f"clean test accuracy {100 * acc:.2f}% on {total} test images")
-    return 0
+    return correct, total

@@ -108,11 +108,35 @@ def _merge_row(path: Path, name: str, result: dict[str, Any], md: Path | None) -
 
 def run(args: argparse.Namespace) -> int:
     from ... import VarMixupError
-    from .. import CORRUPTIONS, EvalConfig, evaluate_checkpoint, markdown_table
+    from .. import evaluate_checkpoint, markdown_table
 
     progress = start_run(args)
     if args.results_md and not args.results_json:
         raise VarMixupError("--results-md needs --results-json (the table is rebuilt from all rows in it)")
+    if args.limit_test is not None and args.limit_test < 0:
+        raise VarMixupError(f"--limit-test must be >= 0 (0: the whole test split), got {args.limit_test}")
+    result = evaluate_checkpoint(
+        args.checkpoint, args.data_dir, config=_eval_config(args), limit_test=args.limit_test or None,
+        pool_size=args.pool_size, select_lam=args.select_lam, lam_grid=float_list(args.lam_grid, "--lam-grid"),
+        select_limit=args.select_limit, select_mi_samples=args.select_mi_samples, max_clean_drop=args.max_clean_drop,
+        select_eps=_select_eps(args.select_eps), out_dir=args.out, name=args.name, device=args.device,
+        progress=progress,
+    )
+    name = result["name"]
+    _print_summary(name, result)
+    print(markdown_table({name: result}), end="")
+    if args.results_json:
+        _merge_row(Path(args.results_json), name, result, Path(args.results_md) if args.results_md else None)
+    if args.out:
+        print(f"wrote {Path(args.out) / 'eval.json'}, reliability.png and row.md")
+    return 0
+
+
+def _eval_config(args: argparse.Namespace) -> Any:
+    """The EvalConfig of the flags: --skip, --corruptions and the attack and MI settings."""
+    from ... import VarMixupError
+    from .. import CORRUPTIONS, EvalConfig
+
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - {"corruptions", "fgsm", "pgd", "adaptive", "mi"}
     if unknown:
@@ -123,28 +147,20 @@ def run(args: argparse.Namespace) -> int:
         corruptions, skip = CORRUPTIONS, skip | {"corruptions"}
     else:
         corruptions = tuple(c.strip() for c in args.corruptions.split(",") if c.strip())
-    severities = int_list(args.severities, "--severities", "1,2,3")
-    if args.limit_test is not None and args.limit_test < 0:
-        raise VarMixupError(f"--limit-test must be >= 0 (0: the whole test split), got {args.limit_test}")
-    cfg = EvalConfig(
+    return EvalConfig(
         eps=float_list(args.eps, "--eps"), pgd_steps=args.pgd_steps, eot_iter=args.eot_iter, mi_samples=args.mi_samples,
         attack_mi_samples=args.attack_mi_samples, mi_lam_pl=args.mi_lam_pl, mi_lam_ol=args.mi_lam_ol,
-        corruptions=corruptions, severities=severities, batch_size=args.batch_size,
-        mi_batch_size=args.mi_batch_size, adaptive_batch_size=args.adaptive_batch_size,
+        corruptions=corruptions, severities=int_list(args.severities, "--severities", "1,2,3"),
+        batch_size=args.batch_size, mi_batch_size=args.mi_batch_size, adaptive_batch_size=args.adaptive_batch_size,
         adaptive_limit=args.adaptive_limit,
         adaptive_modes=tuple(m.strip() for m in args.adaptive_modes.split(",") if m.strip()),
         seed=args.seed, run_corruptions="corruptions" not in skip,
         run_fgsm="fgsm" not in skip, run_pgd="pgd" not in skip, run_adaptive="adaptive" not in skip,
         run_mi="mi" not in skip,
     )
-    result = evaluate_checkpoint(
-        args.checkpoint, args.data_dir, config=cfg, limit_test=args.limit_test or None, pool_size=args.pool_size,
-        select_lam=args.select_lam, lam_grid=float_list(args.lam_grid, "--lam-grid"), select_limit=args.select_limit,
-        select_mi_samples=args.select_mi_samples, max_clean_drop=args.max_clean_drop,
-        select_eps=_select_eps(args.select_eps), out_dir=args.out,
-        name=args.name, device=args.device, progress=progress,
-    )
-    name = result["name"]
+
+
+def _print_summary(name: str, result: dict[str, Any]) -> None:
     sel = result.get("lam_selection")
     if sel:
         print(f"lam selection on {sel['n_images']} held-out train images (PGD {sel['eps_key']}, clean drop <= "
@@ -153,10 +169,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"{name}: clean {100 * clean['accuracy']:.2f}%  ECE {100 * clean['ece']:.2f}%"
           + (f"  corruptions {100 * result['corruptions']['mean']:.2f}%" if "corruptions" in result else "")
           + f"  on {result['n_test']} test images")
-    table = markdown_table({name: result})
-    print(table, end="")
-    if args.results_json:
-        _merge_row(Path(args.results_json), name, result, Path(args.results_md) if args.results_md else None)
-    if args.out:
-        print(f"wrote {Path(args.out) / 'eval.json'}, reliability.png and row.md")
-    return 0

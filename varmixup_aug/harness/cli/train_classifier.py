@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         out=args.out, method=args.method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs, alpha=args.alpha,
         seed=args.seed, max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
-        num_workers=args.num_workers, widths=int_list(args.widths, "--widths", "32,64,128"), blocks_per_stage=args.blocks_per_stage,
+        num_workers=args.num_workers, widths=int_list(args.widths, "--widths", "32,64,128"),
+        blocks_per_stage=args.blocks_per_stage,
         device=args.device,
     )
     vae = None

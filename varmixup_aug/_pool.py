@@ -1,0 +1,153 @@
+"""The clean labelled images Mixup Inference mixes with: loaded once, checked, and indexed by class."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ._errors import VarMixupError
+
+__all__ = ["PoolIndex"]
+
+_PIXEL_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class PoolIndex:
+    """Where each class's images are in a pool sorted by class; all small CPU tensors.
+
+    Attributes:
+        labels: ``(P,)`` sorted labels. order: ``(P,)`` position of each sorted image in the given pool.
+        counts, offsets: ``(K,)`` images of each class and the index of its first image.
+        nonempty: the classes with at least one image, ascending.
+    """
+
+    labels: Tensor
+    order: Tensor
+    counts: Tensor
+    offsets: Tensor
+    nonempty: Tensor
+
+    @classmethod
+    def load(cls, pool: Any, num_classes: int, *, batch_size: int) -> tuple[Tensor, PoolIndex]:
+        """Load and check ``pool`` (a map-style Dataset or an ``(images, labels)`` pair); return its images
+        ``(P, C, H, W)`` sorted by class (stable) and their index."""
+        images, labels = _load(pool, batch_size)
+        _check(images, labels, num_classes)
+        labels = labels.long().cpu()
+        order = torch.argsort(labels, stable=True)
+        counts = torch.bincount(labels, minlength=num_classes)
+        index = cls(labels[order], order, counts, torch.cumsum(counts, 0) - counts, torch.nonzero(counts > 0).flatten())
+        return images[order.to(images.device)], index
+
+    def check_classes(self, mode: str) -> None:
+        """MI-PL needs every class; MI-OL needs two non-empty classes and warns about empty ones."""
+        num_classes = self.counts.numel()
+        missing = torch.nonzero(self.counts == 0).flatten().tolist()
+        if not missing:
+            return
+        if mode in ("pl", "combined"):
+            raise VarMixupError(
+                f"pool has no images of classes {missing}; mode={mode!r} draws from the predicted class, so "
+                f"every class 0..{num_classes - 1} needs at least one pool image; add them or use mode='ol'"
+            )
+        if num_classes - len(missing) < 2:
+            raise VarMixupError(
+                f"pool holds images of fewer than 2 classes (missing {missing}); mode='ol' draws from a class other "
+                "than the predicted one, so it needs at least 2 non-empty classes"
+            )
+        warnings.warn(
+            f"MIPredictor: pool has no images of classes {missing}; MI-OL draws among the other non-empty classes",
+            UserWarning, stacklevel=3,
+        )
+
+    def pick(self, cls: Tensor, u: Tensor) -> Tensor:
+        """A uniform image of class ``cls`` for uniforms ``u`` in [0, 1): ``offset + floor(u * count)``."""
+        counts = self.counts[cls]
+        j = torch.minimum((u * counts).floor().long(), counts - 1)
+        return self.offsets[cls] + j
+
+    def pick_other(self, y: Tensor, u_cls: Tensor, u_img: Tensor) -> Tensor:
+        """For each ``y`` ``(B,)``: a uniform class among the other non-empty ones, then a uniform image of it."""
+        ne = self.nonempty
+        own = (self.counts[y] > 0).long()[:, None]  # is y itself a candidate to skip
+        k = ne.numel() - own
+        r = torch.minimum((u_cls * k).floor().long(), k - 1)
+        r = r + ((r >= torch.searchsorted(ne, y)[:, None]).long() * own)  # skip y's slot
+        return self.pick(ne[r], u_img)
+
+
+def _load(pool: Any, batch_size: int) -> tuple[Tensor, Tensor]:
+    """``(images (P, C, H, W), labels (P,))`` from a tensor pair or a map-style dataset."""
+    if isinstance(pool, (tuple, list)) and len(pool) == 2 and all(isinstance(t, Tensor) for t in pool):
+        return pool[0], pool[1]
+    if not (isinstance(pool, Dataset) or (hasattr(pool, "__getitem__") and hasattr(pool, "__len__"))):
+        raise VarMixupError(
+            f"pool must be a map-style Dataset of (image (C, H, W), label) or an (images, labels) tensor pair, "
+            f"got {type(pool).__name__}"
+        )
+    try:
+        size = len(pool)
+    except TypeError:
+        size = None
+    if size == 0:
+        raise VarMixupError("pool is empty; MI needs clean labelled images to mix with")
+    images, labels = [], []
+    try:
+        for batch in DataLoader(pool, batch_size=batch_size, shuffle=False, num_workers=0):
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                raise VarMixupError(
+                    f"pool items must be (image, label) pairs, got a batch of {type(batch).__name__}"
+                )
+            img, lab = batch
+            if not isinstance(img, Tensor):
+                raise TypeError(f"images batched to {type(img).__name__}, not a tensor")
+            images.append(img)
+            labels.append(torch.as_tensor(lab))
+    except (TypeError, RuntimeError) as exc:
+        raise VarMixupError(
+            "pool items could not be batched: each must be (image tensor (C, H, W) of one common shape, int label); "
+            f"add a ToTensor/ToDtype transform to the dataset ({exc})"
+        ) from exc
+    if not images:
+        raise VarMixupError("pool is empty; MI needs clean labelled images to mix with")
+    return torch.cat(images), torch.cat(labels)
+
+
+def _check(images: Tensor, labels: Tensor, num_classes: int) -> None:
+    if images.ndim != 4:
+        raise VarMixupError(
+            f"pool images must have shape (P, C, H, W) (items (C, H, W)), got {tuple(images.shape)}"
+        )
+    if images.shape[0] == 0:
+        raise VarMixupError("pool is empty; MI needs clean labelled images to mix with")
+    if not images.is_floating_point():
+        raise VarMixupError(
+            f"pool images must be floating point in [0, 1], got {images.dtype}; convert uint8 with "
+            "images.float() / 255"
+        )
+    if not torch.isfinite(images).all():
+        raise VarMixupError("pool images contain NaN or Inf")
+    low, high = float(images.min()), float(images.max())
+    if low < -_PIXEL_TOLERANCE or high > 1 + _PIXEL_TOLERANCE:
+        raise VarMixupError(
+            f"pool images must lie in pixel space [0, 1], got values in [{low:.3g}, {high:.3g}]; pass "
+            "unnormalised images and give the model's normalisation as normalize=(mean, std)"
+        )
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise VarMixupError(
+            f"pool labels must have shape (P,) = ({images.shape[0]},), got {tuple(labels.shape)}"
+        )
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise VarMixupError(f"pool labels must be integer class indices, got {labels.dtype}")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        raise VarMixupError(
+            f"pool labels must lie in [0, num_classes) = [0, {num_classes}), got values in [{lo}, {hi}]; "
+            "check num_classes"
+        )
