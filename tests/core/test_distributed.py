@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import varmixup_aug
 from varmixup_aug import ConvVAE, VAEConfig, VarMixup, VarMixupCollate, VarMixupDataset, VarMixupError
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, CountingVAE
+
 EXAMPLE = REPO / "examples" / "ddp_train.py"
 WORLD = 2
 SPAWN_TIMEOUT_S = 60.0
@@ -66,23 +67,6 @@ def _tiny_vae() -> ConvVAE:
 def _tiny_images(n: int = 16) -> TensorDataset:
     g = torch.Generator().manual_seed(123)  # the same data on every rank
     return TensorDataset(torch.rand(n, 3, 8, 8, generator=g), torch.arange(n) % 4)
-
-
-class CountingVAE(torch.nn.Module):
-    """Counts ``encode`` calls of the wrapped VAE (one call per encoded batch)."""
-
-    def __init__(self, inner: ConvVAE) -> None:
-        super().__init__()
-        self.inner = inner
-        self.encode_calls = 0
-        self.channels, self.image_size, self.input_range = inner.channels, inner.image_size, inner.input_range
-
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        self.encode_calls += 1
-        return self.inner.encode(x)
-
-    def decode(self, z: Tensor) -> Tensor:
-        return self.inner.decode(z)
 
 
 def _load_example() -> Any:

@@ -17,6 +17,8 @@ from varmixup_aug import (
 )
 from varmixup_aug._random import sample_beta
 
+from conftest import CountingVAE
+
 
 def _batch(b=6, c=3, s=8, k=4, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -240,8 +242,6 @@ class TestVarmixupFunction:
         assert logits.grad is not None
 
     def test_posterior_input_skips_encoder(self, tiny_vae):
-        from conftest import CountingVAE
-
         vae = CountingVAE(tiny_vae)
         x, y = _batch()
         mu, logvar = tiny_vae.encode(x)
@@ -318,8 +318,6 @@ class TestVarmixupFunction:
             varmixup(x, y, torch.nn.Identity(), num_classes=4)
 
     def test_nothing_half_done_on_error(self, tiny_vae):
-        from conftest import CountingVAE
-
         vae = CountingVAE(tiny_vae)
         x, y = _batch()
         with pytest.raises(VarMixupError):

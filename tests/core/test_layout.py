@@ -1,0 +1,99 @@
+"""The layout: the core never loads or imports the harness; the CLI, examples and benchmarks use public names only."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import varmixup_aug
+import varmixup_aug.harness as harness
+
+from conftest import REPO
+
+PACKAGE = Path(varmixup_aug.__file__).resolve().parent
+CORE_MODULES = sorted(p for p in PACKAGE.glob("*.py") if p.name != "__main__.py")  # __main__ runs the CLI
+HEAVY = ("matplotlib", "torchattacks", "albumentations")
+
+
+def test_importing_the_core_loads_no_harness_module() -> None:
+    code = ("import json, sys, varmixup_aug; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+            f"{('varmixup_aug',) + HEAVY!r})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=PACKAGE.parent)
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout)
+    assert "varmixup_aug" in loaded
+    assert not [m for m in loaded if m.startswith("varmixup_aug.harness")], loaded
+    assert not [m for m in loaded if m.split(".")[0] in HEAVY], loaded
+
+
+def _imported_modules(path: Path) -> list[tuple[int, str | None]]:
+    tree = ast.parse(path.read_text())
+    out: list[tuple[int, str | None]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            out.append((node.level, node.module))
+        elif isinstance(node, ast.Import):
+            out += [(0, a.name) for a in node.names]
+    return out
+
+
+@pytest.mark.parametrize("path", CORE_MODULES, ids=lambda p: p.name)
+def test_no_core_module_imports_the_harness(path: Path) -> None:
+    for level, module in _imported_modules(path):
+        target = module or ""
+        assert not (level == 1 and target.startswith("harness")), f"{path.name} imports .{target}"
+        assert not (level == 0 and target.startswith("varmixup_aug.harness")), f"{path.name} imports {target}"
+
+
+def _public_imports(path: Path, package_of_level: dict[int, str]) -> list[str]:
+    """The names a file imports from the package, as 'module:name'; private modules show up as such."""
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                if node.level not in package_of_level:
+                    continue  # a sibling module of the CLI
+                module = package_of_level[node.level] + (f".{node.module}" if node.module else "")
+            else:
+                module = node.module or ""
+            if module.split(".")[0] == "varmixup_aug":
+                found += [f"{module}:{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            found += [f"{a.name}:" for a in node.names if a.name.startswith("varmixup_aug.")]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "varmixup_aug":
+            found.append(f"varmixup_aug:{node.attr}")
+    return found
+
+
+CALLERS = (sorted((PACKAGE / "harness" / "cli").glob("*.py")) + sorted((REPO / "examples").glob("*.py"))
+           + sorted((REPO / "benchmarks").glob("*.py")))
+
+
+@pytest.mark.parametrize("path", CALLERS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_cli_examples_and_benchmarks_use_public_names(path: Path) -> None:
+    levels = {2: "varmixup_aug.harness", 3: "varmixup_aug"} if path.parent.name == "cli" else {}
+    for entry in _public_imports(path, levels):
+        module, name = entry.split(":")
+        assert name in _public_names(module), f"{path.name} uses {entry}"
+
+
+def _public_names(module: str) -> set[str]:
+    """``__all__`` of the core, of the harness, or of a public (not underscored) core module beside them."""
+    parts = module.split(".")
+    if module != "varmixup_aug.harness" and (len(parts) > 2 or any(p.startswith("_") for p in parts)):
+        return set()
+    return set(getattr(importlib.import_module(module), "__all__", ()))
+
+
+def test_harness_all_is_sorted_and_importable() -> None:
+    assert harness.__all__ == sorted(harness.__all__)
+    assert all(hasattr(harness, name) for name in harness.__all__)
