@@ -14,6 +14,7 @@ from ._errors import VarMixupError
 
 __all__ = [
     "check_int",
+    "check_label_range",
     "check_number",
     "check_seed",
     "check_seed_and_generator",
@@ -70,6 +71,18 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
             requirement = "be a finite number"
         requirement += " or None" if allow_none else ""
     fail(name, requirement, value, hint)
+
+
+def check_label_range(name: str, labels: Tensor, num_classes: int) -> None:
+    """Integer class labels must lie in ``[0, num_classes)``; an empty tensor passes."""
+    if labels.numel() == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise VarMixupError(
+            f"{name} must lie in [0, num_classes) = [0, {num_classes}), got values in [{low}, {high}]; "
+            "check num_classes"
+        )
 
 
 def check_seed(seed: Any, *, allow_none: bool = True) -> Any:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ._checks import check_int, check_number, check_seed_and_generator, parse_mean_std
+from ._checks import check_int, check_label_range, check_number, check_seed_and_generator, parse_mean_std
 from ._errors import VarMixupError
 from ._pool import PoolIndex
 from ._tensors import module_device_dtype
@@ -269,11 +269,7 @@ class MIPredictor(nn.Module):
         if not isinstance(y_hat, Tensor) or y_hat.ndim != 1 or y_hat.is_floating_point() or y_hat.is_complex():
             got = f"{tuple(y_hat.shape)} {y_hat.dtype}" if isinstance(y_hat, Tensor) else type(y_hat).__name__
             raise VarMixupError(f"y_hat must be a (B,) integer tensor of predicted classes, got {got}")
-        if y_hat.numel() and (int(y_hat.min()) < 0 or int(y_hat.max()) >= self.num_classes):
-            raise VarMixupError(
-                f"y_hat must lie in [0, num_classes) = [0, {self.num_classes}), got values in "
-                f"[{int(y_hat.min())}, {int(y_hat.max())}]"
-            )
+        check_label_range("y_hat", y_hat, self.num_classes)
         check_seed_and_generator(None, generator)
         return self._draw(y_hat, generator if generator is not None else self._stream())
 

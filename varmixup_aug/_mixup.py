@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ._checks import check_int, check_vae, parse_mean_std
+from ._checks import check_int, check_label_range, check_vae, parse_mean_std
 from ._errors import VarMixupError
 from ._options import MixupOptions, check_alpha_prob, takes_mixup_options
 from ._random import StreamSource, sample_beta
@@ -118,12 +118,7 @@ def _check_labels(labels: Tensor, batch_size: int, num_classes: int) -> None:
         raise VarMixupError(f"labels must be integer class indices or float soft labels, got {labels.dtype}")
     if labels.shape != (batch_size,):
         raise VarMixupError(f"labels must have shape (B,) = ({batch_size},), got {tuple(labels.shape)}")
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= num_classes:
-        raise VarMixupError(
-            f"labels must lie in [0, num_classes) = [0, {num_classes}), got values in [{low}, {high}]; "
-            "check num_classes"
-        )
+    check_label_range("labels", labels, num_classes)
 
 
 def mix_targets(

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from ._checks import check_label_range
 from ._errors import VarMixupError
 
 __all__ = ["PoolIndex"]
@@ -145,9 +146,4 @@ def _check(images: Tensor, labels: Tensor, num_classes: int) -> None:
         )
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise VarMixupError(f"pool labels must be integer class indices, got {labels.dtype}")
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= num_classes:
-        raise VarMixupError(
-            f"pool labels must lie in [0, num_classes) = [0, {num_classes}), got values in [{lo}, {hi}]; "
-            "check num_classes"
-        )
+    check_label_range("pool labels", labels, num_classes)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .._checks import check_int, check_number
+from .._checks import check_int, check_label_range, check_number
 from .._collate import VarMixupCollate, collate_images
 from .._errors import VarMixupError
 from .._random import mix_seed
@@ -318,8 +318,7 @@ def _check_inputs(cfg: TrainClassifierConfig, train_images: Any, train_labels: T
     if n < cfg.batch_size:
         raise VarMixupError(f"batch_size {cfg.batch_size} is larger than the {n} training images; lower --batch-size")
     check_int("num_classes", num_classes, minimum=2)
-    if int(train_labels.min()) < 0 or int(train_labels.max()) >= num_classes:
-        raise VarMixupError(f"train_labels must lie in [0, {num_classes})")
+    check_label_range("train_labels", train_labels, num_classes)
     if cfg.method.startswith("varmixup") and vae is None:
         raise VarMixupError(f"method {cfg.method!r} needs a VAE; pass vae= (train-classifier --vae PATH)")
 
