@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
@@ -374,7 +375,7 @@ def _decode(dataset: Any, indices: Sequence[int], desc: str, progress: bool) -> 
 
 def load_evaluation_data(checkpoint: str | os.PathLike[str], data_dir: str | os.PathLike[str], *,
                          n_test: int | None = 1000, pool_size: int = 5000, select_n: int | None = 1000, seed: int = 0,
-                         device: str | Any = "auto", progress: bool = True) -> dict[str, Any]:
+                         device: str | torch.device = "auto", progress: bool = True) -> dict[str, Any]:
     """What evaluating one checkpoint reads: the model, a fixed test subset, the MI pool and held-out images.
 
     - ``x``, ``y``: ``n_test`` images (``None``: all) of the test split, a fixed subset drawn with
@@ -421,7 +422,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], data_dir: str | os.P
                         select_limit: int | None = 1000, select_mi_samples: int | None = None,
                         max_clean_drop: float = 0.05, select_eps: float = 2 / 255,
                         out_dir: str | os.PathLike[str] | None = None, name: str | None = None,
-                        device: str | Any = "auto", progress: bool = True) -> dict[str, Any]:
+                        device: str | torch.device = "auto", progress: bool = True) -> dict[str, Any]:
     """The ``varmixup-aug evaluate`` command as a function: load, (select lam,) evaluate, write files.
 
     Data: the test images are a fixed subset of ``limit_test`` images of the test split, drawn
