@@ -9,19 +9,27 @@ from .attacks import ATTACKS, adversarial_examples
 from .calibration import calibration_bins, expected_calibration_error, reliability_diagram
 from .classifier_checkpoint import load_classifier, read_classifier_metadata
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from .evidence import EVIDENCE_PARTS, EvidenceConfig, autoattack_rand, run_evidence
+from .fast_training import FAST_METHODS, FastTrainConfig, batch_crop_flip, train_fast_classifier
 from .data import cache_dir, load_tensor_dataset, open_image_dataset
 from .lam_selection import select_mi_lam
-from .models import PreActResNet, SmallCNN
+from .models import FastCifarNet, PreActResNet, SmallCNN
 from .pictures import mixup_grid, reconstruction_grid, write_pictures
 from .report import EvalConfig, evaluate_checkpoint, evaluate_robustness, load_evaluation_data, markdown_table
 from .scoring import predict_logits
+from .significance import compare_pairwise, mcnemar_exact, paired_bootstrap_interval, wilson_interval
 from .train_classifier import METHODS, TrainClassifierConfig, load_train_split, split_holdout, train_classifier
 from .train_vae import TrainVAEConfig, evaluate_vae, train_vae
 
 __all__ = [
     "ATTACKS",
     "CORRUPTIONS",
+    "EVIDENCE_PARTS",
     "EvalConfig",
+    "EvidenceConfig",
+    "FAST_METHODS",
+    "FastCifarNet",
+    "FastTrainConfig",
     "METHODS",
     "PreActResNet",
     "SEVERITIES",
@@ -29,8 +37,11 @@ __all__ = [
     "TrainClassifierConfig",
     "TrainVAEConfig",
     "adversarial_examples",
+    "autoattack_rand",
+    "batch_crop_flip",
     "cache_dir",
     "calibration_bins",
+    "compare_pairwise",
     "corrupt",
     "evaluate_checkpoint",
     "evaluate_robustness",
@@ -41,16 +52,21 @@ __all__ = [
     "load_tensor_dataset",
     "load_train_split",
     "markdown_table",
+    "mcnemar_exact",
     "mixup_grid",
     "open_image_dataset",
+    "paired_bootstrap_interval",
     "predict_logits",
     "read_classifier_metadata",
     "reconstruction_grid",
     "reliability_diagram",
     "resolve_device",
+    "run_evidence",
     "select_mi_lam",
     "split_holdout",
     "train_classifier",
+    "train_fast_classifier",
     "train_vae",
+    "wilson_interval",
     "write_pictures",
 ]

@@ -16,7 +16,7 @@ from torch import nn
 
 from .._errors import VarMixupError
 from .._io import load_training_state, read_header, read_tensors, save_training_state
-from .models import PreActResNet
+from .models import FastCifarNet, PreActResNet
 
 __all__ = [
     "ARCHITECTURES",
@@ -35,7 +35,7 @@ FORMAT_NAME = "varmixup-aug-classifier"
 FORMAT_VERSION = 1
 METADATA_KEY = "varmixup_aug_classifier"
 CHECKPOINT_NAME = "checkpoint.safetensors"
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"PreActResNet": PreActResNet}
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"PreActResNet": PreActResNet, "FastCifarNet": FastCifarNet}
 
 
 def checkpoint_file(path: str | os.PathLike[str]) -> Path:

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from .._checks import check_int, parse_mean_std
 from .._errors import VarMixupError
 
-__all__ = ["SmallCNN", "PreActResNet", "PreActBlock", "Normalize", "CIFAR10_MEAN", "CIFAR10_STD"]
+__all__ = ["SmallCNN", "PreActResNet", "PreActBlock", "FastCifarNet", "Normalize", "CIFAR10_MEAN", "CIFAR10_STD"]
 
 
 class SmallCNN(nn.Module):
@@ -141,3 +141,112 @@ class PreActResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.stages(self.stem(self.normalize(x))))
+
+
+class _ConvGroup(nn.Module):
+    """conv3x3 -> max-pool 2 -> BN -> GELU -> conv3x3 -> BN -> GELU. ``(B, cin, H, W) -> (B, cout, H/2, W/2)``."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.norm1 = _frozen_scale_bn(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.norm2 = _frozen_scale_bn(cout)
+        self.pool = nn.MaxPool2d(2)
+        self.act = nn.GELU()
+        for conv in (self.conv1, self.conv2):
+            _identity_init(conv)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.act(self.norm1(self.pool(self.conv1(x))))
+        return self.act(self.norm2(self.conv2(x)))
+
+
+def _frozen_scale_bn(width: int) -> nn.BatchNorm2d:
+    # Running statistics move 40% of the way per step; the scale stays 1.
+    bn = nn.BatchNorm2d(width, momentum=0.4, eps=1e-12)
+    bn.weight.requires_grad_(False)
+    return bn
+
+
+def _identity_init(conv: nn.Conv2d) -> None:
+    # The first min(cin, cout) filters start as identities; the rest keep the default init.
+    w = conv.weight.data
+    k = min(w.shape[0], w.shape[1])
+    nn.init.dirac_(w[:k])
+
+
+class FastCifarNet(nn.Module):
+    """A fast CIFAR-10 network of airbench94's shape (Keller Jordan), taking images in ``[0, 1]``.
+
+    Layout: ``Normalize`` -> frozen 2x2 patch-whitening conv (``2 * 4 * channels`` filters, set by
+    :meth:`init_whitening`) -> GELU -> three conv groups (conv3x3, max-pool 2, BN, GELU, conv3x3, BN,
+    GELU; widths 64, 256, 256; BN scales frozen at 1) -> global max-pool -> linear (no bias) times
+    ``head_scale``.
+
+    Shapes: ``(B, channels, H, W)`` float in ``[0, 1]`` -> logits ``(B, num_classes)``; 32x32
+    inputs give 31 -> 15 -> 7 -> 3 -> 1 spatially. Call :meth:`init_whitening` with training
+    images before training (a loaded checkpoint restores the whitening weights).
+
+    Example:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> net = FastCifarNet(widths=(8, 16, 16))
+        >>> net.init_whitening(torch.rand(16, 3, 32, 32))
+        >>> net(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+        >>> FastCifarNet(**net.config()).config() == net.config()
+        True
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        channels: int = 3,
+        widths: tuple[int, ...] = (64, 256, 256),
+        mean: tuple[float, ...] = CIFAR10_MEAN,
+        std: tuple[float, ...] = CIFAR10_STD,
+        head_scale: float = 1 / 9,
+    ) -> None:
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if len(widths) < 1 or min(widths) < 1:
+            raise VarMixupError(f"widths must be a non-empty sequence of positive ints, got {widths!r}")
+        self._config = {"num_classes": int(num_classes), "channels": int(channels), "widths": list(widths),
+                        "mean": [float(m) for m in mean], "std": [float(s) for s in std],
+                        "head_scale": float(head_scale)}
+        self.normalize = Normalize(tuple(mean), tuple(std))
+        self.whiten = nn.Conv2d(channels, 2 * channels * 4, 2, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        self.act = nn.GELU()
+        cins = (self.whiten.out_channels, *widths[:-1])
+        self.groups = nn.Sequential(*(_ConvGroup(c, w) for c, w in zip(cins, widths)))
+        self.head = nn.Linear(widths[-1], num_classes, bias=False)
+        self.head_scale = float(head_scale)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-serialisable (stored in checkpoints)."""
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._config.items()}
+
+    @torch.no_grad()
+    def init_whitening(self, images: Tensor, eps: float = 5e-4) -> None:
+        """Set the frozen 2x2 whitening filters from the patch covariance of ``images``.
+
+        Args:
+            images: ``(N, C, H, W)`` float in ``[0, 1]`` or ``uint8``; a few thousand are enough.
+            eps: added to the eigenvalues before the inverse square root.
+        """
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        x = self.normalize(x)
+        c = x.shape[1]
+        patches = x.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, c * 4).double()
+        cov = patches.T @ patches / patches.shape[0]
+        eigval, eigvec = torch.linalg.eigh(cov)
+        filters = (eigvec.T / (eigval + eps).sqrt()[:, None]).reshape(c * 4, c, 2, 2).float()
+        self.whiten.weight.copy_(torch.cat([filters, -filters]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.act(self.whiten(self.normalize(x)))
+        x = self.groups(x)
+        x = torch.amax(x, dim=(2, 3))
+        return self.head(x) * self.head_scale

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from ... import VarMixupError
 
 _COMMANDS = ["demo", "train_vae", "pictures"]
-_COMMANDS += ["train_classifier", "evaluate"]
+_COMMANDS += ["train_classifier", "evaluate", "train_fast", "evidence"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

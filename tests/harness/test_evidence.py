@@ -1,0 +1,97 @@
+"""The train-fast and evidence commands end to end on a tiny ImageFolder, and the evidence store's resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from varmixup_aug import VarMixupError
+from varmixup_aug.harness import EvidenceConfig, FastCifarNet, autoattack_rand, load_classifier
+from varmixup_aug.harness.cli import main
+
+TINY_EVIDENCE = ["--n-test", "40", "--chunk-size", "20", "--pool-size", "50", "--select-n", "10",
+                 "--oblivious-eps", "8/255", "--published-eps", "8/255", "--published-n", "8",
+                 "--published-steps", "2", "--published-mi-samples", "2", "--mi-samples-pl", "2",
+                 "--mi-samples-ol", "2", "--autoattack-n", "2", "--autoattack-steps", "2", "--autoattack-eot", "2",
+                 "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def fast_run(image_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fast") / "erm"
+    args = ["train-fast", "--method", "erm", "--data-dir", str(image_folder), "--out", str(out), "--holdout", "20",
+            "--batch-size", "16", "--widths", "4,8,8", "--epochs", "1", "--no-progress"]
+    assert main(args) == 0
+    return out
+
+
+class TestTrainFastCommand:
+    def test_writes_a_loadable_checkpoint(self, fast_run: Path) -> None:
+        model = load_classifier(fast_run)
+        assert isinstance(model, FastCifarNet)
+        assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+        report = json.loads((fast_run / "train_report.json").read_text())
+        assert report["steps"] == 5 and report["test_images"] == 40
+        assert len(model.checkpoint_metadata["holdout"]["indices"]) == 20
+
+    def test_refuses_to_replace_an_earlier_run(self, fast_run: Path, image_folder: Path, capsys) -> None:
+        args = ["train-fast", "--method", "erm", "--data-dir", str(image_folder), "--out", str(fast_run),
+                "--no-progress"]
+        assert main(args) == 2
+        assert "holds an earlier run" in capsys.readouterr().err
+
+
+class TestEvidenceCommand:
+    def test_every_part_stores_per_image_results_and_resumes(self, fast_run: Path, image_folder: Path,
+                                                             tmp_path: Path) -> None:
+        out = tmp_path / "evidence.json"
+        args = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), *TINY_EVIDENCE]
+        assert main(args) == 0
+        data = json.loads(out.read_text())
+        parts = data["parts"]
+        assert set(parts) == {"lam_selection", "clean", "corruptions", "oblivious:8/255", "published:8/255",
+                              "autoattack:8/255"}
+        clean = parts["clean"]["chunks"]
+        assert sorted(clean) == ["0", "1"] and all(len(c["none"]) == 20 for c in clean.values())
+        assert {"mi_pl@paper", "mi_ol@selected", "mi_combined@selected"} <= set(clean["0"])
+        assert len(parts["corruptions"]["chunks"]) == 33
+        assert len(parts["published:8/255"]["chunks"]["0"]["mi_ol@paper"]) == 8
+        assert len(parts["autoattack:8/255"]["chunks"]["0"]["indices"]) == 2
+        assert main(args) == 0  # everything is there: nothing is recomputed (chunk timings unchanged)
+        again = json.loads(out.read_text())["parts"]
+        assert all(again[p]["chunks"] == parts[p]["chunks"] for p in parts if p != "lam_selection")
+
+    def test_refuses_a_results_file_of_other_settings(self, fast_run: Path, image_folder: Path,
+                                                     tmp_path: Path, capsys) -> None:
+        out = tmp_path / "evidence.json"
+        base = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), "--parts", "clean",
+                *TINY_EVIDENCE]
+        assert main(base) == 0
+        assert main([*base, "--mi-samples-ol", "3"]) == 2
+        assert "made with another config" in capsys.readouterr().err
+
+
+class TestEvidenceConfig:
+    def test_rejects_unknown_parts_and_bad_eps(self) -> None:
+        with pytest.raises(VarMixupError, match=r"parts \['pgd'\] are unknown"):
+            EvidenceConfig(parts=("pgd",))
+        with pytest.raises(VarMixupError, match="eps values must be in"):
+            EvidenceConfig(oblivious_eps=(8.0,))
+
+
+class TestAutoattackRand:
+    def test_stays_in_the_ball_and_lowers_accuracy(self) -> None:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4)).eval()
+        x = torch.rand(16, 3, 8, 8)
+        y = model(x).argmax(1)
+        adv = autoattack_rand(model, x, y, eps=8 / 255, steps=5, eot_iter=2, num_classes=4)
+        assert float((adv - x).abs().max()) <= 8 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+        assert (model(adv).argmax(1) == y).float().mean() < 1.0
+
+    def test_rejects_bad_steps(self) -> None:
+        with pytest.raises(VarMixupError, match="steps must be an int >= 1"):
+            autoattack_rand(torch.nn.Identity(), torch.rand(1, 3, 2, 2), torch.zeros(1), eps=0.1, steps=0)

@@ -1,0 +1,198 @@
+"""The fast CIFAR network, its batch augmentation, method transforms and resumable training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from varmixup_aug import ConvVAE, VAEConfig, VarMixupError
+from varmixup_aug.harness import FastCifarNet
+from varmixup_aug.harness.fast_training import (
+    FastTrainConfig,
+    batch_crop_flip,
+    make_batch_transform,
+    train_fast_classifier,
+)
+
+TINY = (8, 16, 16)
+
+
+def _images(n: int = 48, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(n) % 4
+
+
+class TestFastCifarNet:
+    def test_shapes_and_config_round_trip(self) -> None:
+        torch.manual_seed(0)
+        net = FastCifarNet(num_classes=4, widths=TINY)
+        net.init_whitening(torch.rand(8, 3, 32, 32))
+        x = torch.rand(3, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+        assert net.to(memory_format=torch.channels_last)(x).shape == (3, 4)
+        assert FastCifarNet(**net.config()).config() == net.config()
+
+    def test_frozen_parts_do_not_train(self) -> None:
+        net = FastCifarNet(widths=TINY)
+        assert not net.whiten.weight.requires_grad and net.whiten.bias.requires_grad
+        norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert norms and all(not m.weight.requires_grad and m.bias.requires_grad for m in norms)
+
+    def test_whitening_decorrelates_patches(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        base = torch.rand(64, 1, 32, 32, generator=g)
+        images = (0.6 * base + 0.4 * torch.rand(64, 3, 32, 32, generator=g)).clamp(0, 1)  # correlated channels
+        net = FastCifarNet(widths=TINY)
+        net.init_whitening(images, eps=1e-8)
+        with torch.no_grad():
+            out = torch.nn.functional.conv2d(net.normalize(images), net.whiten.weight[:12])
+        flat = out.permute(1, 0, 2, 3).reshape(12, -1)
+        cov = flat @ flat.T / flat.shape[1]
+        assert torch.allclose(cov, torch.eye(12), atol=1e-3)
+
+
+class TestBatchCropFlip:
+    def test_matches_per_image_crops(self) -> None:
+        images, _ = _images(10)
+        padded = torch.nn.functional.pad(images, (2, 2, 2, 2), mode="reflect")
+        index = torch.tensor([3, 0, 9, 3])
+        flip = torch.tensor([True, False, True, False])
+        out = batch_crop_flip(padded, index, size=32, flip=flip, generator=torch.Generator().manual_seed(5))
+        g = torch.Generator().manual_seed(5)
+        dy, dx = torch.randint(0, 5, (4,), generator=g), torch.randint(0, 5, (4,), generator=g)
+        for k in range(4):
+            ref = padded[index[k], :, dy[k]:dy[k] + 32, dx[k]:dx[k] + 32]
+            assert torch.equal(out[k], ref.flip(-1) if flip[k] else ref)
+        assert out.dtype == torch.uint8 and out.shape == (4, 3, 32, 32)
+
+    def test_no_padding_no_flip_is_identity(self) -> None:
+        images, _ = _images(6)
+        index = torch.tensor([5, 1])
+        out = batch_crop_flip(images, index, size=32, flip=torch.zeros(2, dtype=torch.bool),
+                              generator=torch.Generator().manual_seed(0))
+        assert torch.equal(out, images[index])
+
+
+class TestMakeBatchTransform:
+    @pytest.fixture()
+    def vae(self) -> ConvVAE:
+        torch.manual_seed(0)
+        return ConvVAE(VAEConfig(image_size=32, latent_dim=8, widths=(8, 16))).eval()
+
+    @pytest.mark.parametrize("method", ["erm", "mixup", "varmixup", "varmixup-residual", "vae-recon"])
+    def test_targets_are_distributions(self, method: str, vae: ConvVAE) -> None:
+        cfg = FastTrainConfig(out="unused", method=method)
+        x = torch.rand(8, 3, 32, 32)
+        y = torch.arange(8) % 4
+        xm, t = make_batch_transform(cfg, 4, vae)(x, y, torch.Generator().manual_seed(0))
+        assert xm.shape == x.shape and t.shape == (8, 4)
+        assert torch.allclose(t.sum(1), torch.ones(8)) and bool((t >= 0).all())
+        assert float(t.min()) >= 0.2 / 4 - 1e-6  # label smoothing 0.2 is kept
+
+    def test_vae_recon_is_the_reconstruction_without_mixing(self, vae: ConvVAE) -> None:
+        class SharpPosterior(torch.nn.Module):  # logvar so low that the posterior sample is mu
+            def __init__(self, inner: ConvVAE) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                mu, _ = self.inner.encode(x)
+                return mu, torch.full_like(mu, -60.0)
+
+            def decode(self, z: torch.Tensor) -> torch.Tensor:
+                return self.inner.decode(z)
+
+        cfg = FastTrainConfig(out="unused", method="vae-recon", label_smoothing=0.0)
+        x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1])
+        xm, t = make_batch_transform(cfg, 4, SharpPosterior(vae))(x, y, torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            ref = vae.decode(vae.encode(x)[0])
+        assert torch.allclose(xm, ref, atol=1e-5)
+        assert torch.equal(t, torch.nn.functional.one_hot(y, 4).float())
+
+    def test_vae_methods_need_a_vae(self) -> None:
+        with pytest.raises(VarMixupError, match="needs a VAE"):
+            make_batch_transform(FastTrainConfig(out="unused", method="vae-recon"), 4, None)
+
+
+class TestFastTrainConfig:
+    def test_rejects_unknown_method(self) -> None:
+        with pytest.raises(VarMixupError, match="method must be one of"):
+            FastTrainConfig(out="x", method="cutmix")
+
+    @pytest.mark.parametrize("name", ["epochs", "batch_size", "checkpoint_every"])
+    def test_rejects_non_positive_counts(self, name: str) -> None:
+        with pytest.raises(VarMixupError, match=f"{name} must be an int >= 1"):
+            FastTrainConfig(out="x", **{name: 0})
+
+    def test_rejects_bad_lr(self) -> None:
+        with pytest.raises(VarMixupError, match="lr must be a finite number"):
+            FastTrainConfig(out="x", lr=float("nan"))
+
+
+class TestTrainFastClassifier:
+    def _cfg(self, out: str, **kw: object) -> FastTrainConfig:
+        return FastTrainConfig(out=out, widths=TINY, batch_size=16, epochs=2, checkpoint_every=1, **kw)
+
+    def test_resume_equals_uninterrupted_run(self, tmp_path) -> None:
+        x, y = _images(48)
+        full = train_fast_classifier(self._cfg(str(tmp_path / "a")), x, y, num_classes=4, progress=False)
+        train_fast_classifier(self._cfg(str(tmp_path / "b"), max_steps=4), x, y, num_classes=4, progress=False)
+        resumed = train_fast_classifier(self._cfg(str(tmp_path / "b")), x, y, num_classes=4, resume=True,
+                                        progress=False)
+        assert full["steps"] == resumed["steps"] == 6
+
+        def weights(run: str) -> dict[str, torch.Tensor]:
+            with safe_open(str(tmp_path / run / "checkpoint.safetensors"), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}
+
+        a, b = weights("a"), weights("b")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert all(v.dtype == torch.float16 for k, v in a.items() if v.is_floating_point())
+
+    def test_resume_refuses_changed_settings(self, tmp_path) -> None:
+        x, y = _images(48)
+        train_fast_classifier(self._cfg(str(tmp_path), max_steps=2), x, y, num_classes=4, progress=False)
+        with pytest.raises(VarMixupError, match=r"other settings \(lr\)"):
+            train_fast_classifier(self._cfg(str(tmp_path), lr=3.0), x, y, num_classes=4, resume=True,
+                                  progress=False)
+
+    def test_report_and_checkpoint_header(self, tmp_path) -> None:
+        x, y = _images(48)
+        report = train_fast_classifier(self._cfg(str(tmp_path)), x, y, num_classes=4, test_images=x[:20],
+                                       test_labels=y[:20], data_info={"holdout": {"indices": [1]}},
+                                       progress=False)
+        saved = json.loads((tmp_path / "train_report.json").read_text())
+        assert saved["test_accuracy"] == report["test_accuracy"] and 0 <= report["test_accuracy"] <= 1
+        with safe_open(str(tmp_path / "checkpoint.safetensors"), framework="pt") as f:
+            header = json.loads(f.metadata()["varmixup_aug_classifier"])
+        assert header["architecture"] == "FastCifarNet" and header["holdout"] == {"indices": [1]}
+        assert header["method"] == "erm" and header["finished"]
+
+    def test_learns_a_separable_task(self, tmp_path) -> None:
+        g = torch.Generator().manual_seed(0)
+        y = torch.arange(64) % 2
+        x = torch.randint(0, 100, (64, 3, 32, 32), generator=g, dtype=torch.uint8)
+        x[y == 1] += 120  # bright images are class 1
+        cfg = FastTrainConfig(out=str(tmp_path), widths=TINY, batch_size=16, epochs=8)
+        report = train_fast_classifier(cfg, x, y, num_classes=2, test_images=x, test_labels=y, progress=False)
+        assert report["test_accuracy"] >= 0.95
+        assert report["history"][-1]["mean_loss"] < report["history"][0]["mean_loss"]
+
+
+class TestLookahead:
+    def test_a_finished_run_ends_on_the_average(self, tmp_path) -> None:
+        from varmixup_aug.harness.fast_training import _Run, finish_run
+
+        x, y = _images(48)
+        cfg = FastTrainConfig(out=str(tmp_path), widths=TINY, batch_size=16, epochs=2, lookahead_every=4)  # last pull at step 4 of 6
+        run = _Run(cfg, x, y, 4, None)
+        for _ in range(run.total):
+            run.step()
+        expected = {k: getattr(run.state.lookahead, f"avg{i}").clone()
+                    for i, k in enumerate(run.state.lookahead.names)}
+        finish_run(run, 4, None, None, None)
+        state = run.net.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in expected.items())

@@ -1,0 +1,386 @@
+"""The evidence protocol: a per-image, resumable robustness evaluation of one classifier.
+
+Every part stores, for every image, whether each predictor got it right, so accuracies get
+confidence intervals and methods can be compared pairwise on the same images
+(:mod:`~varmixup_aug.harness.significance`). Results go into one JSON file per checkpoint,
+written atomically after every chunk of images; a rerun skips the chunks already there.
+
+Parts (``EvidenceConfig.parts``):
+
+- ``lam_selection``: MI's ``lam`` per mode, chosen on held-out *training* images.
+- ``clean``: plain predictions with confidences (ECE, reliability), and MI at both ``lam`` sets.
+- ``corruptions``: 11 corruptions x 3 severities, plain model.
+- ``oblivious``: the MI paper's protocol, untargeted PGD-10 (step ``eps / 4``, random start)
+  against the plain model, scored plain and with MI-PL (N=10), MI-OL (N=30) and MI-combined,
+  at ``lam = 0.5`` (the paper) and at the selected ``lam``, per eps.
+- ``published``: Tramer, Carlini, Brendel and Madry (2020)'s attack on MI: PGD-50, step
+  ``0.5/255``, random start, through MI-OL itself with 15 fresh mixes on every forward pass; scored
+  by an independent MI-OL (N=30) and the plain model, per eps, on a fixed subset.
+- ``autoattack``: AutoAttack's "rand" version built with 100 steps: APGD-CE then APGD-DLR, EOT 20,
+  through MI-OL; on the first ``autoattack_n`` images of the same subset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .. import MIPredictor, VarMixupError
+from .._io import atomic_path
+from .._random import mix_seed
+from .attacks import adversarial_examples
+from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from .lam_selection import select_mi_lam
+from .report import load_evaluation_data
+
+__all__ = ["EVIDENCE_PARTS", "EvidenceConfig", "autoattack_rand", "run_evidence", "vector_accuracy"]
+
+EVIDENCE_PARTS = ("lam_selection", "clean", "corruptions", "oblivious", "published", "autoattack")
+PAPER_LAM = 0.5
+FORMAT = "varmixup-aug-evidence"
+
+
+@dataclass(frozen=True)
+class EvidenceConfig:
+    """Settings of :func:`run_evidence`; the defaults are the protocol of the reproduction."""
+
+    n_test: int = 1000
+    seed: int = 0
+    chunk_size: int = 100
+    ece_bins: int = 15
+    pool_size: int = 5000
+    oblivious_eps: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255)
+    pgd_steps: int = 10
+    mi_samples_pl: int = 10
+    mi_samples_ol: int = 30
+    combined_threshold: float = 0.2
+    lam_grid: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    select_n: int = 500
+    select_eps: float = 2 / 255
+    select_mi_samples: int = 10
+    max_clean_drop: float = 0.05
+    published_eps: tuple[float, ...] = (8 / 255, 2 / 255)
+    published_n: int = 500
+    published_steps: int = 50
+    published_step_size: float = 0.5 / 255
+    published_mi_samples: int = 15
+    published_chunk_size: int = 25
+    autoattack_n: int = 0
+    autoattack_eps: float = 8 / 255
+    autoattack_steps: int = 100
+    autoattack_eot: int = 20
+    autoattack_mi_samples: int = 15
+    autoattack_chunk_size: int = 5
+    parts: tuple[str, ...] = EVIDENCE_PARTS
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.parts if p not in EVIDENCE_PARTS]
+        if unknown:
+            raise VarMixupError(f"parts {unknown} are unknown; choose from {list(EVIDENCE_PARTS)}")
+        for name in ("n_test", "chunk_size", "pool_size", "published_n", "published_chunk_size",
+                     "autoattack_chunk_size", "select_n"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise VarMixupError(f"{name} must be an int >= 1, got {v!r}")
+        for eps in (*self.oblivious_eps, *self.published_eps, self.autoattack_eps):
+            if not math.isfinite(eps) or not 0 <= eps <= 1:
+                raise VarMixupError(f"eps values must be in [0, 1] (pixel units, e.g. 8/255), got {eps!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def eps_name(eps: float) -> str:
+    """``8/255 -> "8/255"``."""
+    return f"{round(eps * 255, 3):g}/255"
+
+
+def _bits(t: Tensor) -> str:
+    return "".join("1" if b else "0" for b in t.bool().tolist())
+
+
+def vector_accuracy(bits: str) -> float:
+    """The accuracy of a stored per-image bit string."""
+    return bits.count("1") / max(1, len(bits))
+
+
+class _Store:
+    """The results JSON of one checkpoint, rewritten atomically after every chunk."""
+
+    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+        self.path = path
+        if path.is_file():
+            self.data = json.loads(path.read_text())
+            if self.data.get("format") != FORMAT:
+                raise VarMixupError(f"{path} exists but is not an evidence file; choose another output path")
+            changed = [k for k in ("config", "checkpoint_sha") if self.data.get(k) != header.get(k)]
+            if changed:
+                raise VarMixupError(f"{path} was made with another {' and '.join(changed)}; use another output path "
+                                    "or delete it to start over")
+        else:
+            self.data = {"format": FORMAT, **header, "parts": {}}
+
+    def part(self, name: str) -> dict[str, Any]:
+        return self.data["parts"].setdefault(name, {"chunks": {}})
+
+    def save(self) -> None:
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.data, indent=1))
+
+
+def _chunks(n: int, size: int) -> Iterator[tuple[int, int, int]]:
+    for i, s in enumerate(range(0, n, size)):
+        yield i, s, min(n, s + size)
+
+
+@dataclass
+class _Context:
+    """What every part needs: the model, its data, the MI pool and the chosen ``lam``."""
+
+    model: nn.Module
+    x: Tensor
+    y: Tensor
+    pool: tuple[Tensor, Tensor]
+    num_classes: int
+    cfg: EvidenceConfig
+    store: _Store
+    progress: bool
+    lams: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def mi(self, mode: str, lam_set: str, tag: str, *, samples: int | None = None) -> MIPredictor:
+        lam = self.lams[lam_set]
+        seed = _seed(self.cfg.seed, "mi", tag, mode, lam_set)
+        if mode == "combined":
+            return MIPredictor(self.model, self.pool, num_classes=self.num_classes, mode="combined",
+                               lam=lam["pl"], lam_ol=lam["ol"], num_samples=self.cfg.mi_samples_pl,
+                               num_samples_ol=self.cfg.mi_samples_ol, threshold=self.cfg.combined_threshold,
+                               seed=seed)
+        n = samples or (self.cfg.mi_samples_pl if mode == "pl" else self.cfg.mi_samples_ol)
+        return MIPredictor(self.model, self.pool, num_classes=self.num_classes, mode=mode, lam=lam[mode],
+                           num_samples=n, seed=seed)
+
+
+def _seed(*parts: Any) -> int:
+    return mix_seed(*parts) % 2**62
+
+
+def _plain_correct(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    with torch.no_grad():
+        probs = model(x).softmax(1)
+    conf, pred = probs.max(1)
+    return pred == y, conf
+
+
+def _mi_correct(mi: MIPredictor, x: Tensor, y: Tensor, batch: int = 50) -> Tensor:
+    out = []
+    with torch.no_grad():
+        for s in range(0, x.shape[0], batch):
+            out.append(mi(x[s:s + batch]).argmax(1) == y[s:s + batch])
+    return torch.cat(out)
+
+
+def _mi_vectors(ctx: _Context, x: Tensor, y: Tensor, tag: str) -> dict[str, str]:
+    out = {}
+    for lam_set in ctx.lams:
+        for mode in ("pl", "ol", "combined"):
+            out[f"mi_{mode}@{lam_set}"] = _bits(_mi_correct(ctx.mi(mode, lam_set, tag), x, y))
+    return out
+
+
+def _run_chunks(ctx: _Context, part: str, n: int, size: int, work: Callable[[int, int, int], dict[str, Any]],
+                desc: str) -> None:
+    entry = ctx.store.part(part)
+    todo = [c for c in _chunks(n, size) if str(c[0]) not in entry["chunks"]]
+    t_part = time.perf_counter()
+    for i, s, e in tqdm(todo, desc=desc, unit="chunk", disable=not ctx.progress):
+        t0 = time.perf_counter()
+        result = work(i, s, e)
+        result["seconds"] = round(time.perf_counter() - t0, 2)
+        entry["chunks"][str(i)] = result
+        ctx.store.save()
+    entry["n"] = n
+    entry["seconds_this_run"] = round(time.perf_counter() - t_part, 1)
+    ctx.store.save()
+
+
+def _part_lam_selection(ctx: _Context, held: tuple[Tensor, Tensor] | None) -> None:
+    entry = ctx.store.part("lam_selection")
+    if "result" not in entry:
+        if held is None:
+            raise VarMixupError("lam selection needs the checkpoint's held-out training images; it stores none")
+        sel = select_mi_lam(ctx.model, held[0], held[1], ctx.pool, grid=ctx.cfg.lam_grid, eps=ctx.cfg.select_eps,
+                            steps=ctx.cfg.pgd_steps, max_clean_drop=ctx.cfg.max_clean_drop,
+                            num_samples=ctx.cfg.select_mi_samples, seed=ctx.cfg.seed, progress=ctx.progress)
+        entry["result"] = sel
+        ctx.store.save()
+    sel = entry["result"]
+    ctx.lams["selected"] = {"pl": sel["pl"]["lam"], "ol": sel["ol"]["lam"]}
+
+
+def _part_clean(ctx: _Context) -> None:
+    def work(i: int, s: int, e: int) -> dict[str, Any]:
+        x, y = ctx.x[s:e], ctx.y[s:e]
+        correct, conf = _plain_correct(ctx.model, x, y)
+        return {"none": _bits(correct), "confidence": [round(float(c), 5) for c in conf],
+                **_mi_vectors(ctx, x, y, f"clean:{i}")}
+
+    _run_chunks(ctx, "clean", ctx.x.shape[0], ctx.cfg.chunk_size, work, "clean + MI")
+
+
+def _part_corruptions(ctx: _Context) -> None:
+    jobs = [(c, s) for c in CORRUPTIONS for s in SEVERITIES]
+
+    def work(i: int, s: int, e: int) -> dict[str, Any]:
+        name, severity = jobs[i]
+        xc = corrupt(ctx.x, name, severity, seed=ctx.cfg.seed)
+        return {"corruption": name, "severity": severity, "none": _bits(_plain_correct(ctx.model, xc, ctx.y)[0])}
+
+    _run_chunks(ctx, "corruptions", len(jobs), 1, work, "corruptions")
+
+
+def _part_oblivious(ctx: _Context) -> None:
+    for eps in ctx.cfg.oblivious_eps:
+        def work(i: int, s: int, e: int, eps: float = eps) -> dict[str, Any]:
+            x, y = ctx.x[s:e], ctx.y[s:e]
+            adv = adversarial_examples(ctx.model, x, y, attack="pgd", eps=eps, steps=ctx.cfg.pgd_steps,
+                                       step_size=eps / 4, batch_size=e - s,
+                                       seed=_seed(ctx.cfg.seed, "oblivious", eps_name(eps), i))
+            return {"none": _bits(_plain_correct(ctx.model, adv, y)[0]),
+                    **_mi_vectors(ctx, adv, y, f"oblivious:{eps_name(eps)}:{i}")}
+
+        _run_chunks(ctx, f"oblivious:{eps_name(eps)}", ctx.x.shape[0], ctx.cfg.chunk_size, work,
+                    f"PGD-{ctx.cfg.pgd_steps} {eps_name(eps)}")
+
+
+def _subset(ctx: _Context) -> list[int]:
+    """A fixed subset of the test images for the adaptive attacks (the same for every model)."""
+    n = ctx.x.shape[0]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(ctx.cfg.seed, "adaptive-subset")))
+    return perm[:min(n, ctx.cfg.published_n)].tolist()
+
+
+def _judge(ctx: _Context, adv: Tensor, y: Tensor, tag: str) -> dict[str, str]:
+    judge = ctx.mi("ol", "paper", f"{tag}:judge")
+    return {"mi_ol@paper": _bits(_mi_correct(judge, adv, y)), "none": _bits(_plain_correct(ctx.model, adv, y)[0])}
+
+
+def _part_published(ctx: _Context) -> None:
+    keep = _subset(ctx)
+    xs, ys = ctx.x[keep], ctx.y[keep]
+    for eps in ctx.cfg.published_eps:
+        def work(i: int, s: int, e: int, eps: float = eps) -> dict[str, Any]:
+            tag = f"published:{eps_name(eps)}:{i}"
+            attacker = ctx.mi("ol", "paper", f"{tag}:attacker", samples=ctx.cfg.published_mi_samples)
+            adv = adversarial_examples(attacker, xs[s:e], ys[s:e], attack="pgd", eps=eps,
+                                       steps=ctx.cfg.published_steps, step_size=ctx.cfg.published_step_size,
+                                       batch_size=e - s, seed=_seed(ctx.cfg.seed, tag))
+            return {"indices": keep[s:e], **_judge(ctx, adv, ys[s:e], tag)}
+
+        _run_chunks(ctx, f"published:{eps_name(eps)}", len(keep), ctx.cfg.published_chunk_size, work,
+                    f"published PGD-{ctx.cfg.published_steps} MI-OL {eps_name(eps)}")
+
+
+def autoattack_rand(model: nn.Module, images: Tensor, labels: Tensor, *, eps: float, steps: int = 100,
+                    eot_iter: int = 20, num_classes: int = 10, seed: int = 0) -> Tensor:
+    """AutoAttack's "rand" version with ``steps`` iterations: APGD-CE, then APGD-DLR on what survives.
+
+    ``torchattacks.AutoAttack(version="rand")`` keeps APGD at 10 steps; this builds the two attacks
+    with ``steps`` and ``eot_iter`` as the standard for randomised defences asks.
+
+    Args:
+        model: the (randomised) predictor, ``(B, C, H, W)`` in ``[0, 1]`` -> scores ``(B, K)``.
+        images: ``(B, C, H, W)`` in ``[0, 1]``; labels: ``(B,)``.
+        eps: L-inf radius.
+
+    Returns:
+        ``(B, C, H, W)`` adversarial images within ``eps``.
+    """
+    import torchattacks
+
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise VarMixupError(f"steps must be an int >= 1, got {steps!r}")
+    if isinstance(eot_iter, bool) or not isinstance(eot_iter, int) or eot_iter < 1:
+        raise VarMixupError(f"eot_iter must be an int >= 1, got {eot_iter!r}")
+    attacks = [torchattacks.APGD(model, eps=eps, steps=steps, loss=loss, eot_iter=eot_iter, n_restarts=1, seed=seed)
+               for loss in ("ce", "dlr")]
+    atk = torchattacks.MultiAttack(attacks)
+    with torch.enable_grad():
+        return atk(images, labels).detach()
+
+
+def _part_autoattack(ctx: _Context) -> None:
+    keep = _subset(ctx)[:ctx.cfg.autoattack_n]
+    if not keep:
+        return
+    xs, ys = ctx.x[keep], ctx.y[keep]
+
+    def work(i: int, s: int, e: int) -> dict[str, Any]:
+        tag = f"autoattack:{i}"
+        attacker = ctx.mi("ol", "paper", f"{tag}:attacker", samples=ctx.cfg.autoattack_mi_samples)
+        with torch.random.fork_rng():
+            torch.manual_seed(_seed(ctx.cfg.seed, tag))
+            adv = autoattack_rand(attacker, xs[s:e], ys[s:e], eps=ctx.cfg.autoattack_eps,
+                                  steps=ctx.cfg.autoattack_steps, eot_iter=ctx.cfg.autoattack_eot,
+                                  num_classes=ctx.num_classes, seed=_seed(ctx.cfg.seed, tag) % 2**31)
+        return {"indices": keep[s:e], **_judge(ctx, adv, ys[s:e], tag)}
+
+    _run_chunks(ctx, f"autoattack:{eps_name(ctx.cfg.autoattack_eps)}", len(keep), ctx.cfg.autoattack_chunk_size,
+                work, "AutoAttack-rand")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_evidence(
+    checkpoint: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    out_json: str | os.PathLike[str],
+    *,
+    config: EvidenceConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) the evidence protocol for one classifier checkpoint; return the results dict.
+
+    The test images are the fixed ``n_test`` test images of seed ``config.seed`` (the same for
+    every checkpoint); the MI pool is ``pool_size`` training images outside the checkpoint's
+    held-out split; ``lam`` is chosen on ``select_n`` of the held-out images.
+    """
+    cfg = config or EvidenceConfig()
+    ckpt = Path(checkpoint)
+    data = load_evaluation_data(ckpt, data_dir, n_test=cfg.n_test, pool_size=cfg.pool_size,
+                                select_n=cfg.select_n, seed=cfg.seed, progress=progress)
+    model = data["model"]
+    header = {"config": cfg.to_dict(), "checkpoint_sha": _sha256(data["checkpoint_file"]),
+              "checkpoint": str(checkpoint), "method": data["meta"].get("method"),
+              "test_indices": data["test_indices"]}
+    store = _Store(Path(out_json), header)
+    with torch.no_grad():
+        num_classes = int(model(data["x"][:1]).shape[1])
+    ctx = _Context(model, data["x"], data["y"], data["pool"], num_classes, cfg, store, progress,
+                   lams={"paper": {"pl": PAPER_LAM, "ol": PAPER_LAM}})
+    _part_lam_selection(ctx, data["held"])  # every MI part reports the selected lam too
+    runners: dict[str, Callable[[], None]] = {
+        "clean": lambda: _part_clean(ctx), "corruptions": lambda: _part_corruptions(ctx),
+        "oblivious": lambda: _part_oblivious(ctx), "published": lambda: _part_published(ctx),
+        "autoattack": lambda: _part_autoattack(ctx),
+    }
+    for part in cfg.parts:
+        if part in runners:
+            runners[part]()
+    return store.data

@@ -1,0 +1,128 @@
+"""Confidence intervals for accuracies and paired tests between methods on the same images.
+
+- :func:`wilson_interval`: the Wilson score interval of an accuracy ``k / n``.
+- :func:`mcnemar_exact`: the exact (binomial) McNemar test on the discordant pairs of two
+  classifiers scored on the same images.
+- :func:`paired_bootstrap_interval`: a percentile bootstrap interval of the accuracy difference,
+  resampling images (pairs stay together).
+- :func:`compare_pairwise`: all three for every pair of methods.
+
+Every function takes per-image correctness vectors, so "A is better than B" means outside the
+noise of the images that were drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from itertools import combinations
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from .. import VarMixupError
+
+__all__ = ["compare_pairwise", "mcnemar_exact", "paired_bootstrap_interval", "wilson_interval"]
+
+
+def _as_bool_vector(name: str, value: Any) -> Tensor:
+    t = torch.as_tensor(value)
+    if t.ndim != 1 or t.numel() == 0:
+        raise VarMixupError(f"{name} must be a non-empty 1-d vector of per-image correctness, got shape "
+                            f"{tuple(t.shape)}")
+    if t.dtype != torch.bool and not bool(((t == 0) | (t == 1)).all()):
+        raise VarMixupError(f"{name} must hold only 0/1 or True/False")
+    return t.bool()
+
+
+def _z(confidence: float) -> float:
+    if not 0 < confidence < 1:
+        raise VarMixupError(f"confidence must be in (0, 1), got {confidence!r}")
+    return math.sqrt(2) * float(torch.special.erfinv(torch.tensor(confidence, dtype=torch.float64)))
+
+
+def wilson_interval(correct: int, total: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of the proportion ``correct / total``.
+
+    Example:
+        >>> lo, hi = wilson_interval(50, 100)
+        >>> round(lo, 4), round(hi, 4)
+        (0.4038, 0.5962)
+    """
+    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+        raise VarMixupError(f"total must be an int >= 1, got {total!r}")
+    if isinstance(correct, bool) or not isinstance(correct, int) or not 0 <= correct <= total:
+        raise VarMixupError(f"correct must be an int in [0, total={total}], got {correct!r}")
+    z = _z(confidence)
+    p = correct / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(correct_a: Any, correct_b: Any) -> dict[str, float | int]:
+    """Exact two-sided McNemar test: are A and B equally accurate on these images?
+
+    Args:
+        correct_a, correct_b: ``(N,)`` per-image correctness of A and B on the same images.
+
+    Returns:
+        ``{"a_only": b, "b_only": c, "p_value": p}``: images only A got right, only B got right, and
+        ``p = min(1, 2 * P(X <= min(b, c)))`` for ``X ~ Binomial(b + c, 1/2)``.
+
+    Example:
+        >>> r = mcnemar_exact([1] * 10 + [0] * 2, [0] * 10 + [1] * 2)
+        >>> r["a_only"], r["b_only"], round(r["p_value"], 5)
+        (10, 2, 0.03857)
+    """
+    a, b = _as_bool_vector("correct_a", correct_a), _as_bool_vector("correct_b", correct_b)
+    if a.shape != b.shape:
+        raise VarMixupError(f"correct_a and correct_b must score the same images, got {a.numel()} and {b.numel()}")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n = only_a + only_b
+    tail = Fraction(sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)), 2**n)
+    return {"a_only": only_a, "b_only": only_b, "p_value": float(min(Fraction(1), 2 * tail))}
+
+
+def paired_bootstrap_interval(correct_a: Any, correct_b: Any, *, samples: int = 10000, confidence: float = 0.95,
+                              seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``acc(A) - acc(B)``, resampling images with their pair."""
+    a, b = _as_bool_vector("correct_a", correct_a), _as_bool_vector("correct_b", correct_b)
+    if a.shape != b.shape:
+        raise VarMixupError(f"correct_a and correct_b must score the same images, got {a.numel()} and {b.numel()}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 100:
+        raise VarMixupError(f"samples must be an int >= 100, got {samples!r}")
+    _z(confidence)
+    diff = a.double() - b.double()
+    g = torch.Generator().manual_seed(seed)
+    means = torch.empty(samples, dtype=torch.float64)
+    for s in range(0, samples, 1000):
+        e = min(samples, s + 1000)
+        idx = torch.randint(0, diff.numel(), (e - s, diff.numel()), generator=g)
+        means[s:e] = diff[idx].mean(1)
+    q = torch.tensor([(1 - confidence) / 2, (1 + confidence) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(means, q).tolist()
+    return lo, hi
+
+
+def compare_pairwise(correct_by_name: Mapping[str, Any], *, seed: int = 0) -> list[dict[str, Any]]:
+    """McNemar and a paired bootstrap interval for every pair of named correctness vectors.
+
+    Returns one dict per pair: ``a``, ``b``, ``acc_a``, ``acc_b``, ``diff``, ``diff_ci95``,
+    ``a_only``, ``b_only``, ``p_value`` and ``verdict`` (``"a better"``, ``"b better"`` or
+    ``"no significant difference"`` at p < 0.05).
+    """
+    vectors = {k: _as_bool_vector(k, v) for k, v in correct_by_name.items()}
+    rows = []
+    for a, b in combinations(vectors, 2):
+        test = mcnemar_exact(vectors[a], vectors[b])
+        lo, hi = paired_bootstrap_interval(vectors[a], vectors[b], seed=seed)
+        acc_a, acc_b = float(vectors[a].double().mean()), float(vectors[b].double().mean())
+        verdict = "no significant difference"
+        if test["p_value"] < 0.05:
+            verdict = "a better" if acc_a > acc_b else "b better"
+        rows.append({"a": a, "b": b, "acc_a": acc_a, "acc_b": acc_b, "diff": acc_a - acc_b,
+                     "diff_ci95": [lo, hi], **test, "verdict": verdict})
+    return rows
