@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import secrets
+import socket
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,22 +25,81 @@ __all__ = [
     "load_training_state",
     "read_header",
     "read_tensors",
+    "remove_stale_temps",
     "save_training_state",
     "write_safetensors",
 ]
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.tmp-"
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temp files that :func:`atomic_path` left beside ``path`` in processes that died (SIGKILL).
+
+    A temp file is named ``.<name>.tmp-<host>-<pid>-<random>``; it is removed when it was made on this host
+    by a process that no longer exists. Returns the removed paths.
+    """
+    path = Path(path)
+    removed = []
+    host = socket.gethostname()
+    try:
+        entries = list(path.parent.glob(glob.escape(_temp_prefix(path)) + "*"))
+    except OSError:
+        return removed
+    for entry in entries:
+        parts = entry.name[len(_temp_prefix(path)):].rsplit("-", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary file beside ``path`` to write; it replaces ``path`` on success and is removed on failure.
 
-    A crash therefore never leaves a half-written file at ``path``.
+    A crash therefore never leaves a half-written file at ``path``. Temp files of processes killed
+    before they could clean up (SIGKILL, power loss) are removed by the next write to the same path.
+    The written file gets the permissions of a plainly created file (``0o666 & ~umask``), whatever
+    the writer used for the temp file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    remove_stale_temps(path)
+    tmp = path.with_name(f"{_temp_prefix(path)}{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

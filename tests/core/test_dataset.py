@@ -78,14 +78,14 @@ class TestVarMixupDataset:
 
     def test_cache_file_path_and_corrupt_cache(self, tmp_path):
         data, path = _data(), tmp_path / "latents.safetensors"
-        VarMixupDataset(data, _vae(), cache_path=path, progress=False)
-        path.write_bytes(b"garbage")
-        vae = CountingVAE(_vae())
-        ds = VarMixupDataset(data, vae, cache_path=path, progress=False)
-        assert vae.encode_calls == 1 and len(ds) == 20  # re-encoded and rewritten
+        VarMixupDataset(data, CountingVAE(_vae()), cache_path=path, progress=False)
         again = CountingVAE(_vae())
         VarMixupDataset(data, again, cache_path=path, progress=False)
         assert again.encode_calls == 0
+        path.write_bytes(b"garbage")  # not ours: refused, never overwritten
+        with pytest.raises(VarMixupError, match="exists and is not a latent cache written by VarMixupDataset"):
+            VarMixupDataset(data, _vae(), cache_path=path, progress=False)
+        assert path.read_bytes() == b"garbage"
 
     def test_refuses_random_augmentation(self):
         with pytest.raises(VarMixupError, match="dataset returns a different image each time the same index is read"):
@@ -101,6 +101,155 @@ class TestVarMixupDataset:
 
     def test_repr(self):
         assert "VarMixupDataset(items=20, latent=(4,)" in repr(VarMixupDataset(_data(), _vae(), progress=False))
+
+
+class _Adapter:
+    """A VAE that is not an nn.Module: it wraps one."""
+
+    def __init__(self, inner):
+        self.inner, self.channels, self.image_size = inner, 3, 8
+
+    def encode(self, x):
+        return self.inner.encode(x)
+
+    def decode(self, z):
+        return self.inner.decode(z)
+
+
+class _Opaque:
+    """A VAE whose weights the fingerprint cannot see."""
+
+    channels, image_size = 3, 8
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def encode(self, x):
+        return x.flatten(1)[:, :4] * self.seed, torch.zeros(x.shape[0], 4)
+
+    def decode(self, z):
+        return torch.zeros(z.shape[0], 3, 8, 8)
+
+
+class _Items(Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+class _Flip(Dataset):
+    """A p=0.5 random horizontal flip."""
+
+    def __init__(self):
+        self.x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        return (self.x[i].flip(-1) if torch.rand(()) < 0.5 else self.x[i]), 0
+
+
+class TestCacheIntegrity:
+    def test_change_anywhere_in_a_tensor_dataset(self, tmp_path):
+        x, y = torch.rand(20, 3, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(20) % 4
+        VarMixupDataset(TensorDataset(x, y), _vae(), cache_path=tmp_path, progress=False)
+        y2 = y.clone()
+        y2[7] = 3  # neither item 0, n/2 nor n-1
+        ds = VarMixupDataset(TensorDataset(x, y2), _vae(), cache_path=tmp_path, progress=False)
+        assert ds.labels[7] == 3
+        x2 = x.clone()
+        x2[3, 0, 0, 0] = 0.5
+        vae = CountingVAE(_vae())
+        VarMixupDataset(TensorDataset(x2, y), vae, cache_path=tmp_path, progress=False)
+        assert vae.encode_calls == 1
+
+    def test_change_anywhere_in_an_image_folder(self, tmp_path):
+        from PIL import Image
+        from torchvision.datasets import ImageFolder
+        from torchvision.transforms import ToTensor
+
+        for c in range(2):
+            (tmp_path / "data" / f"c{c}").mkdir(parents=True)
+            for i in range(5):
+                Image.new("RGB", (8, 8), (40 * i, 20 * c, 7)).save(tmp_path / "data" / f"c{c}" / f"{i}.png")
+        folder = ImageFolder(str(tmp_path / "data"), transform=ToTensor())
+        VarMixupDataset(folder, _vae(), cache_path=tmp_path / "cache", progress=False)
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "data" / "c0" / "2.png")  # a middle file
+        folder = ImageFolder(str(tmp_path / "data"), transform=ToTensor())
+        vae = CountingVAE(_vae())
+        ds = VarMixupDataset(folder, vae, cache_path=tmp_path / "cache", progress=False)
+        assert vae.encode_calls == 1
+        torch.testing.assert_close(ds.mu[2], _vae().encode(ToTensor()(Image.open(folder.samples[2][0]))[None])[0][0])
+
+    def test_vae_that_is_not_a_module(self, tmp_path):
+        data = _data()
+        a = VarMixupDataset(data, _Adapter(_vae(0)), cache_path=tmp_path, progress=False)
+        b = VarMixupDataset(data, _Adapter(_vae(1)), cache_path=tmp_path, progress=False)
+        assert a.cache_file != b.cache_file and not torch.equal(a.mu, b.mu)
+        with pytest.raises(VarMixupError, match="cannot fingerprint the weights of the VAE.*pass cache_key"):
+            VarMixupDataset(data, _Opaque(1.0), cache_path=tmp_path, progress=False)
+        one = VarMixupDataset(data, _Opaque(1.0), cache_path=tmp_path, cache_key="one", progress=False)
+        two = VarMixupDataset(data, _Opaque(2.0), cache_path=tmp_path, cache_key="two", progress=False)
+        assert torch.equal(two.mu, 2 * one.mu)
+        VarMixupDataset(data, _Opaque(1.0), progress=False)  # no cache: nothing to fingerprint
+        with pytest.raises(VarMixupError, match="cache_key must be a non-empty string"):
+            VarMixupDataset(data, _vae(), cache_path=tmp_path, cache_key="", progress=False)
+
+    def test_unwritable_folder_checked_before_encoding(self, tmp_path, monkeypatch):
+        import varmixup_aug._dataset as dataset_module
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(dataset_module.tempfile, "NamedTemporaryFile", refuse)
+        vae = CountingVAE(_vae())
+        with pytest.raises(VarMixupError, match="its folder is not writable.*nothing was encoded"):
+            VarMixupDataset(_data(), vae, cache_path=tmp_path, progress=False)
+        assert vae.encode_calls == 0
+        (tmp_path / "file").write_text("x")
+        with pytest.raises(VarMixupError, match="cannot create its folder"):
+            VarMixupDataset(_data(), _vae(), cache_path=tmp_path / "file" / "sub" / "c.safetensors", progress=False)
+
+    def test_failed_write_leaves_no_temp(self, tmp_path, monkeypatch):
+        import varmixup_aug._io as io_module
+
+        def broken(tensors, path, metadata=None):
+            open(path, "wb").write(b"partial")
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(io_module, "save_file", broken)
+        with pytest.raises(OSError, match="No space left"):
+            VarMixupDataset(_data(), _vae(), cache_path=tmp_path, progress=False)
+        assert list(tmp_path.iterdir()) == []
+
+    def test_items_checked_before_encoding(self):
+        vae = CountingVAE(_vae())
+        good = [(torch.rand(3, 8, 8), 0) for _ in range(6)]
+        cases = [
+            (good[:4] + [(torch.rand(3, 8, 8) * 255, 1)], r"items 0\.\.4: images hold values in \[.*expects \[0, 1\]"),
+            ([(torch.rand(3, 16, 16), 0)] * 3, "images are 16x16 but the VAE expects 8x8"),
+            ([(torch.rand(1, 8, 8), 0)] * 3, "images have 1 channels but the VAE expects 3"),
+            (good[:4] + [(torch.full((3, 8, 8), float("nan")), 1)], "NaN or Inf"),
+            ([(torch.rand(3, 8, 8), 2.7)] * 3, "integer class labels, got 2.7"),
+            ([(torch.rand(3, 8, 8), torch.tensor(1.0))] * 3, "integer class labels, got a torch.float32"),
+            ([(torch.rand(3, 8, 8), -1)] * 3, "class label -1 is negative"),
+        ]
+        for items, match in cases:
+            with pytest.raises(VarMixupError, match=match):
+                VarMixupDataset(_Items(items), vae, batch_size=8, progress=False)
+        assert vae.encode_calls == 0
+
+    def test_random_flip_always_caught(self):
+        for trial in range(30):
+            torch.manual_seed(trial)
+            with pytest.raises(VarMixupError, match="different image each time the same index is read"):
+                VarMixupDataset(_Flip(), _vae(), progress=False)
 
 
 class TestBatchRandomCropFlip:
