@@ -95,3 +95,17 @@ class TestAutoattackRand:
     def test_rejects_bad_steps(self) -> None:
         with pytest.raises(VarMixupError, match="steps must be an int >= 1"):
             autoattack_rand(torch.nn.Identity(), torch.rand(1, 3, 2, 2), torch.zeros(1), eps=0.1, steps=0)
+
+
+class TestEvidenceStore:
+    def test_more_parts_and_longer_subsets_extend_the_same_file(self, fast_run: Path, image_folder: Path,
+                                                              tmp_path: Path) -> None:
+        out = tmp_path / "evidence.json"
+        base = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), *TINY_EVIDENCE]
+        assert main([*base, "--parts", "clean,published"]) == 0
+        first = json.loads(out.read_text())["parts"]
+        assert len(first["published:8/255"]["chunks"]["0"]["none"]) == 8
+        assert main([*base, "--parts", "clean,published", "--published-n", "10"]) == 0
+        parts = json.loads(out.read_text())["parts"]
+        assert parts["clean"]["chunks"] == first["clean"]["chunks"]
+        assert len(parts["published:8/255"]["chunks"]["0"]["none"]) == 10  # the short chunk is redone

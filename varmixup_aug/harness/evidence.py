@@ -113,6 +113,17 @@ def vector_accuracy(bits: str) -> float:
     return bits.count("1") / max(1, len(bits))
 
 
+# Settings that do not change any stored chunk: which parts run, and how long the prefix of the
+# adaptive subset is (its chunks are the same for any length).
+_EXTENDABLE = ("parts", "published_n", "autoattack_n")
+
+
+def _identity(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in _EXTENDABLE}
+    return value
+
+
 class _Store:
     """The results JSON of one checkpoint, rewritten atomically after every chunk."""
 
@@ -122,7 +133,8 @@ class _Store:
             self.data = json.loads(path.read_text())
             if self.data.get("format") != FORMAT:
                 raise VarMixupError(f"{path} exists but is not an evidence file; choose another output path")
-            changed = [k for k in ("config", "checkpoint_sha") if self.data.get(k) != header.get(k)]
+            changed = [k for k in ("config", "checkpoint_sha")
+                       if _identity(self.data.get(k)) != _identity(header.get(k))]
             if changed:
                 raise VarMixupError(f"{path} was made with another {' and '.join(changed)}; use another output path "
                                     "or delete it to start over")
@@ -199,11 +211,13 @@ def _mi_vectors(ctx: _Context, x: Tensor, y: Tensor, tag: str) -> dict[str, str]
 def _run_chunks(ctx: _Context, part: str, n: int, size: int, work: Callable[[int, int, int], dict[str, Any]],
                 desc: str) -> None:
     entry = ctx.store.part(part)
-    todo = [c for c in _chunks(n, size) if str(c[0]) not in entry["chunks"]]
+    done = entry["chunks"]
+    todo = [c for c in _chunks(n, size) if done.get(str(c[0]), {}).get("range") != [c[1], c[2]]]
     t_part = time.perf_counter()
     for i, s, e in tqdm(todo, desc=desc, unit="chunk", disable=not ctx.progress):
         t0 = time.perf_counter()
         result = work(i, s, e)
+        result["range"] = [s, e]
         result["seconds"] = round(time.perf_counter() - t0, 2)
         entry["chunks"][str(i)] = result
         ctx.store.save()
