@@ -7,6 +7,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,8 +52,11 @@ def _unpack_archive(archive: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            raise VarMixupError(f"archive {archive} is corrupt or truncated ({type(exc).__name__}: {exc})") from exc
         # Archives often wrap everything in one top folder.
         entries = [p for p in tmp.iterdir() if not p.name.startswith(".")]
         root = entries[0] if len(entries) == 1 and entries[0].is_dir() and not _looks_like_classes(tmp) else tmp
@@ -72,11 +76,23 @@ def _looks_like_classes(folder: Path) -> bool:
     return len(subdirs) > 1
 
 
+def _load_image(path: str) -> Any:
+    """ImageFolder's loader, with an error naming the file when it is not a readable image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise VarMixupError(f"{path} is not a readable image ({type(exc).__name__}: {exc})") from exc
+
+
 def _image_folder(root: Path, transform: Callable[..., Any] | None) -> Dataset:
     from torchvision.datasets import ImageFolder
 
     try:
-        return ImageFolder(str(root), transform=transform)
+        return ImageFolder(str(root), transform=transform, loader=_load_image)
     except (FileNotFoundError, RuntimeError) as exc:
         raise VarMixupError(f"data_dir {root} is not an ImageFolder tree ({exc})") from exc
 

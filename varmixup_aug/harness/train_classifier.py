@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from .._checks import check_int, check_label_range, check_number
 from .._collate import VarMixupCollate, collate_images
 from .._errors import VarMixupError
+from .._io import atomic_path
 from .._random import mix_seed
 from .._tensors import resolve_device, to_float_images
 from .data import import_albumentations
@@ -43,6 +44,7 @@ from .classifier_checkpoint import (
     save_training_checkpoint,
 )
 from .models import PreActResNet
+from .train_vae import changed_settings, check_resume_settings, data_sha256
 
 __all__ = [
     "METHODS",
@@ -268,8 +270,8 @@ def _accuracy(model: nn.Module, images: Tensor, labels: Tensor, device: torch.de
 
 def train_classifier(cfg: TrainClassifierConfig, train_images: Tensor, train_labels: Tensor, *, num_classes: int,
                      vae: Any = None, holdout_images: Tensor | None = None, holdout_labels: Tensor | None = None,
-                     data_info: dict[str, Any] | None = None, resume: bool = False, progress: bool = True
-                     ) -> dict[str, Any]:
+                     data_info: dict[str, Any] | None = None, resume: bool = False,
+                     allow_changed_settings: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train a :class:`PreActResNet` on ``uint8`` images with ``cfg.method``; save and return a report.
 
     Args:
@@ -283,7 +285,9 @@ def train_classifier(cfg: TrainClassifierConfig, train_images: Tensor, train_lab
             {"indices": [...], "train_size": 50000, "seed": 0}, "data_dir": ...}``; its ``holdout``
             entry is what ``evaluate --select-lam`` uses.
         resume: continue from ``cfg.out/checkpoint.safetensors``. With ``num_workers=0`` the result
-            equals an uninterrupted run on the same device.
+            equals an uninterrupted run on the same device. Other settings (batch size, lr, seed,
+            schedule, ...) or other training images than the saved run's are refused unless
+            ``allow_changed_settings``.
         progress: tqdm bar.
 
     Returns:
@@ -292,8 +296,9 @@ def train_classifier(cfg: TrainClassifierConfig, train_images: Tensor, train_lab
     """
     _check_inputs(cfg, train_images, train_labels, num_classes, vae)
     run = _Training.start(cfg, train_images, num_classes, data_info)
+    run.info.setdefault("train_sha256", data_sha256(train_images, train_labels))
     if resume:
-        _resume(run)
+        _resume(run, allow_changed_settings)
     dataset = AugmentedImages(train_images, train_labels, padding=cfg.padding, seed=cfg.seed)
     loss_fn = nn.CrossEntropyLoss()
     run.t_start = time.perf_counter() - run.elapsed
@@ -306,7 +311,8 @@ def train_classifier(cfg: TrainClassifierConfig, train_images: Tensor, train_lab
     bar.close()
     _save(run)
     report = _report(run, holdout_images, holdout_labels)
-    (Path(cfg.out) / "train_report.json").write_text(json.dumps(report, indent=2))
+    with atomic_path(Path(cfg.out) / "train_report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
     return report
 
 
@@ -383,7 +389,11 @@ class _Training:
         self.epoch_loss["count"] += 1
 
 
-def _resume(run: _Training) -> None:
+_RESUME_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "schedule", "warmup_epochs",
+                    "alpha", "padding", "seed")
+
+
+def _resume(run: _Training, allow_changed_settings: bool = False) -> None:
     """Check that the checkpoint in ``cfg.out`` is of the same run, then continue from it."""
     cfg, path = run.cfg, run.cfg.checkpoint_path
     if not path.is_file():
@@ -399,6 +409,11 @@ def _resume(run: _Training) -> None:
     if saved_data.get("train_images") != run.n or meta.get("holdout") != run.info.get("holdout"):
         raise VarMixupError(f"{path} was trained on another split ({saved_data.get('train_images')} training "
                             f"images); pass the same --data-dir, --holdout and --limit-train to resume")
+    changes = changed_settings(meta.get("args", {}), cfg.to_dict(), _RESUME_SETTINGS)
+    saved_sha = saved_data.get("train_sha256")
+    if saved_sha and saved_sha != run.info.get("train_sha256"):
+        changes.append("training images or labels: other data (sha256 differs)")
+    check_resume_settings(path, changes, allow_changed_settings)
     restore_training_state(path, run.model, run.opt, meta)
     run.epoch, run.step_in_epoch, run.global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
     run.elapsed, run.history = meta.get("elapsed_s", 0.0), meta.get("history", [])

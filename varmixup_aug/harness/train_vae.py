@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._checkpoint import save_vae
+from .._checks import check_int, check_number
 from .._errors import VarMixupError
 from .._io import load_training_state, read_header, save_training_state
 from .._tensors import module_device, resolve_device, to_float_images
@@ -48,6 +51,20 @@ class TrainVAEConfig:
     trained_on: str = "unknown"
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name in ("image_size", "latent_dim", "epochs", "batch_size", "checkpoint_every"):
+            check_int(name, getattr(self, name))
+        check_int("max_steps", self.max_steps, allow_none=True)
+        check_int("blocks_per_stage", self.blocks_per_stage, minimum=0)
+        for name in ("lr", "beta"):
+            check_number(name, getattr(self, name), low=0, low_open=True)
+        check_number("beta_warmup_epochs", self.beta_warmup_epochs, low=0)
+        self.widths = tuple(self.widths)
+        if not self.widths:
+            raise VarMixupError("widths must name at least one stage")
+        for w in self.widths:
+            check_int("widths", w)
+
     @property
     def state_path(self) -> Path:
         return Path(self.out + ".train-state.safetensors")
@@ -64,15 +81,54 @@ def vae_loss(x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor, beta: float) 
     return sse + beta * kl, sse, kl
 
 
+# Settings that change the training trajectory: a resume with other values is refused unless allowed.
+_RESUME_SETTINGS = ("epochs", "batch_size", "lr", "seed", "beta", "beta_warmup_epochs", "hflip", "image_size",
+                    "latent_dim", "widths", "blocks_per_stage")
+
+
+def data_sha256(*tensors: Tensor) -> str:
+    """sha256 of the tensors' bytes (about 1 s per GB): identifies the training data of a run."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def changed_settings(saved: dict[str, Any], now: dict[str, Any], keys: Any) -> list[str]:
+    """``"name: saved -> now"`` for each of ``keys`` whose value differs (lists and tuples compare equal)."""
+    def norm(v: Any) -> Any:
+        return list(v) if isinstance(v, (list, tuple)) else v
+
+    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys
+            if k in saved and norm(saved.get(k)) != norm(now.get(k))]
+
+
+def check_resume_settings(path: Path, changes: list[str], allow: bool) -> None:
+    """Refuse a resume whose settings differ from the saved run's, unless ``allow`` (then warn)."""
+    if not changes:
+        return
+    text = "; ".join(changes)
+    if not allow:
+        raise VarMixupError(
+            f"{path}: the run was saved with other settings ({text}); resume with the same flags, or pass "
+            "--allow-changed-settings (allow_changed_settings=True) to continue anyway"
+        )
+    warnings.warn(f"{path}: resuming with changed settings ({text})", stacklevel=3)
+
+
 def _save_state(cfg: TrainVAEConfig, vae: ConvVAE, opt: torch.optim.Optimizer, epoch: int, step_in_epoch: int,
-                global_step: int, elapsed: float) -> None:
+                global_step: int, elapsed: float, data: str = "") -> None:
     position = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step, "elapsed_s": elapsed,
+                "data_sha256": data,
                 "vae_config": vae.config.to_dict(),
                 "train_config": {k: v for k, v in asdict(cfg).items() if k != "extra"}}
     save_training_state(cfg.state_path, vae, opt, _STATE_KEY, position)
 
 
-def _load_state(cfg: TrainVAEConfig, vae: ConvVAE, opt: torch.optim.Optimizer) -> dict[str, Any]:
+def _load_state(cfg: TrainVAEConfig, vae: ConvVAE, opt: torch.optim.Optimizer, data: str = "",
+                allow_changed_settings: bool = False) -> dict[str, Any]:
     path = cfg.state_path
     try:
         meta = read_header(path, _STATE_KEY, writer="train-vae")
@@ -83,6 +139,11 @@ def _load_state(cfg: TrainVAEConfig, vae: ConvVAE, opt: torch.optim.Optimizer) -
             f"{path}: saved run used VAE config {meta['vae_config']}, not {vae.config.to_dict()}; "
             "pass the same architecture flags to resume"
         )
+    now = {k: v for k, v in asdict(cfg).items() if k != "extra"}
+    changes = changed_settings(meta.get("train_config", {}), now, _RESUME_SETTINGS)
+    if meta.get("data_sha256") and data and meta["data_sha256"] != data:
+        changes.append("training images: other data (sha256 differs)")
+    check_resume_settings(path, changes, allow_changed_settings)
     load_training_state(path, vae, opt, _STATE_KEY, meta)
     return meta
 
@@ -137,19 +198,21 @@ def evaluate_vae(vae: Any, images: Tensor, *, batch_size: int = 500, progress: b
 
 
 def train_vae(cfg: TrainVAEConfig, train_images: Tensor, eval_images: Tensor, *, resume: bool = False,
-              progress: bool = True) -> dict[str, Any]:
+              allow_changed_settings: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train a VAE on ``uint8 (N, C, H, W)`` images, save it to ``cfg.out``, return the report.
 
     A training state (model, Adam moments, RNG, position) is saved every
     ``cfg.checkpoint_every`` steps and at the end of each epoch to
     ``cfg.out + ".train-state.safetensors"``; ``resume=True`` continues from it, to the
-    same result as an uninterrupted run on the same device.
+    same result as an uninterrupted run on the same device. A resume whose settings (batch size,
+    lr, seed, schedule, architecture) or training images differ from the saved run's is refused
+    unless ``allow_changed_settings``.
     """
     run = _VAETraining.start(cfg, train_images)
     if resume:
         if not cfg.state_path.exists():
             raise VarMixupError(f"--resume given but no training state at {cfg.state_path}")
-        meta = _load_state(cfg, run.vae, run.opt)
+        meta = _load_state(cfg, run.vae, run.opt, run.data, allow_changed_settings)
         run.epoch, run.step_in_epoch, run.global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
         run.elapsed = meta["elapsed_s"]
     run.t0 = time.perf_counter() - run.elapsed
@@ -184,6 +247,7 @@ class _VAETraining:
     opt: torch.optim.Optimizer
     device: torch.device
     n: int
+    data: str = ""  # sha256 of the training images
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
@@ -204,7 +268,8 @@ class _VAETraining:
         if train_images.shape[-1] != cfg.image_size or train_images.shape[-2] != cfg.image_size:
             raise VarMixupError(f"images are {tuple(train_images.shape[-2:])}, but image_size is {cfg.image_size}")
         vae = ConvVAE(vae_cfg).to(device)
-        return cls(cfg, vae, torch.optim.Adam(vae.parameters(), lr=cfg.lr), device, train_images.shape[0])
+        return cls(cfg, vae, torch.optim.Adam(vae.parameters(), lr=cfg.lr), device, train_images.shape[0],
+                   data_sha256(train_images))
 
     @property
     def steps_per_epoch(self) -> int:
@@ -228,7 +293,7 @@ class _VAETraining:
 
     def save(self) -> None:
         _save_state(self.cfg, self.vae, self.opt, self.epoch, self.step_in_epoch, self.global_step,
-                    time.perf_counter() - self.t0)
+                    time.perf_counter() - self.t0, self.data)
 
 
 def _train_epoch(run: _VAETraining, train_images: Tensor, bar: Any) -> None:

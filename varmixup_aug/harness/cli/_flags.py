@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import math
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ... import VarMixupError
 
-__all__ = ["add_run_flags", "float_list", "int_list", "start_run"]
+__all__ = [
+    "add_run_flags", "add_out_flags", "finite_float", "float_list", "int_list", "positive_float", "positive_int",
+    "positive_int_list", "prepare_out_dir", "prepare_out_file", "start_run",
+]
 
 
 def add_run_flags(parser: Any, *, threads: bool = True) -> None:
@@ -49,3 +56,123 @@ def float_list(text: str, flag: str) -> tuple[float, ...]:
         except ValueError as exc:
             raise VarMixupError(f"{flag} must be comma-separated numbers like 2/255,4/255 or 0.5, got {text!r}") from exc
     return tuple(out)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (argparse then exits with code 2 naming the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def positive_int_list(text: str) -> str:
+    """argparse type: comma-separated ints >= 1 such as ``32,64,128`` (kept as text for :func:`int_list`)."""
+    try:
+        values = [int(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive ints like 32,64,128, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive ints like 32,64,128, got {text!r}")
+    return text
+
+
+def add_out_flags(parser: Any, *, what: str = "run") -> None:
+    """``--resume``, ``--overwrite`` and ``--allow-changed-settings``, for commands that write a run to ``--out``."""
+    parser.add_argument("--resume", action="store_true", help=f"continue the {what} already in --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace the {what} already in --out (its files are removed before training starts)")
+    parser.add_argument("--allow-changed-settings", action="store_true",
+                        help="with --resume: continue even if batch size, lr, seed, schedule or data differ")
+
+
+def _probe_writable(folder: Path, flag: str) -> None:
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".varmixup-write-test-"):
+            pass
+    except OSError as exc:
+        raise VarMixupError(f"{flag} {folder} is not writable ({exc})") from exc
+
+
+def _claim(existing: list[Path], *, resume: bool, overwrite: bool, flag: str, where: Path) -> None:
+    if resume and overwrite:
+        raise VarMixupError("--resume and --overwrite exclude each other; pass one")
+    for path in existing:
+        if path.is_dir():
+            raise VarMixupError(f"{flag} {where}: {path} is a folder where a file of the run should go")
+    if existing and not resume and not overwrite:
+        names = ", ".join(str(p) for p in existing)
+        raise VarMixupError(
+            f"{flag} {where} already holds a run ({names}); pass --resume to continue it, --overwrite to replace "
+            f"it, or another {flag}"
+        )
+    if resume and not existing:
+        raise VarMixupError(f"--resume given but there is no checkpoint (no run to resume) at {flag} {where}")
+    if overwrite:
+        for path in existing:
+            path.unlink()
+
+
+def prepare_out_dir(out: str | Path, *, resume: bool, overwrite: bool, run_files: Sequence[str],
+                    flag: str = "--out") -> Path:
+    """Claim the run folder ``out`` before any data is read; return it, created.
+
+    ``run_files`` are the names (inside ``out``) whose presence means a run is already there.
+    - ``out`` is an existing file, or one of ``run_files`` is a folder: refused.
+    - a run is there and neither ``resume`` nor ``overwrite``: refused (nothing is touched).
+    - ``resume`` with no run there, or ``resume`` and ``overwrite`` together: refused.
+    - ``overwrite``: the existing ``run_files`` are deleted (only those; other files stay).
+    - the folder must accept a new file.
+    Every refusal is a ``VarMixupError`` naming ``flag`` (the CLI exits with code 2).
+    """
+    folder = Path(out).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise VarMixupError(f"{flag} {folder} is a file; pass a folder for the run")
+    existing = [folder / name for name in run_files if (folder / name).exists()]
+    _claim(existing, resume=resume, overwrite=overwrite, flag=flag, where=folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VarMixupError(f"{flag} {folder}: cannot create the folder ({exc})") from exc
+    _probe_writable(folder, flag)
+    return folder
+
+
+def prepare_out_file(out: str | Path, *, resume: bool, overwrite: bool, companions: Sequence[str] = (),
+                     flag: str = "--out") -> Path:
+    """:func:`prepare_out_dir` for a run written as the file ``out`` plus ``out + suffix`` for each of
+    ``companions`` (e.g. ``.train-state.safetensors``). ``out`` being a folder is refused."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise VarMixupError(f"{flag} {path} is a folder; pass a file name such as {path / 'vae.safetensors'}")
+    candidates = [path] + [Path(str(path) + suffix) for suffix in companions]
+    existing = [p for p in candidates if p.exists()]
+    _claim(existing, resume=resume, overwrite=overwrite, flag=flag, where=path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VarMixupError(f"{flag} {path}: cannot create its folder ({exc})") from exc
+    _probe_writable(path.parent, flag)
+    return path

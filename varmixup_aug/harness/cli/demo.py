@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from ._flags import add_run_flags, start_run
+from ... import VarMixupError
+from ._flags import add_run_flags, finite_float, positive_float, positive_int, start_run
 
 
 def add_parser(sub: Any) -> None:
@@ -27,14 +28,14 @@ def add_parser(sub: Any) -> None:
                    "default: download CIFAR-10 with torchvision")
     p.add_argument("--vae", default=None, help="a VAE checkpoint (.safetensors); default: the shipped one")
     p.add_argument("--pretrained", default="cifar10", help="name of the shipped VAE (see list_pretrained)")
-    p.add_argument("--minutes", type=float, default=3.0, help="training time budget")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--minutes", type=positive_float, default=3.0, help="training time budget")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_float, default=0.05)
+    p.add_argument("--alpha", type=positive_float, default=1.0)
     p.add_argument("--residual", action="store_true", help="use the residual VarMixup form")
     p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--eval-limit", type=int, default=None, help="evaluate on a fixed subset of the test split")
+    p.add_argument("--eval-limit", type=positive_int, default=None, help="evaluate on a fixed subset of the test split")
     p.add_argument("--out-dir", default="outputs/demo")
     p.add_argument("--seed", type=int, default=0)
     add_run_flags(p, threads=False)
@@ -52,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     source = args.data_dir or "cifar10"
     train_set, test_set, num_classes = _datasets(source)
+    if len(train_set) < args.batch_size:
+        print(f"the train split has {len(train_set)} images, fewer than --batch-size {args.batch_size}; "
+              f"using batches of {len(train_set)}")
+        args.batch_size = len(train_set)
 
     vae = load_vae(args.vae) if args.vae else load_pretrained_vae(args.pretrained)
     print(f"VAE: {getattr(vae, 'trained_on', 'unknown')}, {sum(p.numel() for p in vae.parameters()):,} parameters")
@@ -112,6 +117,7 @@ def _train(args: argparse.Namespace, model: torch.nn.Module, loader: Any, device
                unit="step", disable=not progress)
     model.train()
     while True:  # epochs, until the budget runs out (at least one step)
+        steps_before = len(losses)
         for x, t in loader:
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             loss = loss_fn(model(x), t.to(device, non_blocking=True))
@@ -124,6 +130,9 @@ def _train(args: argparse.Namespace, model: torch.nn.Module, loader: Any, device
             if len(losses) >= steps_budget or time.monotonic() > deadline:
                 bar.close()
                 return len(losses), losses
+        if len(losses) == steps_before:  # an epoch without batches would loop forever
+            bar.close()
+            raise VarMixupError("the training loader yields no batches (train split smaller than --batch-size?)")
 
 
 def _test(args: argparse.Namespace, model: torch.nn.Module, test_set: Any, device: torch.device, progress: bool

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import METHODS
-from ._flags import add_run_flags, int_list, start_run
+from ._flags import (add_out_flags, add_run_flags, finite_float, int_list, positive_float, positive_int,
+                     positive_int_list, prepare_out_dir, start_run)
 
 
 def add_parser(sub: Any) -> None:
@@ -27,24 +28,24 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, help="run folder, e.g. runs/classifiers/erm")
     p.add_argument("--vae", default=None, help="VAE checkpoint (.safetensors) for varmixup*; default: --pretrained")
     p.add_argument("--pretrained", default="cifar10", help="name of the shipped VAE used when --vae is not given")
-    p.add_argument("--epochs", type=int, default=2,
+    p.add_argument("--epochs", type=positive_int, default=2,
                    help="planned epochs; the lr schedule spans them (2 fits 30 min per method on 2 slow CPU cores)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (SGD, Nesterov momentum 0.9)")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps in total")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_float, default=0.1, help="peak learning rate (SGD, Nesterov momentum 0.9)")
+    p.add_argument("--weight-decay", type=finite_float, default=5e-4)
     p.add_argument("--schedule", choices=["cosine", "onecycle"], default="cosine")
-    p.add_argument("--warmup-epochs", type=float, default=0.5, help="linear warm-up of the cosine schedule")
-    p.add_argument("--alpha", type=float, default=1.0, help="Beta(alpha, alpha) of mixup and VarMixup")
+    p.add_argument("--warmup-epochs", type=finite_float, default=0.5, help="linear warm-up of the cosine schedule")
+    p.add_argument("--alpha", type=positive_float, default=1.0, help="Beta(alpha, alpha) of mixup and VarMixup")
     p.add_argument("--holdout", type=int, default=2000, help="train-split images held out (never trained on)")
     p.add_argument("--holdout-seed", type=int, default=0,
                    help="seed of the held-out split (keep it equal across methods)")
-    p.add_argument("--limit-train", type=int, default=None,
+    p.add_argument("--limit-train", type=positive_int, default=None,
                    help="train on a fixed subset of this many of the remaining images")
     p.add_argument("--seed", type=int, default=0, help="seed of init, shuffling, augmentation and mixing")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
-    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
-    p.add_argument("--widths", default="32,64,128", help="channel widths of the ResNet stages")
+    add_out_flags(p, what="run (OUT/checkpoint.safetensors, OUT/train_report.json, OUT/holdout.json)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=200, help="steps between checkpoints")
+    p.add_argument("--widths", type=positive_int_list, default="32,64,128", help="channel widths of the ResNet stages")
     p.add_argument("--blocks-per-stage", type=int, default=1)
     p.add_argument("--num-workers", type=int, default=0,
                    help="DataLoader workers for augmentation and mixing (exact --resume needs 0)")
@@ -56,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
     from ... import VarMixupError, load_pretrained_vae, load_vae
     from .. import TrainClassifierConfig, load_train_split, train_classifier
 
+    from ..._io import atomic_path
+
     progress = start_run(args)
+    prepare_out_dir(args.out, resume=args.resume, overwrite=args.overwrite,
+                    run_files=("checkpoint.safetensors", "train_report.json", "holdout.json"))
     cfg = TrainClassifierConfig(
         out=args.out, method=args.method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs, alpha=args.alpha,
@@ -79,8 +84,9 @@ def run(args: argparse.Namespace) -> int:
     held_x, held_y = split["holdout"]
     report = train_classifier(cfg, train_x, train_y, num_classes=len(split["classes"]), vae=vae,
                               holdout_images=held_x, holdout_labels=held_y, data_info=info, resume=args.resume,
-                              progress=progress)
-    (Path(args.out) / "holdout.json").write_text(json.dumps(split["holdout_info"]))
+                              allow_changed_settings=args.allow_changed_settings, progress=progress)
+    with atomic_path(Path(args.out) / "holdout.json") as tmp:
+        tmp.write_text(json.dumps(split["holdout_info"]))
     step = report["s_per_step"]
     held = report.get("holdout_accuracy")
     print(f"{args.method}: {report['steps']} steps ({report['epochs_completed']:.2f} epochs) in "

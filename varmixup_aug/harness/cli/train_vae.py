@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._flags import add_run_flags, int_list, start_run
+from ._flags import (add_out_flags, add_run_flags, finite_float, int_list, positive_float, positive_int,
+                     positive_int_list, prepare_out_file, start_run)
 
 
 def add_parser(sub: Any) -> None:
@@ -21,31 +22,34 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data-dir", required=True,
                    help="ImageFolder dir (with train/ and test/ or not), a .tar.gz of one, or e.g. 'cifar10'")
     p.add_argument("--out", required=True, help="output checkpoint, e.g. vae.safetensors")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--latent-dim", type=int, default=256)
-    p.add_argument("--widths", default="64,128,256", help="comma-separated channel widths per stage")
+    p.add_argument("--image-size", type=positive_int, default=32)
+    p.add_argument("--latent-dim", type=positive_int, default=256)
+    p.add_argument("--widths", type=positive_int_list, default="64,128,256", help="comma-separated channel widths per stage")
     p.add_argument("--blocks-per-stage", type=int, default=0)
-    p.add_argument("--beta", type=float, default=0.01,
+    p.add_argument("--beta", type=positive_float, default=0.01,
                    help="KL weight; equals 2*sigma^2 of a Gaussian decoder on [0,1] pixels (default 0.01)")
-    p.add_argument("--beta-warmup-epochs", type=float, default=1.0, help="linear KL warm-up length")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--beta-warmup-epochs", type=finite_float, default=1.0, help="linear KL warm-up length")
+    p.add_argument("--epochs", type=positive_int, default=6)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from OUT.train-state.safetensors")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
-    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between training-state saves")
-    p.add_argument("--limit-train", type=int, default=None, help="use a fixed random subset of the train split")
-    p.add_argument("--limit-eval", type=int, default=None, help="use a fixed random subset of the held-out split")
+    add_out_flags(p, what="training run (OUT, OUT.train-state.safetensors, OUT.report.json)")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--checkpoint-every", type=positive_int, default=200, help="steps between training-state saves")
+    p.add_argument("--limit-train", type=positive_int, default=None, help="use a fixed random subset of the train split")
+    p.add_argument("--limit-eval", type=positive_int, default=None, help="use a fixed random subset of the held-out split")
     p.add_argument("--num-workers", type=int, default=2, help="workers for decoding the images once")
     add_run_flags(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..._io import atomic_path
     from .. import TrainVAEConfig, load_tensor_dataset, open_image_dataset, train_vae
 
     progress = start_run(args)
+    prepare_out_file(args.out, resume=args.resume, overwrite=args.overwrite,
+                     companions=(".train-state.safetensors", ".report.json"))
     train_ds = open_image_dataset(args.data_dir, "train")
     test_ds = open_image_dataset(args.data_dir, "test")
     train_x, _ = load_tensor_dataset(train_ds, image_size=args.image_size, limit=args.limit_train,
@@ -60,9 +64,11 @@ def run(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
         trained_on=f"{Path(str(args.data_dir)).name} train split ({train_x.shape[0]} images)",
     )
-    report = train_vae(cfg, train_x, eval_x, resume=args.resume, progress=progress)
+    report = train_vae(cfg, train_x, eval_x, resume=args.resume, allow_changed_settings=args.allow_changed_settings,
+                       progress=progress)
     report_path = Path(args.out + ".report.json")
-    report_path.write_text(json.dumps(report, indent=2))
+    with atomic_path(report_path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
     print(
         f"held-out report on {report['images']} images: MSE {report['mse']:.5f}  PSNR {report['psnr_db']:.2f} dB  "
         f"KL {report['kl_total_nats']:.1f} nats ({report['kl_per_dim_mean_nats']:.3f}/dim)  "
