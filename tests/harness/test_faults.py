@@ -1,0 +1,96 @@
+"""SIGKILL in the middle of a write: a VAE training run and a latent-cache build leave nothing corrupt or stray,
+and the rerun recovers (resume / rebuild)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+
+from conftest import REPO
+
+# The child pauses inside the atomic write (temp file written, not yet renamed) on the N-th write, then waits
+# to be killed.
+_PAUSE = textwrap.dedent("""
+    import os, sys, time
+    import varmixup_aug._io as io
+    _real, _count = io.save_file, [0]
+    def slow_save(tensors, path, metadata=None):
+        _real(tensors, path, metadata=metadata)
+        _count[0] += 1
+        if _count[0] == int(os.environ["PAUSE_AT"]):
+            open(os.environ["PAUSED"], "w").write(path)
+            time.sleep(120)
+    io.save_file = slow_save
+""")
+
+
+def _kill_when_paused(code: str, tmp_path: Path, pause_at: int) -> str:
+    paused = tmp_path / "paused"
+    env = {**os.environ, "PAUSE_AT": str(pause_at), "PAUSED": str(paused), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO / "tests")}
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSE + code], env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while not paused.exists():
+        assert proc.poll() is None, "child ended before the write"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return paused.read_text()
+
+
+def _strays(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name)
+
+
+def test_killed_vae_training_resumes(image_folder, tmp_path):
+    from varmixup_aug import load_vae
+    from varmixup_aug.harness.cli import main
+
+    out = tmp_path / "vae.safetensors"
+    args = ["train-vae", "--data-dir", str(image_folder), "--out", str(out), "--latent-dim", "4", "--widths", "4,8",
+            "--batch-size", "16", "--limit-eval", "8", "--checkpoint-every", "1", "--max-steps", "4", "--epochs", "1",
+            "--no-progress", "--num-workers", "0"]
+    code = f"from varmixup_aug.harness.cli import main; main({args!r})"
+    tmp = _kill_when_paused(code, tmp_path, pause_at=2)  # the second training-state save
+    assert ".tmp-" in Path(tmp).name and Path(tmp).exists()  # killed: the temp file is there, the target intact
+    state = Path(str(out) + ".train-state.safetensors")
+    assert state.is_file() and not out.exists()
+    from varmixup_aug._io import read_header
+
+    assert read_header(state, "varmixup_aug_train_state", writer="train-vae")["global_step"] == 1
+    assert main(args + ["--resume"]) == 0
+    assert _strays(tmp_path) == [] and load_vae(out) is not None
+
+
+def test_killed_cache_build_rebuilds(tmp_path):
+    from varmixup_aug import VarMixupDataset
+
+    code = textwrap.dedent("""
+        import torch
+        from torch.utils.data import TensorDataset
+        from varmixup_aug import ConvVAE, VAEConfig, VarMixupDataset
+        torch.manual_seed(0)
+        vae = ConvVAE(VAEConfig(image_size=8, latent_dim=4, widths=(4, 8))).eval()
+        x = torch.rand(40, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        VarMixupDataset(TensorDataset(x, torch.arange(40) % 4), vae, cache_path="cache", progress=False)
+    """)
+    tmp = _kill_when_paused(code, tmp_path, pause_at=1)
+    cache = tmp_path / "cache"
+    assert [p.name for p in cache.iterdir()] == [Path(tmp).name]  # only the temp file: no half cache file
+    from varmixup_aug import ConvVAE, VAEConfig
+    from torch.utils.data import TensorDataset
+
+    torch.manual_seed(0)
+    vae = ConvVAE(VAEConfig(image_size=8, latent_dim=4, widths=(4, 8))).eval()
+    x = torch.rand(40, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    ds = VarMixupDataset(TensorDataset(x, torch.arange(40) % 4), vae, cache_path=cache, progress=False)
+    assert _strays(cache) == [] and ds.cache_file.is_file() and len(ds) == 40
+    torch.testing.assert_close(ds.mu, vae.encode(x)[0])
