@@ -109,3 +109,45 @@ class TestEvidenceStore:
         parts = json.loads(out.read_text())["parts"]
         assert parts["clean"]["chunks"] == first["clean"]["chunks"]
         assert len(parts["published:8/255"]["chunks"]["0"]["none"]) == 10  # the short chunk is redone
+
+
+class TestReproductionTables:
+    def test_tables_come_from_the_stored_bits(self, fast_run: Path, image_folder: Path, tmp_path: Path) -> None:
+        from varmixup_aug.harness.evidence_summary import part_vector, reproduction_tables
+
+        root = tmp_path / "runs"
+        (root / "erm").mkdir(parents=True)
+        (root / "erm" / "train_report.json").write_text((fast_run / "train_report.json").read_text())
+        out = root / "erm" / "evidence.json"
+        assert main(["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out),
+                     "--parts", "lam_selection,clean,corruptions,oblivious,published", *TINY_EVIDENCE]) == 0
+        evidence = json.loads(out.read_text())
+        tables = reproduction_tables(root)
+        clean = part_vector(evidence, "clean", "none")
+        assert clean is not None and len(clean) == 40
+        row = tables["clean"].splitlines()[2]
+        assert row.startswith(f"| erm | {100 * clean.count('1') / 40:.1f} [")
+        assert "| erm | 8 |" in tables["published 8/255"]
+        assert tables["oblivious 2/255 lam paper"].splitlines()[2] == "| erm | - | - | - | - |"  # not run: not shown
+        assert tables["paper"].count("| - | - |") == 3  # the three mixup rows: no mixup run here
+        assert "| ERM + MI-OL | 81.6 | 7.4 | " in tables["paper"]
+
+    def test_an_unfinished_part_gives_no_vector(self) -> None:
+        from varmixup_aug.harness.evidence_summary import part_vector
+
+        evidence = {"parts": {"clean": {"chunks": {"0": {"none": "101", "range": [0, 3]}}}}}
+        assert part_vector(evidence, "clean", "none") is None  # "n" is written only when the part is complete
+        evidence["parts"]["clean"]["n"] = 3
+        assert part_vector(evidence, "clean", "none") == "101"
+
+
+def test_committed_tables_match_the_committed_results() -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "evidence_summary.py"),
+                           str(REPO / "results" / "cifar10-fast"), "--check"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr

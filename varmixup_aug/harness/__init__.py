@@ -9,6 +9,7 @@ from .attacks import ATTACKS, adversarial_examples
 from .calibration import calibration_bins, expected_calibration_error, reliability_diagram
 from .classifier_checkpoint import load_classifier, read_classifier_metadata
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from .evidence_summary import PUBLISHED_MI_CIFAR10, load_runs, reproduction_tables
 from .evidence import EVIDENCE_PARTS, EvidenceConfig, autoattack_rand, run_evidence
 from .fast_training import FAST_METHODS, FastTrainConfig, batch_crop_flip, train_fast_classifier
 from .data import cache_dir, load_tensor_dataset, open_image_dataset
@@ -31,6 +32,7 @@ __all__ = [
     "FastCifarNet",
     "FastTrainConfig",
     "METHODS",
+    "PUBLISHED_MI_CIFAR10",
     "PreActResNet",
     "SEVERITIES",
     "SmallCNN",
@@ -49,6 +51,7 @@ __all__ = [
     "expected_calibration_error",
     "load_classifier",
     "load_evaluation_data",
+    "load_runs",
     "load_tensor_dataset",
     "load_train_split",
     "markdown_table",
@@ -60,6 +63,7 @@ __all__ = [
     "read_classifier_metadata",
     "reconstruction_grid",
     "reliability_diagram",
+    "reproduction_tables",
     "resolve_device",
     "run_evidence",
     "select_mi_lam",
