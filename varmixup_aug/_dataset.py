@@ -35,11 +35,13 @@ _PROBE_ITEMS = 8
 _PROBE_READS = 4
 
 
-def _hash_tensor(h: Any, name: str, t: Tensor) -> None:
+def _hash_tensor(h: Any, name: str, t: Tensor, *, batched: bool = False) -> None:
+    """Hash dtype, shape and bytes; with ``batched``, item by item, so the batch size does not matter."""
     t = t.detach().to("cpu").contiguous()
-    h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-    if t.numel():
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    for item in (t if batched else [t]):
+        h.update(f"{name}:{item.dtype}:{tuple(item.shape)}".encode())
+        if item.numel():
+            h.update(item.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 def _find_modules(obj: Any, prefix: str, out: dict[str, Any], seen: set[int], depth: int) -> None:
@@ -296,9 +298,11 @@ class VarMixupDataset(Dataset):
     def _content_fingerprint(self) -> str:
         """A hash of every item's image and label (a dataset without files to stat): one read of the dataset."""
         h = hashlib.sha256(f"content:{type(self.dataset).__qualname__}:{len(self.dataset)}".encode())  # type: ignore[arg-type]
+        label_hash = hashlib.sha256()
         for _, images, labels in self._batches("hashing dataset"):
-            _hash_tensor(h, "images", images.float())
-            _hash_tensor(h, "labels", labels)
+            _hash_tensor(h, "images", images.float(), batched=True)
+            _hash_tensor(label_hash, "labels", labels, batched=True)
+        h.update(label_hash.digest())
         return h.hexdigest()
 
     def _load_or_encode(self, encode: Any) -> tuple[Tensor, Tensor, Tensor]:

@@ -163,6 +163,10 @@ class TestCacheIntegrity:
         y2[7] = 3  # neither item 0, n/2 nor n-1
         ds = VarMixupDataset(TensorDataset(x, y2), _vae(), cache_path=tmp_path, progress=False)
         assert ds.labels[7] == 3
+        vae = CountingVAE(_vae())  # the fingerprint does not depend on batch_size
+        VarMixupDataset(TensorDataset(x, y2), vae, cache_path=tmp_path, batch_size=3, progress=False)
+        VarMixupDataset(TensorDataset(x, y2), vae, cache_path=tmp_path, batch_size=7, progress=False)
+        assert vae.encode_calls == 7
         x2 = x.clone()
         x2[3, 0, 0, 0] = 0.5
         vae = CountingVAE(_vae())

@@ -68,6 +68,8 @@ def test_killed_vae_training_resumes(image_folder, tmp_path):
     assert read_header(state, "varmixup_aug_train_state", writer="train-vae")["global_step"] == 1
     assert main(args + ["--resume"]) == 0
     assert _strays(tmp_path) == [] and load_vae(out) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # nothing else: no temp or half file
+        ["paused", out.name, state.name, out.name + ".report.json"])
 
 
 def test_killed_cache_build_rebuilds(tmp_path):
@@ -92,5 +94,5 @@ def test_killed_cache_build_rebuilds(tmp_path):
     vae = ConvVAE(VAEConfig(image_size=8, latent_dim=4, widths=(4, 8))).eval()
     x = torch.rand(40, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     ds = VarMixupDataset(TensorDataset(x, torch.arange(40) % 4), vae, cache_path=cache, progress=False)
-    assert _strays(cache) == [] and ds.cache_file.is_file() and len(ds) == 40
+    assert list(cache.iterdir()) == [ds.cache_file] and len(ds) == 40  # no temp or half file
     torch.testing.assert_close(ds.mu, vae.encode(x)[0])
