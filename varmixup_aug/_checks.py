@@ -13,6 +13,7 @@ from torch import Tensor
 from ._errors import VarMixupError
 
 __all__ = [
+    "check_bool",
     "check_int",
     "check_label_range",
     "check_number",
@@ -36,11 +37,44 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _scalar(value: Any) -> Any:
+    """A numpy scalar or 0-d array, or a 0-d torch tensor, as the Python number it holds; anything else unchanged.
+
+    Bools (Python, numpy or torch) stay bools, so the number checks refuse them.
+    """
+    if isinstance(value, Tensor):
+        if value.ndim != 0 or value.is_complex():
+            return value
+        return value.item()  # a CUDA scalar syncs here, once, when the option is given
+    if type(value).__module__ == "numpy":
+        import numpy as np
+
+        if isinstance(value, np.ndarray):
+            if value.ndim != 0:
+                return value
+            value = value[()]
+        if isinstance(value, (np.bool_, np.integer, np.floating)):
+            return value.item()
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is ``True`` or ``False`` (numpy and 0-d torch bools too); strings and numbers are refused."""
+    value = _scalar(value)
+    if isinstance(value, bool):
+        return value
+    fail(name, "be True or False", value)
+
+
 def check_int(name: str, value: Any, *, minimum: int = 1, maximum: int | None = None, allow_none: bool = False,
               requirement: str | None = None, hint: str = "") -> Any:
-    """``value`` if it is an int in ``[minimum, maximum]`` (or None with ``allow_none``)."""
+    """``value`` as a Python int if it is an integer in ``[minimum, maximum]`` (or None with ``allow_none``).
+
+    numpy integers and 0-d integer tensors count as ints; bools, floats and strings do not.
+    """
     if value is None and allow_none:
         return None
+    value = _scalar(value)
     if is_int(value) and value >= minimum and (maximum is None or value <= maximum):
         return value
     if requirement is None:
@@ -52,9 +86,13 @@ def check_int(name: str, value: Any, *, minimum: int = 1, maximum: int | None = 
 def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
                  low_open: bool = False, high_open: bool = False, allow_none: bool = False,
                  requirement: str | None = None, hint: str = "") -> Any:
-    """``float(value)`` if it is a finite real number within the bounds (or None with ``allow_none``)."""
+    """``float(value)`` if it is a finite real number within the bounds (or None with ``allow_none``).
+
+    numpy scalars and 0-d tensors count as numbers; bools and strings do not.
+    """
     if value is None and allow_none:
         return None
+    value = _scalar(value)
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low
@@ -86,19 +124,21 @@ def check_label_range(name: str, labels: Tensor, num_classes: int) -> None:
 
 
 def check_seed(seed: Any, *, allow_none: bool = True) -> Any:
-    """``seed`` if it is an integer (Python or numpy), or None with ``allow_none``."""
+    """``seed`` if it is an integer (Python or numpy, or a 0-d integer tensor), or None with ``allow_none``."""
+    seed = _scalar(seed)
     if (seed is None and allow_none) or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
-        return seed
+        return int(seed) if seed is not None else None
     fail("seed", "be an int or None" if allow_none else "be an int", seed)
 
 
-def check_seed_and_generator(seed: Any, generator: Any) -> None:
+def check_seed_and_generator(seed: Any, generator: Any) -> int | None:
     """At most one of ``seed`` (an int) and ``generator`` (a CPU ``torch.Generator``)."""
     if seed is not None and generator is not None:
         raise VarMixupError("pass seed or generator, not both")
-    check_seed(seed)
+    seed = check_seed(seed)
     if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
         fail("generator", "be a CPU torch.Generator (draws are made on the CPU)", generator)
+    return seed
 
 
 def is_vae(obj: Any) -> bool:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -15,6 +18,47 @@ from ._tensors import module_device, resolve_device, to_float_image, to_float_im
 from ._vae import VAEProtocol
 
 __all__ = ["VarMixupCollate", "VarMixupLoader", "collate_images"]
+
+
+def _class_index(y: Any) -> int:
+    """One class label as an int: a Python or numpy integer, a 0-d integer tensor, or a whole-number float;
+    a fractional value (2.7), a bool or a string is refused rather than truncated or parsed."""
+    value = y
+    if isinstance(y, Tensor) or type(y).__module__ == "numpy":
+        if getattr(y, "ndim", 0) != 0:
+            raise VarMixupError(f"labels must be class indices or 1-d soft-label vectors, got shape {tuple(y.shape)}")
+        value = y.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        hint = "; map class names to indices first (e.g. ImageFolder's class_to_idx)" if isinstance(value, str) else ""
+        raise VarMixupError(f"labels must be integer class indices, got {type(y).__name__} {y!r}{hint}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if not (math.isfinite(value) and float(value).is_integer()):
+        raise VarMixupError(
+            f"labels must be integer class indices, got {value!r}; a fractional label is not truncated: pass "
+            "integer classes, or one soft-label vector per item"
+        )
+    return int(value)
+
+
+def collate_labels(labels_in: Sequence[Any]) -> Tensor:
+    """Labels of a batch: ``(B,)`` int64 class indices, or ``(B, K)`` float soft labels from 1-d tensors or
+    numpy arrays (e.g. one-hot rows). Soft rows are checked by the mixing op (>= 0, summing to 1)."""
+    first = labels_in[0]
+    if isinstance(first, (Tensor, np.ndarray)) and first.ndim == 1:
+        rows = []
+        for y in labels_in:
+            if not (isinstance(y, (Tensor, np.ndarray)) and y.ndim == 1 and y.shape == first.shape):
+                raise VarMixupError(
+                    f"soft labels in a batch must all be 1-d vectors of length {first.shape[0]}, got "
+                    f"{type(y).__name__} of shape {tuple(getattr(y, 'shape', ()))}"
+                )
+            t = torch.as_tensor(y)
+            if t.dtype == torch.bool or t.is_complex():
+                raise VarMixupError(f"soft labels must be float or integer vectors, got {t.dtype}")
+            rows.append(t.float())
+        return torch.stack(rows)
+    return torch.tensor([_class_index(y) for y in labels_in], dtype=torch.long)
 
 
 def collate_images(batch: Sequence[Any]) -> tuple[Tensor | Posterior, Tensor]:
@@ -32,14 +76,7 @@ def collate_images(batch: Sequence[Any]) -> tuple[Tensor | Posterior, Tensor]:
             f"each dataset item must be an (image, label) pair, got {type(first).__name__}"
             + (f" of length {len(first)}" if isinstance(first, (tuple, list)) else "")
         )
-    labels_in = [item[1] for item in batch]
-    if isinstance(labels_in[0], Tensor) and labels_in[0].ndim == 1:
-        labels = torch.stack([torch.as_tensor(y) for y in labels_in]).float()
-    else:
-        try:
-            labels = torch.as_tensor([int(y) for y in labels_in], dtype=torch.long)
-        except (TypeError, ValueError) as exc:
-            raise VarMixupError(f"labels must be ints or soft-label vectors, got {labels_in[0]!r}") from exc
+    labels = collate_labels([item[1] for item in batch])
     if isinstance(first[0], Posterior):
         mu = torch.stack([item[0].mu for item in batch])
         logvar = torch.stack([item[0].logvar for item in batch])
@@ -63,8 +100,12 @@ class VarMixupCollate:
     Shapes: images ``(B, C, H, W)`` float, targets ``(B, num_classes)``.
 
     Workers: the collate pickles and runs in DataLoader workers under fork, spawn and
-    forkserver, with the VAE on the CPU. Each worker and each distributed rank draws from
-    its own random stream (see ``seed``). A CUDA ``device`` is refused inside a worker,
+    forkserver, with the VAE on the CPU. Each worker, distributed rank and epoch draws from
+    its own random stream derived from ``seed`` alone: worker ``k`` of the ``e``-th epoch of
+    non-persistent workers draws stream ``(seed, rank, k, e)`` (a shared-memory counter per worker
+    id, made at construction, counts the epochs), a persistent worker's stream moves on across
+    epochs, so the same ``seed`` repeats a run without seeding torch and no epoch repeats another.
+    :meth:`set_epoch` (optional) keys the streams by the epoch number instead. A CUDA ``device`` is refused inside a worker,
     because initialising CUDA in a forked process breaks it; to generate on the GPU with
     workers, collate with workers and mix in the main process with :class:`VarMixupLoader`.
 
@@ -96,6 +137,11 @@ class VarMixupCollate:
         if self.device is not None and isinstance(vae, torch.nn.Module):
             vae = vae.to(self.device)
         self.mixer = VarMixup(vae, **options.as_kwargs(), seed=seed, generator=generator)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Key the seeded streams by ``epoch`` in every worker (see :meth:`VarMixup.set_epoch`); call it before
+        ``iter(loader)`` of that epoch, like ``DistributedSampler.set_epoch``."""
+        self.mixer.set_epoch(epoch)
 
     def __call__(self, batch: Sequence[Any]) -> tuple[Tensor, Tensor]:
         if self.device is not None and self.device.type != "cpu" and torch.utils.data.get_worker_info() is not None:

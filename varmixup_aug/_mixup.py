@@ -10,12 +10,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ._checks import check_int, check_label_range, check_vae, parse_mean_std
+from ._checks import check_bool, check_int, check_label_range, check_vae, parse_mean_std
 from ._errors import VarMixupError
 from ._options import MixupOptions, check_alpha_prob, takes_mixup_options
 from ._random import StreamSource, sample_beta
 from ._tensors import module_device_dtype
-from ._vae import VAEProtocol
+from ._vae import VAEProtocol, call_decode, call_encode, eval_mode
 
 __all__ = ["MixupParams", "Posterior", "VarMixup", "apply_varmixup", "draw_mixup_params", "mix_targets", "varmixup"]
 
@@ -78,8 +78,9 @@ def draw_mixup_params(
         >>> p.lam.shape, sorted(p.index.tolist())
         (torch.Size([4]), [0, 1, 2, 3])
     """
-    check_alpha_prob(alpha, prob)
-    check_int("batch_size", batch_size, requirement="be a positive int")
+    alpha, prob = check_alpha_prob(alpha, prob)
+    batch_size = check_int("batch_size", batch_size, requirement="be a positive int")
+    lam_per_sample = check_bool("lam_per_sample", lam_per_sample)
     lam = sample_beta(alpha, batch_size if lam_per_sample else 1, generator)
     if not lam_per_sample:
         lam = lam.expand(batch_size).clone()
@@ -102,17 +103,53 @@ def _one_hot(labels: Tensor, num_classes: int, dtype: torch.dtype, smoothing: fl
     return soft
 
 
+_SOFT_LABEL_TOLERANCE = 1e-3
+
+
+def _as_labels(labels: Any) -> Tensor:
+    """Labels as a tensor: numpy arrays (class indices or soft-label rows) are converted, tensors kept."""
+    if isinstance(labels, Tensor):
+        return labels
+    if type(labels).__module__ == "numpy" and hasattr(labels, "dtype") and hasattr(labels, "shape"):
+        import numpy as np
+
+        arr = np.asarray(labels)
+        if arr.dtype.kind in "iu":
+            return torch.from_numpy(arr.astype(np.int64))
+        if arr.dtype.kind == "f":
+            return torch.from_numpy(arr.astype(np.float32))
+        raise VarMixupError(f"labels must be integer class indices or float soft labels, got numpy {arr.dtype}")
+    raise VarMixupError(f"labels must be a tensor (or a numpy array), got {type(labels).__name__}")
+
+
+def check_soft_labels(name: str, labels: Tensor) -> None:
+    """Soft labels ``(B, K)``: finite, >= 0, every row summing to 1 (within 1e-3). One host sync for all checks."""
+    row_sums = labels.sum(1, dtype=torch.float64)
+    bad = (~torch.isfinite(labels)).any() | (labels < 0).any() | ((row_sums - 1).abs() > _SOFT_LABEL_TOLERANCE).any()
+    if not bool(bad):
+        return
+    if not torch.isfinite(labels).all():
+        raise VarMixupError(f"{name} contain NaN or Inf")
+    if bool((labels < 0).any()):
+        raise VarMixupError(f"soft {name} must be >= 0, got a minimum of {float(labels.min()):.4g}")
+    worst = int((row_sums - 1).abs().argmax())
+    raise VarMixupError(
+        f"soft {name} must be probabilities: every row must sum to 1 (within {_SOFT_LABEL_TOLERANCE:g}), got row "
+        f"{worst} summing to {float(row_sums[worst]):.4g}; multi-hot rows are not mixup targets, divide each row by "
+        "its sum if that is what you mean"
+    )
+
+
 def _check_labels(labels: Tensor, batch_size: int, num_classes: int) -> None:
-    if not isinstance(labels, Tensor):
-        raise VarMixupError(f"labels must be a tensor, got {type(labels).__name__}")
     if labels.is_floating_point():
         if labels.shape != (batch_size, num_classes):
+            hint = ("; class indices must be an integer tensor (e.g. labels.long() if they are whole numbers)"
+                    if labels.shape == (batch_size,) else "")
             raise VarMixupError(
                 f"soft labels must have shape (B, num_classes) = ({batch_size}, {num_classes}), "
-                f"got {tuple(labels.shape)}"
+                f"got {tuple(labels.shape)}{hint}"
             )
-        if not torch.isfinite(labels).all():
-            raise VarMixupError("labels contain NaN or Inf")
+        check_soft_labels("labels", labels)
         return
     if labels.dtype == torch.bool or labels.is_complex():
         raise VarMixupError(f"labels must be integer class indices or float soft labels, got {labels.dtype}")
@@ -236,6 +273,7 @@ def apply_varmixup(images: Tensor | Posterior, labels: Tensor, vae: VAEProtocol 
                    generator: torch.Generator | None = None, params: MixupParams | None = None
                    ) -> tuple[Tensor, Tensor]:
     """:func:`varmixup` with its options already gathered in a :class:`MixupOptions`."""
+    labels = _as_labels(labels)
     batch, device = _check_batch(images, labels, vae, options)
     params = _batch_params(batch, options, generator, params)
     from_latents = isinstance(images, Posterior)
@@ -341,23 +379,32 @@ def _mix_in_latent_space(images: Tensor | Posterior, vae: Any, options: MixupOpt
     lam, index = params.lam.to(source.device), params.index.to(source.device)
     amp = (torch.autocast(device_type=source.device.type, dtype=options.autocast_dtype)
            if options.autocast_dtype is not None else nullcontext())
-    with torch.no_grad(), amp:
+    # The shape decode must return: the images' own, or (for cached latents) the VAE's declared size if any.
+    expect = tuple(images.shape) if not from_latents else _declared_shape(vae, source.shape[0])
+    with torch.no_grad(), amp, eval_mode(vae):
         if from_latents:
             x_vae, mu, logvar = None, images.mu.to(space.dtype), images.logvar.to(space.dtype)
         else:
             x_vae = space.to_vae(images)
-            mu, logvar = (t.to(space.dtype) for t in vae.encode(x_vae))
+            mu, logvar = (t.to(space.dtype) for t in call_encode(vae, x_vae))
         z = mu + _posterior_noise(mu, params.noise_seed) * (0.5 * logvar).exp() if options.posterior == "sample" else mu
         lam_z = _bcast(lam.to(z.dtype), z)
-        mixed = vae.decode(lam_z * z + (1 - lam_z) * z[index]).to(space.dtype)
+        mixed = call_decode(vae, lam_z * z + (1 - lam_z) * z[index], expect).to(space.dtype)
         if options.residual:
             assert x_vae is not None  # Posterior input refuses residual=True
-            mixed = _add_residual(mixed, x_vae, vae.decode(z).to(space.dtype), lam, index, space)
+            mixed = _add_residual(mixed, x_vae, call_decode(vae, z, expect).to(space.dtype), lam, index, space)
         mixed = space.from_vae(mixed)
         if not from_latents:
             keep = _bcast(~params.applied.to(source.device), mixed)
             mixed = torch.where(keep, images.to(space.dtype), mixed)
     return mixed
+
+
+def _declared_shape(vae: Any, batch: int) -> tuple[int, ...] | None:
+    channels, size = getattr(vae, "channels", None), getattr(vae, "image_size", None)
+    if isinstance(channels, int) and isinstance(size, int):
+        return (batch, channels, size, size)
+    return None
 
 
 def _add_residual(mixed: Tensor, x_vae: Tensor, recon: Tensor, lam: Tensor, index: Tensor, space: _VAESpace
@@ -385,9 +432,18 @@ class VarMixup:
             ``torch.nn.Module`` VAE is put in eval mode.
         num_classes, alpha, lam_per_sample, prob, posterior, space, residual,
         label_smoothing, input_normalization, autocast_dtype: as in :func:`varmixup`.
-        seed: makes the draws reproducible; each DataLoader worker and distributed rank
-            derives its own stream from it.
-        generator: a CPU ``torch.Generator`` to draw from instead of ``seed``.
+        seed: makes the draws reproducible from this number alone: each DataLoader worker,
+            distributed rank and epoch derives its own stream from it (never from torch's global
+            RNG), so a run is repeated exactly with any number of workers, persistent or not, and
+            of ranks, while no two epochs repeat draws. Optionally call :meth:`set_epoch` at the
+            start of each epoch (as with ``DistributedSampler``) to key the streams by epoch, e.g.
+            to resume at an epoch. With ``seed=None`` draws come from torch's global RNG, mixed
+            with the rank on ranks > 0 so that identically seeded ranks still differ.
+        generator: a CPU ``torch.Generator`` to draw from instead of ``seed`` (in the process
+            that owns it; workers derive their streams from its ``initial_seed()``).
+
+    Train mode: a VAE in train mode (e.g. switched back by a parent ``model.train()``) is run in
+    eval mode for each call and left in its own mode afterwards, so dropout never changes a batch.
 
     Example:
         >>> import torch
@@ -421,6 +477,12 @@ class VarMixup:
         if name in _OPTION_NAMES:
             raise AttributeError(f"VarMixup's options are fixed at construction; make a new {type(self).__name__}")
         super().__setattr__(name, value)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Key the seeded streams by ``epoch`` (like ``DistributedSampler.set_epoch``), in this process and in
+        every DataLoader worker, persistent ones included; call it before iterating the epoch. Optional: without
+        it, streams already move on from epoch to epoch. No effect with ``seed=None``."""
+        self._streams.set_epoch(epoch)
 
     def draw_params(self, batch_size: int) -> MixupParams:
         """Draw the random parameters for one batch from this object's stream."""

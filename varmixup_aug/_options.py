@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal, TypeVar
 
 import torch
 
-from ._checks import check_int, check_number
+from ._checks import check_bool, check_int, check_number
 from ._errors import VarMixupError
 
 __all__ = ["MixupOptions", "check_alpha_prob", "takes_mixup_options"]
@@ -25,9 +25,31 @@ __all__ = ["MixupOptions", "check_alpha_prob", "takes_mixup_options"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def check_alpha_prob(alpha: Any, prob: Any) -> None:
-    check_number("alpha", alpha, low=0, low_open=True, hint="alpha=1.0 draws lam uniformly")
-    check_number("prob", prob, low=0, high=1, requirement="lie in [0, 1]")
+def check_alpha_prob(alpha: Any, prob: Any) -> tuple[float, float]:
+    """``(alpha, prob)`` as floats: alpha > 0, prob in [0, 1] (numpy and 0-d torch scalars accepted)."""
+    return (check_number("alpha", alpha, low=0, low_open=True, hint="alpha=1.0 draws lam uniformly"),
+            check_number("prob", prob, low=0, high=1, requirement="lie in [0, 1]"))
+
+
+_AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+                    "fp16": torch.float16, "half": torch.float16}
+
+
+def _check_autocast_dtype(value: Any) -> torch.dtype | None:
+    """None, torch.bfloat16 or torch.float16; the strings ``"bfloat16"``/``"float16"`` (also ``"torch.bfloat16"``,
+    ``"bf16"``, ``"fp16"``, ``"half"``) are mapped to those dtypes."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        key = value.strip().lower().removeprefix("torch.")
+        if key in _AUTOCAST_DTYPES:
+            return _AUTOCAST_DTYPES[key]
+    elif value in (torch.bfloat16, torch.float16):
+        return value
+    raise VarMixupError(
+        f"autocast_dtype must be torch.bfloat16, torch.float16 (or the strings 'bfloat16', 'float16') or None, "
+        f"got {value!r}"
+    )
 
 
 @dataclass(frozen=True)
@@ -60,16 +82,25 @@ class MixupOptions:
     autocast_dtype: torch.dtype | None = None
 
     def __post_init__(self) -> None:
-        check_alpha_prob(self.alpha, self.prob)
-        check_number("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True,
-                     requirement="lie in [0, 1)")
-        check_int("num_classes", self.num_classes, requirement="be a positive int")
-        if self.space not in ("latent", "input"):
+        # Each check returns the value in its plain Python type (numpy and 0-d torch scalars are accepted);
+        # bools are refused where a number is expected, and strings and numbers where a bool is.
+        alpha, prob = check_alpha_prob(self.alpha, self.prob)
+        checked = {
+            "alpha": alpha,
+            "prob": prob,
+            "label_smoothing": check_number("label_smoothing", self.label_smoothing, low=0, high=1,
+                                            high_open=True, requirement="lie in [0, 1)"),
+            "num_classes": check_int("num_classes", self.num_classes, requirement="be a positive int"),
+            "lam_per_sample": check_bool("lam_per_sample", self.lam_per_sample),
+            "residual": check_bool("residual", self.residual),
+            "autocast_dtype": _check_autocast_dtype(self.autocast_dtype),
+        }
+        if not isinstance(self.space, str) or self.space not in ("latent", "input"):
             raise VarMixupError(f"space must be 'latent' or 'input', got {self.space!r}")
-        if self.posterior not in ("sample", "mean"):
+        if not isinstance(self.posterior, str) or self.posterior not in ("sample", "mean"):
             raise VarMixupError(f"posterior must be 'sample' or 'mean', got {self.posterior!r}")
-        for name in ("alpha", "prob", "label_smoothing"):
-            object.__setattr__(self, name, float(getattr(self, name)))
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
     def as_kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments of ``varmixup``, ``VarMixup`` or ``VarMixupCollate``."""

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_seed_and_generator
+from ._checks import check_int, check_seed_and_generator
 from ._errors import VarMixupError
 
 __all__ = ["sample_beta", "sample_gamma", "distributed_rank", "mix_seed", "StreamSource"]
@@ -70,36 +70,66 @@ def mix_seed(*parts: Any) -> int:
 _mix_seed = mix_seed  # the former private name, still imported by code written against it
 
 
+_MAX_WORKERS = 1024  # DataLoader workers per StreamSource that get an automatic epoch counter
+
+
 class StreamSource:
     """Gives each process its own ``torch.Generator``, reproducible from one seed.
 
-    - ``seed=None`` and no generator: draws come from torch's global RNG, which torch
-      already seeds differently in every DataLoader worker.
-    - ``seed=int``: the stream is derived from ``(seed, rank, worker seed)``. The worker seed
-      changes with every epoch's workers and is reproducible when the main process is
-      seeded, so workers, ranks and epochs never share a stream.
-    - ``generator=torch.Generator``: used as given in the process that owns it. In a
-      DataLoader worker a copy would repeat the same stream in every worker, so the
-      worker derives its own stream from the generator's ``initial_seed()`` instead.
+    - ``seed=int`` (or ``generator``): every stream is derived from ``(seed, rank, worker id, epoch)``
+      with SHA-256, never from torch's global RNG, so ``seed`` alone reproduces a run whatever the
+      number of workers (persistent or not) and ranks, and whether or not torch is seeded:
 
-    Generators are not pickled; each process builds its own on first use.
+      * the main process (``num_workers=0``) keeps one stream for its lifetime, which moves on
+        from batch to batch and from epoch to epoch;
+      * DataLoader worker ``k`` counts, in a small shared-memory array made at construction, how many
+        worker processes with id ``k`` this object has had: non-persistent workers are new processes
+        every epoch, so epoch ``e``'s worker ``k`` draws stream ``(seed, rank, k, e)``; a persistent
+        worker is one process whose stream moves on across epochs. No two epochs repeat draws.
+      * ``set_epoch(e)`` (optional, like ``DistributedSampler.set_epoch``) keys every stream by ``e``
+        instead: worker ``k`` of epoch ``e`` draws ``(seed, rank, k, "epoch", e)`` wherever the run
+        stopped before, so a run resumed at epoch ``e`` draws what the full run drew. Call it before
+        ``iter(loader)`` (persistent workers read the shared value at every batch).
+
+    - ``seed=None`` and no generator: draws come from torch's global RNG, which torch seeds
+      differently in every DataLoader worker. On a distributed rank ``r > 0`` each call takes one
+      63-bit draw from the global RNG and mixes ``r`` into it, so ranks whose global RNG is seeded
+      identically (as most DDP scripts do) still draw different streams.
+    - ``generator=torch.Generator``: used as given in the process that owns it. In a DataLoader
+      worker a copy would repeat the same stream in every worker, so the worker derives its own
+      stream from the generator's ``initial_seed()`` as with ``seed``.
+
+    Generators are not pickled; each process builds its own on first use. The rank is carried in
+    the pickle for spawned workers, which do not inherit the process group.
     """
 
     def __init__(self, seed: int | None = None, generator: torch.Generator | None = None) -> None:
-        check_seed_and_generator(seed, generator)
-        self.seed = seed
+        self.seed = check_seed_and_generator(seed, generator)
         self._given = generator
-        self._base = generator.initial_seed() if generator is not None else seed
+        self._base = generator.initial_seed() if generator is not None else self.seed
         self._owner_pid = os.getpid()
         self._cached: tuple[Any, torch.Generator] | None = None
+        self._start: tuple[int, int] | None = None  # (pid, how many processes of this worker id came before)
+        # [0]: 1 once set_epoch was called, [1]: that epoch, [2 + k]: processes started as worker k so far.
+        # Shared memory, so that forked, spawned and persistent workers all see the main process's writes.
+        self._shared = (torch.zeros(2 + _MAX_WORKERS, dtype=torch.int64).share_memory_()
+                        if self._base is not None else None)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_given"] = None
         state["_cached"] = None
+        state["_start"] = None
         # Spawned workers do not inherit the process group: carry the owner's rank over.
         state["_pickled_rank"] = distributed_rank()
         return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Key every seeded stream by ``epoch`` (see the class docstring); no effect with ``seed=None``."""
+        epoch = check_int("epoch", epoch, minimum=0)
+        if self._shared is not None:
+            self._shared[1] = epoch
+            self._shared[0] = 1
 
     def _rank(self) -> int:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -107,17 +137,41 @@ class StreamSource:
         pickled = self.__dict__.get("_pickled_rank")
         return pickled if pickled is not None else distributed_rank()
 
+    def _worker_start(self, worker_id: int) -> int:
+        """How many processes ran as worker ``worker_id`` before this one (claimed once per process)."""
+        pid = os.getpid()
+        if self._start is None or self._start[0] != pid:
+            if worker_id >= _MAX_WORKERS:
+                raise VarMixupError(f"seeded streams support at most {_MAX_WORKERS} DataLoader workers, "
+                                    f"got worker id {worker_id}")
+            assert self._shared is not None
+            slot = 2 + worker_id
+            count = int(self._shared[slot])
+            self._shared[slot] = count + 1  # only worker ``worker_id`` of the current epoch writes this slot
+            self._start = (pid, count)
+        return self._start[1]
+
     def get(self) -> torch.Generator | None:
         """The generator for the current process, or None for torch's global RNG."""
-        if self._base is None:
-            return None
         info = torch.utils.data.get_worker_info()
+        if self._base is None:
+            rank = self._rank()
+            if rank == 0:
+                return None
+            drawn = int(torch.randint(0, 2**62, (1,)).item())  # follows torch's global seeding
+            return torch.Generator().manual_seed(mix_seed(drawn, rank))
         if info is None and self._given is not None and os.getpid() == self._owner_pid:
             return self._given
+        assert self._shared is not None
         rank = self._rank()
-        key = (os.getpid(), info.seed if info is not None else None, rank)
+        epoch_set, epoch = self._shared[:2].tolist()
+        worker = "main" if info is None else f"worker{info.id}"
+        if epoch_set:
+            when: tuple[Any, ...] = ("epoch", epoch)
+        else:
+            when = ("start", self._worker_start(info.id)) if info is not None else ("start", 0)
+        key = (os.getpid(), rank, worker, when)
         if self._cached is None or self._cached[0] != key:
-            worker_part = info.seed if info is not None else "main"
-            g = torch.Generator().manual_seed(mix_seed(self._base, rank, worker_part))
+            g = torch.Generator().manual_seed(mix_seed(self._base, rank, worker, *when))
             self._cached = (key, g)
         return self._cached[1]

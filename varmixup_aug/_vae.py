@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -10,7 +12,7 @@ from torch import Tensor, nn
 
 from ._errors import VarMixupError
 
-__all__ = ["VAEProtocol", "ConvVAE", "VAEConfig"]
+__all__ = ["VAEProtocol", "ConvVAE", "VAEConfig", "call_decode", "call_encode", "eval_mode", "posterior_of"]
 
 
 @runtime_checkable
@@ -20,12 +22,20 @@ class VAEProtocol(Protocol):
     Any object with these two methods works, e.g. a thin adapter around a larger model.
 
     - ``encode(x)`` takes images ``(B, C, H, W)`` in the VAE's input range and returns the
-      posterior ``(mu, logvar)``, two tensors of the same latent shape ``(B, *latent)``.
+      posterior ``(mu, logvar)``, two tensors of the same latent shape ``(B, *latent)``; a
+      ``torch.distributions.Normal`` (or any object with a tensor ``mean`` and ``logvar``,
+      ``scale`` or ``stddev``) is accepted too.
     - ``decode(z)`` takes latents ``(B, *latent)`` and returns images ``(B, C, H, W)``
-      in the same input range.
+      in the same input range, the shape of the images that were encoded.
 
     Optional attributes that, when present, let the package check batches early:
-    ``image_size: int``, ``channels: int`` and ``input_range: tuple[float, float]``.
+    ``image_size: int``, ``channels: int`` and ``input_range: tuple[float, float]``. Without
+    them, what ``encode`` and ``decode`` return is checked after each call, and an error
+    raised inside them is re-raised as ``VarMixupError`` naming the method and the shapes.
+
+    A VAE (an ``nn.Module``, or an object holding ``nn.Module`` attributes) that is in train
+    mode is put in eval mode for each VarMixup call and restored afterwards, so dropout and
+    batch-norm statistics never make the same draws give different images.
     """
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
@@ -193,3 +203,128 @@ class ConvVAE(nn.Module):
     def extra_repr(self) -> str:
         return f"config={self.config}"
 
+
+
+_SIZE_HINT = ("if the VAE was trained on another image size or channel count, resize the images first; "
+              "declaring image_size and channels on the VAE lets VarMixup check batches before calling it")
+
+
+def posterior_of(out: Any, batch: int) -> tuple[Tensor, Tensor]:
+    """``(mu, logvar)`` from what ``vae.encode`` returned: a ``(mu, logvar)`` pair of equal shapes
+    ``(batch, *latent)``, or a distribution-like object with a tensor ``mean`` and ``logvar``, ``scale``
+    or ``stddev`` (``torch.distributions.Normal``, ``Independent(Normal)``, diffusers' posterior)."""
+    if isinstance(out, Tensor):
+        raise VarMixupError(
+            f"vae.encode must return (mu, logvar) or a torch.distributions.Normal, got one tensor of shape "
+            f"{tuple(out.shape)}; if it holds mu and logvar side by side, return out.chunk(2, dim=1)"
+        )
+    if isinstance(out, (tuple, list)):
+        if len(out) != 2 or not all(isinstance(t, Tensor) for t in out):
+            got = ", ".join(f"{tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__ for t in out)
+            raise VarMixupError(
+                f"vae.encode must return two tensors (mu, logvar), got a {type(out).__name__} of {len(out)}: ({got}); "
+                "return only the posterior's mean and log-variance (wrap the VAE in an adapter if it returns more)"
+            )
+        mu, logvar = out
+    else:
+        mean = getattr(out, "mean", None)
+        if not isinstance(mean, Tensor):
+            raise VarMixupError(
+                f"vae.encode must return (mu, logvar) or a distribution with .mean and .scale/.stddev/.logvar "
+                f"(e.g. torch.distributions.Normal), got {type(out).__name__}"
+            )
+        mu = mean
+        logvar = getattr(out, "logvar", None)
+        if not isinstance(logvar, Tensor):
+            scale = getattr(out, "scale", None)
+            scale = scale if isinstance(scale, Tensor) else getattr(out, "stddev", None)
+            if not isinstance(scale, Tensor):
+                raise VarMixupError(
+                    f"vae.encode returned a {type(out).__name__} with a mean but no tensor .logvar, .scale or "
+                    ".stddev; return (mu, logvar) instead"
+                )
+            if scale.shape != mu.shape:
+                try:
+                    scale = scale.expand_as(mu)
+                except RuntimeError:
+                    pass  # the shape check below names both shapes
+            logvar = 2.0 * torch.log(scale)
+    if mu.shape != logvar.shape:
+        raise VarMixupError(
+            f"vae.encode returned mu of shape {tuple(mu.shape)} and logvar of shape {tuple(logvar.shape)}; "
+            "they must share one shape (B, *latent): one log-variance per latent dimension"
+        )
+    if mu.ndim < 1 or mu.shape[0] != batch or not (mu.is_floating_point() and logvar.is_floating_point()):
+        raise VarMixupError(
+            f"vae.encode must return float mu and logvar of shape (B, *latent) with B = {batch} images, got "
+            f"{tuple(mu.shape)} {mu.dtype}"
+        )
+    return mu, logvar
+
+
+def call_encode(vae: Any, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``posterior_of(vae.encode(x))``; an error inside ``encode`` becomes a ``VarMixupError`` naming the shapes."""
+    try:
+        out = vae.encode(x)
+    except VarMixupError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
+        raise VarMixupError(
+            f"vae.encode failed on images of shape {tuple(x.shape)} ({x.dtype}, {x.device}): {exc}; {_SIZE_HINT}"
+        ) from exc
+    return posterior_of(out, x.shape[0])
+
+
+def call_decode(vae: Any, z: Tensor, expect: tuple[int, ...] | None) -> Tensor:
+    """``vae.decode(z)``, checked to be one float tensor of shape ``expect`` ``(B, C, H, W)`` (or 4-d with
+    batch ``B`` when ``expect`` is None); an error inside ``decode`` becomes a ``VarMixupError``."""
+    try:
+        out = vae.decode(z)
+    except VarMixupError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
+        raise VarMixupError(
+            f"vae.decode failed on latents of shape {tuple(z.shape)} ({z.dtype}, {z.device}): {exc}; "
+            "decode must take the latents encode returns"
+        ) from exc
+    if not isinstance(out, Tensor):
+        shapes = (", ".join(f"{tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__ for t in out)
+                  if isinstance(out, (tuple, list)) else "")
+        raise VarMixupError(
+            f"vae.decode must return one image tensor (B, C, H, W), got a {type(out).__name__}"
+            + (f" of ({shapes})" if shapes else "")
+            + "; return only the images (wrap the VAE in an adapter whose decode returns out[0] or out.sample)"
+        )
+    ok = out.ndim == 4 and out.shape[0] == z.shape[0] and out.is_floating_point()
+    if ok and expect is not None:
+        ok = tuple(out.shape) == tuple(expect)
+    if not ok:
+        want = f"{tuple(expect)}, the shape of the images encoded" if expect is not None else f"({z.shape[0]}, C, H, W)"
+        raise VarMixupError(
+            f"vae.decode returned {tuple(out.shape)} {out.dtype} for latents {tuple(z.shape)}, but VarMixup needs "
+            f"float images of shape {want}; {_SIZE_HINT}"
+        )
+    return out
+
+
+def _modules_of(vae: Any) -> list[nn.Module]:
+    if isinstance(vae, nn.Module):
+        return [vae]
+    return [v for v in getattr(vae, "__dict__", {}).values() if isinstance(v, nn.Module)]
+
+
+@contextmanager
+def eval_mode(vae: Any) -> Iterator[None]:
+    """Run ``vae`` (or the ``nn.Module`` attributes of a non-module VAE) in eval mode, then restore every
+    submodule's own mode. Costs nothing when the VAE is already in eval mode."""
+    training = [(m, m.training) for top in _modules_of(vae) if top.training for m in top.modules()]
+    if not training:
+        yield
+        return
+    for m, _ in training:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, mode in training:
+            m.training = mode

@@ -76,21 +76,20 @@ class TestVarMixupCollate:
 
     @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
     def test_workers(self, method):
-        collate = VarMixupCollate(_vae(), num_classes=4, seed=0)
-        loader = DataLoader(RepeatedImages("numpy"), batch_size=4, num_workers=2, collate_fn=collate,
-                            multiprocessing_context=method)
-        torch.manual_seed(0)
-        first = [b for b in loader]
-        torch.manual_seed(0)
-        second = [b for b in loader]
-        assert len(first) == 2
-        for (xa, ta), (xb, tb) in zip(first, second):  # reproducible from the seeds
+        def run(epochs: int, torch_seed: int) -> list:
+            collate = VarMixupCollate(_vae(), num_classes=4, seed=0)
+            loader = DataLoader(RepeatedImages("numpy"), batch_size=4, num_workers=2, collate_fn=collate,
+                                multiprocessing_context=method)
+            torch.manual_seed(torch_seed)  # has no say: the streams come from seed=0 alone
+            return [[b for b in loader] for _ in range(epochs)]
+
+        first, again = run(2, torch_seed=0), run(1, torch_seed=1)
+        assert len(first[0]) == 2
+        for (xa, ta), (xb, tb) in zip(first[0], again[0]):  # seed alone reproduces the run
             assert torch.equal(xa, xb) and torch.equal(ta, tb)
         # Batch 0 came from worker 0 and batch 1 from worker 1, on identical items: streams must differ.
-        assert not torch.equal(first[0][1], first[1][1])
-        torch.manual_seed(1)
-        third = [b for b in loader]  # a new epoch's workers draw new streams
-        assert not torch.equal(first[0][1], third[0][1])
+        assert not torch.equal(first[0][0][1], first[0][1][1])
+        assert not torch.equal(first[0][0][1], first[1][0][1])  # the next epoch's workers draw new streams
 
     @pytest.mark.filterwarnings("ignore:.*pin_memory.*:UserWarning")
     def test_persistent_workers_and_pin_memory(self):

@@ -100,6 +100,30 @@ def _draw_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+def _epochs_rank(rank: int, world: int, init_file: str, out_dir: str, torch_seed: int) -> None:
+    """seed=0 with 2 workers (persistent and not) over 2 epochs, torch seeded by the caller's choice; and seed=None
+    with torch seeded identically on every rank, in the main process and in workers."""
+    _init(rank, world, init_file)
+    try:
+        torch.manual_seed(torch_seed)
+        out: dict[str, Tensor] = {}
+        for persistent in (False, True):
+            collate = VarMixupCollate(None, num_classes=4, space="input", seed=0)
+            loader = DataLoader(_tiny_images(16), batch_size=8, num_workers=2, persistent_workers=persistent,
+                                multiprocessing_context="fork", collate_fn=collate)
+            for epoch in range(2):
+                out[f"p{int(persistent)}_e{epoch}"] = torch.cat([t for _, t in loader])
+        torch.manual_seed(0)  # as most DDP scripts do, on every rank
+        x, y = _tiny_images(16).tensors
+        out["none_main"] = VarMixup(None, num_classes=4, space="input")(x, y)[1]
+        loader = DataLoader(_tiny_images(16), batch_size=8, num_workers=2, multiprocessing_context="fork",
+                            collate_fn=VarMixupCollate(None, num_classes=4, space="input"))
+        out["none_workers"] = torch.cat([t for _, t in loader])
+        save_file(out, os.path.join(out_dir, f"rank{rank}.safetensors"))
+    finally:
+        dist.destroy_process_group()
+
+
 def _cache_rank(rank: int, world: int, init_file: str, cache_dir: str, out_dir: str) -> None:
     _init(rank, world, init_file)
     try:
@@ -158,6 +182,23 @@ class TestDistributedVarMixup:
             assert a.keys() == b.keys()
             for key in a:
                 assert torch.equal(a[key], b[key]), key
+
+    def test_seed_alone_reproduces_workers_and_epochs_on_every_rank(self, tmp_path: Path) -> None:
+        runs = []
+        for name, torch_seed in (("a", 1), ("b", 2)):  # torch seeded differently in the two runs
+            out = tmp_path / name
+            out.mkdir()
+            _spawn(_epochs_rank, str(tmp_path / f"{name}.init"), str(out), torch_seed)
+            runs.append([load_file(str(out / f"rank{r}.safetensors")) for r in range(WORLD)])
+        for key in ("p0_e0", "p0_e1", "p1_e0", "p1_e1"):
+            for r in range(WORLD):
+                assert torch.equal(runs[0][r][key], runs[1][r][key]), (key, r)  # seed alone reproduces
+            assert not torch.equal(runs[0][0][key], runs[0][1][key]), key  # ranks differ
+        for r in range(WORLD):
+            for p in ("p0", "p1"):
+                assert not torch.equal(runs[0][r][f"{p}_e0"], runs[0][r][f"{p}_e1"])  # epochs differ
+        for key in ("none_main", "none_workers"):  # seed=None, torch seeded alike: ranks still differ
+            assert not torch.equal(runs[0][0][key], runs[0][1][key]), key
 
     def test_ddp_example_trains_and_saves_loadable_checkpoint(self, tmp_path: Path) -> None:
         out = tmp_path / "run"
