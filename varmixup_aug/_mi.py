@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ._checks import check_int, check_label_range, check_number, check_seed_and_generator, parse_mean_std
+from ._checks import check_bool, check_int, check_label_range, check_number, check_seed_and_generator, parse_mean_std
 from ._errors import VarMixupError
-from ._pool import PoolIndex
+from ._pool import PIXEL_TOLERANCE, PoolIndex
 from ._tensors import module_device_dtype
 
 __all__ = ["MIPredictor"]
@@ -129,7 +129,7 @@ class MIPredictor(nn.Module):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise VarMixupError(f"model must be a torch.nn.Module, got {type(model).__name__}; wrap functions in one")
-        check_int("num_classes", num_classes, minimum=2)
+        num_classes = check_int("num_classes", num_classes, minimum=2)
         if mode not in _MODES:
             raise VarMixupError(f"mode must be one of {_MODES}, got {mode!r}")
         self.mode, self.num_classes = mode, num_classes
@@ -143,14 +143,12 @@ class MIPredictor(nn.Module):
         self.chunk_size = check_int("chunk_size", chunk_size, allow_none=True,
                                     requirement="be an int >= 1 or None (all at once)")
         self.threshold = check_number("threshold", threshold, requirement="be a finite number (paper default 0.2)")
-        if not isinstance(deterministic, bool):
-            raise VarMixupError(f"deterministic must be True or False, got {deterministic!r}")
-        self.deterministic = deterministic
-        check_seed_and_generator(seed, generator)
+        self.deterministic = check_bool("deterministic", deterministic)
+        seed = check_seed_and_generator(seed, generator)
         self._generator = generator if generator is not None else (
             torch.Generator().manual_seed(seed) if seed is not None else None)
         self._base_seed = seed if seed is not None else (generator.initial_seed() if generator is not None else 0)
-        check_int("pool_batch_size", pool_batch_size)
+        pool_batch_size = check_int("pool_batch_size", pool_batch_size)
         self.model = model
         self._ensure_eval(stacklevel=3)
         self.eval()
@@ -221,8 +219,50 @@ class MIPredictor(nn.Module):
                 f"x is on {x.device} but the MIPredictor (pool) is on {self.pool_images.device}; "
                 f"move it with mi.to({str(x.device)!r})"
             )
-        if not torch.isfinite(x).all():
-            raise VarMixupError("x contains NaN or Inf")
+        # One host sync for both checks (NaN fails every comparison); the details are read only on failure.
+        low, high = -PIXEL_TOLERANCE, 1 + PIXEL_TOLERANCE
+        if not bool(((x >= low) & (x <= high)).all()):
+            if not bool(torch.isfinite(x).all()):
+                raise VarMixupError("x contains NaN or Inf")
+            raise VarMixupError(
+                f"x must lie in pixel space [0, 1] like the pool, got values in [{float(x.min()):.3g}, "
+                f"{float(x.max()):.3g}]; convert 0..255 images with x / 255, and pass unnormalised images with the "
+                "model's normalisation as normalize=(mean, std)"
+            )
+
+    def _model_dtype_input(self, x: Tensor) -> Tensor:
+        """``x`` in the dtype of the model (and pool): a float64 or float16 batch is cast (differentiably)."""
+        dtype = self.pool_images.dtype
+        return x if x.dtype == dtype else x.to(dtype)
+
+    def _logits(self, inputs: Tensor) -> Tensor:
+        """The model's logits for ``inputs``: a tensor as it is, else the ``logits`` of a dict or of an output object
+        (Hugging Face style), else the first element of a tuple/list; anything else is refused."""
+        out = self.model(self._prep(inputs))
+        if isinstance(out, Tensor):
+            return out
+        if isinstance(out, Mapping):
+            if isinstance(out.get("logits"), Tensor):
+                return out["logits"]
+            raise VarMixupError(
+                f"the model returned a {type(out).__name__} with keys {sorted(map(str, out))} but no 'logits' tensor; "
+                "wrap it so that it returns the logits (B, num_classes)"
+            )
+        if isinstance(getattr(out, "logits", None), Tensor):
+            return out.logits
+        if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+            first = out[0]
+            if first.ndim == 2 and first.shape == (inputs.shape[0], self.num_classes):
+                return first
+            shapes = ", ".join(f"{tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__ for t in out)
+            raise VarMixupError(
+                f"the model returned a {type(out).__name__} ({shapes}) whose first element is not the logits "
+                f"({inputs.shape[0]}, {self.num_classes}); wrap it so that it returns the logits"
+            )
+        raise VarMixupError(
+            f"the model must return logits (B, num_classes), a dict with 'logits', an output with .logits or a tuple "
+            f"starting with the logits, got {type(out).__name__}"
+        )
 
     def _check_logits(self, logits: Any, batch: int) -> None:
         if not isinstance(logits, Tensor) or logits.shape != (batch, self.num_classes):
@@ -314,7 +354,7 @@ class MIPredictor(nn.Module):
             xs = self.pool_images[index[s:s + step]].to(x.dtype)
             w = lam if isinstance(lam, float) else lam[s:s + step]
             mixed = torch.lerp(xs, x[rows[s:s + step]], w)  # w * x + (1 - w) * xs
-            outs.append(torch.log_softmax(self.model(self._prep(mixed)), dim=1))
+            outs.append(torch.log_softmax(self._logits(mixed), dim=1))
         logp = outs[0] if len(outs) == 1 else torch.cat(outs)
         out, start = [], 0
         for idx, _ in groups:
@@ -329,10 +369,11 @@ class MIPredictor(nn.Module):
         ones; keys the mode does not use are ignored.
         """
         self._check_input(x)
+        x = self._model_dtype_input(x)
         self._ensure_eval()
         with torch.no_grad():  # y_hat: plain forward, chunked like the mixes to bound memory
             step = self.chunk_size or x.shape[0]
-            logits = torch.cat([self.model(self._prep(c)) for c in x.detach().split(step)])
+            logits = torch.cat([self._logits(c) for c in x.detach().split(step)])
         self._check_logits(logits, x.shape[0])
         if draws is None:
             picked = self._draw(logits.argmax(1), self._stream())

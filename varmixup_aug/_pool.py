@@ -13,9 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 from ._checks import check_label_range
 from ._errors import VarMixupError
 
-__all__ = ["PoolIndex"]
+__all__ = ["PIXEL_TOLERANCE", "PoolIndex"]
 
-_PIXEL_TOLERANCE = 1e-3
+PIXEL_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def _check(images: Tensor, labels: Tensor, num_classes: int) -> None:
     if not torch.isfinite(images).all():
         raise VarMixupError("pool images contain NaN or Inf")
     low, high = float(images.min()), float(images.max())
-    if low < -_PIXEL_TOLERANCE or high > 1 + _PIXEL_TOLERANCE:
+    if low < -PIXEL_TOLERANCE or high > 1 + PIXEL_TOLERANCE:
         raise VarMixupError(
             f"pool images must lie in pixel space [0, 1], got values in [{low:.3g}, {high:.3g}]; pass "
             "unnormalised images and give the model's normalisation as normalize=(mean, std)"
