@@ -57,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
     from ... import VarMixupError, load_pretrained_vae, load_vae
     from .. import TrainClassifierConfig, load_train_split, train_classifier
 
-    from ..._io import atomic_path
-
     progress = start_run(args)
     prepare_out_dir(args.out, resume=args.resume, overwrite=args.overwrite,
                     run_files=("checkpoint.safetensors", "train_report.json", "holdout.json"))
@@ -85,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
     report = train_classifier(cfg, train_x, train_y, num_classes=len(split["classes"]), vae=vae,
                               holdout_images=held_x, holdout_labels=held_y, data_info=info, resume=args.resume,
                               allow_changed_settings=args.allow_changed_settings, progress=progress)
-    with atomic_path(Path(args.out) / "holdout.json") as tmp:
-        tmp.write_text(json.dumps(split["holdout_info"]))
+    (Path(args.out) / "holdout.json").write_text(json.dumps(split["holdout_info"]))
     step = report["s_per_step"]
     held = report.get("holdout_accuracy")
     print(f"{args.method}: {report['steps']} steps ({report['epochs_completed']:.2f} epochs) in "

@@ -44,7 +44,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..._io import atomic_path
     from .. import TrainVAEConfig, load_tensor_dataset, open_image_dataset, train_vae
 
     progress = start_run(args)
@@ -67,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
     report = train_vae(cfg, train_x, eval_x, resume=args.resume, allow_changed_settings=args.allow_changed_settings,
                        progress=progress)
     report_path = Path(args.out + ".report.json")
-    with atomic_path(report_path) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+    report_path.write_text(json.dumps(report, indent=2))
     print(
         f"held-out report on {report['images']} images: MSE {report['mse']:.5f}  PSNR {report['psnr_db']:.2f} dB  "
         f"KL {report['kl_total_nats']:.1f} nats ({report['kl_per_dim_mean_nats']:.3f}/dim)  "
