@@ -15,7 +15,8 @@ CLI=${CLI:-varmixup-aug}
 
 for m in $METHODS; do
   if [[ ,$STAGES, == *,train,* ]]; then
-    $CLI train-fast --method "$m" --data-dir "$DATA" --out "$OUT/$m" --epochs 12 --resume --threads "$THREADS"
+    resume=(); [[ -e $OUT/$m/train_state.safetensors || -e $OUT/$m/checkpoint.safetensors ]] && resume=(--resume)
+    $CLI train-fast --method "$m" --data-dir "$DATA" --out "$OUT/$m" --epochs 12 "${resume[@]}" --threads "$THREADS"
   fi
   if [[ ,$STAGES, == *,evidence,* ]]; then
     $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" \

@@ -41,7 +41,7 @@ class TestTrainFastCommand:
         args = ["train-fast", "--method", "erm", "--data-dir", str(image_folder), "--out", str(fast_run),
                 "--no-progress"]
         assert main(args) == 2
-        assert "holds an earlier run" in capsys.readouterr().err
+        assert "already holds a run" in capsys.readouterr().err
 
 
 class TestEvidenceCommand:

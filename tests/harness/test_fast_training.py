@@ -196,3 +196,15 @@ class TestLookahead:
         finish_run(run, 4, None, None, None)
         state = run.net.state_dict()
         assert all(torch.equal(state[k], v) for k, v in expected.items())
+
+
+class TestResumeWithChangedSettings:
+    def test_allowed_with_a_warning(self, tmp_path) -> None:
+        x, y = _images(48)
+        cfg = FastTrainConfig(out=str(tmp_path), widths=TINY, batch_size=16, epochs=2, max_steps=2)
+        train_fast_classifier(cfg, x, y, num_classes=4, progress=False)
+        changed = FastTrainConfig(out=str(tmp_path), widths=TINY, batch_size=16, epochs=2, lr=3.0)
+        with pytest.warns(UserWarning, match=r"changed settings: lr"):
+            report = train_fast_classifier(changed, x, y, num_classes=4, resume=True, allow_changed_settings=True,
+                                           progress=False)
+        assert report["steps"] == 6

@@ -18,6 +18,7 @@ the batch transform differs (:func:`make_batch_transform`).
 from __future__ import annotations
 
 import json
+import warnings
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -254,10 +255,12 @@ class _Run:
         self.transform = make_batch_transform(cfg, num_classes, vae)
         self.global_step, self.history, self.elapsed = 0, [], 0.0
 
-    def resume_from(self, path: Path) -> None:
+    def resume_from(self, path: Path, allow_changed_settings: bool = False) -> None:
         meta = read_header(path, _STATE_KEY, writer="train-fast")
         changed = _changed_settings(meta["args"], self.cfg.to_dict())
-        if changed:
+        if changed and allow_changed_settings:
+            warnings.warn(f"resuming {path} with changed settings: {', '.join(changed)}", stacklevel=3)
+        elif changed:
             raise VarMixupError(f"{path} was written with other settings ({', '.join(changed)}); resume with "
                                 "the same ones or use another out folder")
         load_training_state(path, self.state, self.opt, _STATE_KEY, meta)
@@ -314,6 +317,7 @@ def train_fast_classifier(
     test_labels: Tensor | None = None,
     data_info: dict[str, Any] | None = None,
     resume: bool = False,
+    allow_changed_settings: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train :class:`FastCifarNet` with ``cfg.method``; write the checkpoint and report into ``cfg.out``.
@@ -328,6 +332,7 @@ def train_fast_classifier(
         data_info: JSON facts stored in the checkpoint (``holdout``, ``data_dir``, ``classes``).
         resume: continue from ``cfg.out/train_state.safetensors`` if it exists; the result equals
             an uninterrupted run (every draw is seeded from ``(seed, epoch, step)``).
+        allow_changed_settings: resume even if the settings differ from the saved ones (with a warning).
         progress: tqdm bar.
 
     Returns:
@@ -336,7 +341,7 @@ def train_fast_classifier(
     run = _Run(cfg, train_images, train_labels, num_classes, vae)
     state_path = Path(cfg.out) / STATE_NAME
     if resume and state_path.is_file():
-        run.resume_from(state_path)
+        run.resume_from(state_path, allow_changed_settings)
     stop_at = run.total if cfg.max_steps is None else min(run.total, cfg.max_steps)
     t0 = time.perf_counter() - run.elapsed
     epoch_loss = 0.0
@@ -352,7 +357,8 @@ def train_fast_classifier(
                                 "mean_loss": epoch_loss / run.steps_per_epoch, "steps": run.global_step,
                                 "elapsed_s": time.perf_counter() - t0})
             epoch_loss = 0.0
-        if run.global_step % cfg.checkpoint_every == 0 or run.global_step % run.steps_per_epoch == 0:
+        at_end = run.global_step == stop_at  # a stop at max_steps keeps its progress
+        if at_end or run.global_step % cfg.checkpoint_every == 0 or run.global_step % run.steps_per_epoch == 0:
             meta = {"args": cfg.to_dict(), "global_step": run.global_step, "history": run.history,
                     "elapsed_s": time.perf_counter() - t0}
             save_training_state(state_path, run.state, run.opt, _STATE_KEY, meta)

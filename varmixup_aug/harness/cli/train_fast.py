@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from .. import FAST_METHODS
-from ._flags import add_run_flags, int_list, start_run
+from ._flags import add_out_flags, add_run_flags, int_list, prepare_out_dir, start_run
 
 
 def add_parser(sub: Any) -> None:
@@ -37,24 +36,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--widths", default="64,256,256", help="widths of the three conv groups")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (the schedule spans --epochs)")
     p.add_argument("--checkpoint-every", type=int, default=25, help="steps between training-state saves")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in OUT")
+    add_out_flags(p, what="training run")
     add_run_flags(p)
     p.set_defaults(run=run)
-
-
-def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
-    from ... import VarMixupError
-
-    if out.exists() and not out.is_dir():
-        raise VarMixupError(f"--out {out} is a file; pass a run folder")
-    earlier = [p.name for p in (out / "checkpoint.safetensors", out / "train_state.safetensors") if p.exists()]
-    if earlier and not (resume or overwrite):
-        raise VarMixupError(f"--out {out} holds an earlier run ({', '.join(earlier)}); pass --resume to continue "
-                            "it or --overwrite to replace it")
-    if overwrite:
-        for name in earlier:
-            (out / name).unlink()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
                           alpha=args.alpha, seed=args.seed, max_steps=args.max_steps,
                           checkpoint_every=args.checkpoint_every,
                           widths=int_list(args.widths, "--widths", "64,256,256"))
-    _check_out(Path(args.out), args.resume, args.overwrite)
+    prepare_out_dir(args.out, resume=args.resume, overwrite=args.overwrite,
+                    run_files=("checkpoint.safetensors", "train_state.safetensors", "train_report.json"))
     vae = None
     if args.method in ("varmixup", "varmixup-residual", "vae-recon"):
         vae = load_vae(args.vae) if args.vae else load_pretrained_vae(args.pretrained)
@@ -78,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     train_x, train_y = split["train"]
     report = train_fast_classifier(cfg, train_x, train_y, num_classes=len(split["classes"]), vae=vae,
                                    test_images=test_x, test_labels=test_y, data_info=info, resume=args.resume,
-                                   progress=progress)
+                                   allow_changed_settings=args.allow_changed_settings, progress=progress)
     print(f"{args.method}: {report['steps']} steps ({report['epochs_completed']:.2f} epochs) in "
           f"{report['wall_time_s']:.0f} s; test accuracy {100 * report['test_accuracy']:.2f}% on "
           f"{report['test_images']} images")
