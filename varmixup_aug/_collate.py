@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import default_collate
 
 from ._errors import VarMixupError
 from ._mixup import Posterior, VarMixup
@@ -17,7 +18,65 @@ from ._options import MixupOptions, takes_mixup_options
 from ._tensors import module_device, resolve_device, to_float_image, to_float_images
 from ._vae import VAEProtocol
 
-__all__ = ["VarMixupCollate", "VarMixupLoader", "collate_images"]
+__all__ = ["VarMixupCollate", "VarMixupLoader", "collate_images", "resolve_item_keys", "dict_item_pair"]
+
+IMAGE_KEYS = ("image", "img", "pixel_values")
+LABEL_KEYS = ("label", "labels")
+
+
+def _check_key(name: str, key: Any) -> Any:
+    if key is not None and (isinstance(key, bool) or not isinstance(key, (str, int))):
+        raise VarMixupError(f"{name} must be a dict key (a str) or None, got {type(key).__name__} {key!r}")
+    return key
+
+
+def _pick_key(item: Mapping[Any, Any], given: Any, candidates: tuple[str, ...], what: str, arg: str) -> Any:
+    seen = sorted(map(repr, item.keys()))
+    if given is not None:
+        if given not in item:
+            raise VarMixupError(f"{arg}={given!r} is not a key of the dataset items; their keys are {', '.join(seen)}")
+        return given
+    found = [k for k in candidates if k in item]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise VarMixupError(
+            f"dict dataset items need {what} key: none of {', '.join(map(repr, candidates))} among their keys "
+            f"{', '.join(seen)}; name it with {arg}=..."
+        )
+    raise VarMixupError(
+        f"dict dataset items hold several {what} keys ({', '.join(map(repr, found))}; keys seen: "
+        f"{', '.join(seen)}); choose one with {arg}=..."
+    )
+
+
+def resolve_item_keys(item: Mapping[Any, Any], image_key: Any = None, label_key: Any = None) -> tuple[Any, Any]:
+    """The image and label keys of a dict dataset item (as ``datasets`` returns them).
+
+    A key given is used as is (and must be present); otherwise exactly one of ``image``/``img``/
+    ``pixel_values`` (images) and of ``label``/``labels`` (labels) must be present. A missing or
+    ambiguous key is a :class:`VarMixupError` that lists the item's keys.
+    """
+    return (_pick_key(item, image_key, IMAGE_KEYS, "an image", "image_key"),
+            _pick_key(item, label_key, LABEL_KEYS, "a label", "label_key"))
+
+
+def dict_item_pair(item: Any, image_key: Any = None, label_key: Any = None) -> Any:
+    """A dict item as an ``(image, label)`` pair (see :func:`resolve_item_keys`); any other item unchanged."""
+    if not isinstance(item, Mapping):
+        return item
+    ik, lk = resolve_item_keys(item, image_key, label_key)
+    return item[ik], item[lk]
+
+
+def _collate_other(batch: Sequence[Mapping[Any, Any]], key: Any) -> tuple[bool, Any]:
+    """``default_collate`` of one key's values, or ``(False, None)`` where it cannot batch them."""
+    if not all(key in item for item in batch):
+        return False, None
+    try:
+        return True, default_collate([item[key] for item in batch])
+    except (TypeError, RuntimeError, ValueError):
+        return False, None
 
 
 def _class_index(y: Any) -> int:
@@ -109,15 +168,36 @@ class VarMixupCollate:
     because initialising CUDA in a forked process breaks it; to generate on the GPU with
     workers, collate with workers and mix in the main process with :class:`VarMixupLoader`.
 
+    Dict items (Hugging Face ``datasets``): items may be dicts such as ``{"img": PIL image, "label": 3,
+    ...}``. The image key is ``image_key``, or else the one of ``image``/``img``/``pixel_values`` that is
+    present; the label key is ``label_key``, or else the one of ``label``/``labels`` (none present, or two,
+    is an error that lists the keys). The batch is then a dict: the image key holds the mixed images
+    ``(B, C, H, W)`` and the label key the soft targets ``(B, num_classes)``. Every other key is passed,
+    with the values of all items, to ``torch.utils.data.default_collate``: it is **kept** (as
+    ``default_collate`` batches it: tensors, numpy arrays and numbers stacked into a tensor, strings
+    as a list, dicts and sequences recursively) when every item has it and ``default_collate`` accepts
+    the values, and **dropped** otherwise (``None``, PIL images, tensors of differing shapes, a key
+    missing from some items: whatever makes ``default_collate`` raise). Kept keys stay on the CPU and
+    come in the first item's key order; they are not mixed (a mixed sample is two items). Tuple
+    items ``(image, label)`` work as before and give ``(images, targets)``.
+
+    Switching mixing off (timm's ``--mixup-off-epoch`` and ``Mixup.mixup_enabled``): with
+    ``mixup_off_epoch=e``, batches of the epochs ``>= e`` given to :meth:`set_epoch` pass through
+    unmixed; setting ``collate.mixup_enabled = False`` does the same from the next batch. Both live in
+    shared memory, so persistent workers see a change made in the main process. An unmixed batch has
+    its images as given (not reconstructed) and one-hot, label-smoothed targets; a batch of cached
+    latents (:class:`Posterior`) has no pixels, so it is decoded from the posterior mean.
+
     Args:
         vae: the VAE (any :class:`VAEProtocol`); ``None`` only with ``space="input"``.
         device: where to run the VAE; moves the VAE there. ``None`` keeps the VAE where it
             is and expects the images there (the CPU for plain DataLoader batches).
             Outputs are returned on this device.
+        image_key, label_key: the keys of dict items (see above); ``None`` recognises the usual names.
         **kwargs: everything :class:`VarMixup` takes (``num_classes``, ``alpha``,
             ``lam_per_sample``, ``prob``, ``posterior``, ``space``, ``residual``,
-            ``label_smoothing``, ``input_normalization``, ``autocast_dtype``, ``seed``,
-            ``generator``).
+            ``label_smoothing``, ``input_normalization``, ``autocast_dtype``, ``mixup_off_epoch``,
+            ``seed``, ``generator``).
 
     Example:
         >>> import torch
@@ -132,18 +212,60 @@ class VarMixupCollate:
 
     @takes_mixup_options
     def __init__(self, vae: VAEProtocol | None, *, options: MixupOptions, seed: int | None = None,
-                 generator: torch.Generator | None = None, device: torch.device | str | None = None) -> None:
+                 generator: torch.Generator | None = None, device: torch.device | str | None = None,
+                 image_key: Any = None, label_key: Any = None) -> None:
+        self.image_key = _check_key("image_key", image_key)
+        self.label_key = _check_key("label_key", label_key)
         self.device = resolve_device(device) if device is not None else None
         if self.device is not None and isinstance(vae, torch.nn.Module):
             vae = vae.to(self.device)
         self.mixer = VarMixup(vae, **options.as_kwargs(), seed=seed, generator=generator)
 
     def set_epoch(self, epoch: int) -> None:
-        """Key the seeded streams by ``epoch`` in every worker (see :meth:`VarMixup.set_epoch`); call it before
-        ``iter(loader)`` of that epoch, like ``DistributedSampler.set_epoch``."""
+        """Key the seeded streams by ``epoch`` in every worker (see :meth:`VarMixup.set_epoch`), and switch
+        mixing off from ``mixup_off_epoch`` on; call it before ``iter(loader)`` of that epoch, like
+        ``DistributedSampler.set_epoch``."""
         self.mixer.set_epoch(epoch)
 
-    def __call__(self, batch: Sequence[Any]) -> tuple[Tensor, Tensor]:
+    @property
+    def mixup_enabled(self) -> bool:
+        """The switch of :attr:`VarMixup.mixup_enabled`, seen by every DataLoader worker (persistent ones too)."""
+        return self.mixer.mixup_enabled
+
+    @mixup_enabled.setter
+    def mixup_enabled(self, value: bool) -> None:
+        self.mixer.mixup_enabled = value
+
+    def __call__(self, batch: Sequence[Any]) -> Any:
+        if len(batch) and isinstance(batch[0], Mapping):
+            return self._call_dicts(batch)
+        return self._call_pairs(batch)
+
+    def _call_dicts(self, batch: Sequence[Any]) -> dict[Any, Any]:
+        first = batch[0]
+        image_key, label_key = resolve_item_keys(first, self.image_key, self.label_key)
+        pairs = []
+        for i, item in enumerate(batch):
+            if not isinstance(item, Mapping) or image_key not in item or label_key not in item:
+                raise VarMixupError(
+                    f"batch item {i} is not a dict with the keys {image_key!r} and {label_key!r} of the first item; "
+                    f"got {type(item).__name__}" + (f" with keys {sorted(map(repr, item))}" if isinstance(item, Mapping)
+                                                     else ""))
+            pairs.append((item[image_key], item[label_key]))
+        images, targets = self._call_pairs(pairs)
+        out: dict[Any, Any] = {}
+        for key in first:
+            if key == image_key:
+                out[key] = images
+            elif key == label_key:
+                out[key] = targets
+            else:
+                kept, value = _collate_other(batch, key)
+                if kept:
+                    out[key] = value
+        return out
+
+    def _call_pairs(self, batch: Sequence[Any]) -> tuple[Tensor, Tensor]:
         if self.device is not None and self.device.type != "cpu" and torch.utils.data.get_worker_info() is not None:
             raise VarMixupError(
                 f"VarMixupCollate(device={str(self.device)!r}) cannot run inside a DataLoader worker: CUDA must not "
@@ -161,7 +283,9 @@ class VarMixupCollate:
         return self.mixer(images, labels)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.mixer!r}, device={self.device})"
+        keys = ("" if self.image_key is None and self.label_key is None
+                else f", image_key={self.image_key!r}, label_key={self.label_key!r}")
+        return f"{type(self).__name__}({self.mixer!r}, device={self.device}{keys})"
 
 
 class VarMixupLoader:

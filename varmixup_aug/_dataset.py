@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ._checks import check_int, check_vae
-from ._collate import collate_images
+from ._collate import _check_key, collate_images, dict_item_pair
 from ._errors import VarMixupError
 from ._io import read_header, read_tensors, remove_stale_temps, write_safetensors
 from ._mixup import Posterior
@@ -180,6 +180,19 @@ def _check_images(images: Tensor, vae: Any, first: int) -> None:
         )
 
 
+class _Pairs(Dataset):
+    """A dataset of dict items (Hugging Face ``datasets``) read as ``(image, label)`` pairs; tuples unchanged."""
+
+    def __init__(self, base: Dataset, image_key: Any, label_key: Any) -> None:
+        self.base, self.image_key, self.label_key = base, image_key, label_key
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> Any:
+        return dict_item_pair(self.base[i], self.image_key, self.label_key)
+
+
 class _Indexed(Dataset):
     def __init__(self, base: Dataset) -> None:
         self.base = base
@@ -235,9 +248,15 @@ class VarMixupDataset(Dataset):
     Under ``torch.distributed`` rank 0 encodes and writes the file while the other ranks
     wait and then read it, so the encoder runs once in total; ``cache_path`` is then required.
 
+    Dict items (Hugging Face ``datasets``): items may be dicts; the image is read from ``image_key``
+    (default: the one of ``image``/``img``/``pixel_values`` present) and the label from ``label_key``
+    (default: ``label``/``labels``), as in :class:`VarMixupCollate`; the other keys are ignored. Only
+    the image is encoded, and items are still ``(Posterior(mu, logvar), label)`` tuples, so the batches
+    from :class:`VarMixupCollate` are ``(images, targets)`` tuples, not dicts.
+
     Args:
-        dataset: map-style dataset of ``(image, int label)``; images as tensors, PIL images
-            or HWC numpy arrays (uint8 is scaled to [0, 1]), in the VAE's input range.
+        dataset: map-style dataset of ``(image, int label)`` pairs or of dicts (see above); images as
+            tensors, PIL images or HWC numpy arrays (uint8 is scaled to [0, 1]), in the VAE's input range.
         vae: the VAE (:class:`VAEProtocol`).
         cache_path: where to cache the posteriors, or ``None``.
         batch_size: encoding batch size.
@@ -246,14 +265,18 @@ class VarMixupDataset(Dataset):
         progress: show a tqdm bar.
         cache_key: a string that identifies the VAE's weights, mixed into the fingerprint; needed
             for a VAE that holds no ``nn.Module`` or tensor the fingerprint can find.
+        image_key, label_key: the keys of dict items; ``None`` recognises the usual names.
 
     Shapes: ``mu``, ``logvar``: ``(N, *latent)``; ``labels``: ``(N,)``.
     """
 
     def __init__(self, dataset: Dataset, vae: VAEProtocol, *, cache_path: str | os.PathLike[str] | None = None,
                  batch_size: int = 256, device: torch.device | str | None = None, num_workers: int = 0,
-                 progress: bool = True, cache_key: str | None = None) -> None:
+                 progress: bool = True, cache_key: str | None = None, image_key: Any = None,
+                 label_key: Any = None) -> None:
         check_vae(vae)
+        self.image_key = _check_key("image_key", image_key)
+        self.label_key = _check_key("label_key", label_key)
         check_int("batch_size", batch_size)
         check_int("num_workers", num_workers, minimum=0)
         if cache_key is not None and (not isinstance(cache_key, str) or not cache_key):
@@ -264,16 +287,18 @@ class VarMixupDataset(Dataset):
             raise VarMixupError("dataset must be a map-style dataset with __len__ and __getitem__") from exc
         if n == 0:
             raise VarMixupError("dataset is empty")
-        if not _is_deterministic(dataset):
+        pairs = _Pairs(dataset, image_key, label_key)  # dict items read as (image, label); tuples unchanged
+        if not _is_deterministic(pairs):
             raise VarMixupError(
                 "dataset returns a different image each time the same index is read (random augmentation?); "
                 "cached latents would describe only one draw. Wrap the un-augmented dataset and apply geometric "
                 "augmentation after decoding, e.g. BatchRandomCropFlip on the mixed batch"
             )
         self.dataset = dataset
+        self._pairs = pairs
         self.vae = vae
         self._batch_size, self._num_workers, self._progress = batch_size, num_workers, progress
-        first_images, _ = _checked_collate([(0, dataset[0])])
+        first_images, _ = _checked_collate([(0, pairs[0])])
         _check_images(first_images, vae, 0)  # fail fast, before hashing or encoding
         self.fingerprint: str | None = None
         if cache_path is not None:
@@ -287,7 +312,7 @@ class VarMixupDataset(Dataset):
 
     def _batches(self, desc: str) -> Any:
         """``(first index, checked float images, int64 labels)`` over the whole dataset, in order."""
-        loader = DataLoader(_Indexed(self.dataset), batch_size=self._batch_size, shuffle=False,
+        loader = DataLoader(_Indexed(self._pairs), batch_size=self._batch_size, shuffle=False,
                             num_workers=self._num_workers, collate_fn=_checked_collate)
         first = 0
         for images, labels in tqdm(loader, desc=desc, unit="batch", disable=not self._progress, leave=False):

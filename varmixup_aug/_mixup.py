@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -442,6 +443,15 @@ class VarMixup:
         generator: a CPU ``torch.Generator`` to draw from instead of ``seed`` (in the process
             that owns it; workers derive their streams from its ``initial_seed()``).
 
+    Switching mixing off (timm's ``--mixup-off-epoch`` and ``Mixup.mixup_enabled``): with
+    ``mixup_off_epoch=e``, calls made after ``set_epoch(k)`` with ``k >= e`` return the batch unmixed;
+    without ``set_epoch`` the epoch is unknown and mixing stays on. ``mixer.mixup_enabled = False``
+    switches mixing off until it is set back to True. Both are held in shared memory, so a change made
+    in the main process reaches every DataLoader worker, persistent ones included. An unmixed batch:
+    the images as given (not reconstructed; no random draw is taken), targets one-hot with
+    ``label_smoothing`` (or the soft labels given); cached latents (:class:`Posterior`) hold no pixels,
+    so they are decoded from the posterior mean ``D(mu)``.
+
     Train mode: a VAE in train mode (e.g. switched back by a parent ``model.train()``) is run in
     eval mode for each call and left in its own mode afterwards, so dropout never changes a batch.
 
@@ -465,6 +475,9 @@ class VarMixup:
         self.vae = vae
         self.options = options
         self._streams = StreamSource(seed=seed, generator=generator)
+        # [0]: mixup_enabled, [1]: 1 once set_epoch was called, [2]: that epoch. Shared memory, so that forked,
+        # spawned and persistent DataLoader workers see the main process's writes (as StreamSource's epoch).
+        self._switch = torch.tensor([1, 0, 0], dtype=torch.int64).share_memory_()
 
     def __getattr__(self, name: str) -> Any:
         # mixer.alpha, mixer.num_classes, ...: read from the options.
@@ -482,7 +495,27 @@ class VarMixup:
         """Key the seeded streams by ``epoch`` (like ``DistributedSampler.set_epoch``), in this process and in
         every DataLoader worker, persistent ones included; call it before iterating the epoch. Optional: without
         it, streams already move on from epoch to epoch. No effect with ``seed=None``."""
+        epoch = check_int("epoch", epoch, minimum=0)
         self._streams.set_epoch(epoch)
+        self._switch[2] = epoch
+        self._switch[1] = 1
+
+    @property
+    def mixup_enabled(self) -> bool:
+        """Whether batches are mixed (like timm's ``Mixup.mixup_enabled``); the loop may set it to False, in the
+        main process, to switch mixing off in every DataLoader worker too (see the class docstring)."""
+        return bool(self._switch[0])
+
+    @mixup_enabled.setter
+    def mixup_enabled(self, value: bool) -> None:
+        self._switch[0] = int(check_bool("mixup_enabled", value))
+
+    @property
+    def mixing(self) -> bool:
+        """Whether the next call mixes: ``mixup_enabled`` and not past ``mixup_off_epoch``."""
+        enabled, epoch_set, epoch = self._switch.tolist()
+        off = self.options.mixup_off_epoch
+        return bool(enabled) and not (off is not None and epoch_set and epoch >= off)
 
     def draw_params(self, batch_size: int) -> MixupParams:
         """Draw the random parameters for one batch from this object's stream."""
@@ -492,11 +525,24 @@ class VarMixup:
 
     def __call__(self, images: Tensor | Posterior, labels: Tensor, *, params: MixupParams | None = None
                  ) -> tuple[Tensor, Tensor]:
+        if not self.mixing:
+            return self._unmixed(images, labels)
         if params is None:
             source = images.mu if isinstance(images, Posterior) else images
             if isinstance(source, Tensor) and source.ndim >= 1 and source.shape[0] >= 1:
                 params = self.draw_params(source.shape[0])
         return apply_varmixup(images, labels, self.vae, self.options, params=params)
+
+    def _unmixed(self, images: Tensor | Posterior, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The batch passed through: images as given (cached latents decoded from ``mu``), one-hot targets."""
+        source = images.mu if isinstance(images, Posterior) else images
+        if not (isinstance(source, Tensor) and source.ndim >= 1 and source.shape[0] >= 1):
+            return apply_varmixup(images, labels, self.vae, self.options)  # its checks say what is wrong
+        b = source.shape[0]
+        params = MixupParams(lam=torch.ones(b), index=torch.arange(b), applied=torch.zeros(b, dtype=torch.bool),
+                             noise_seed=0)
+        options = dataclasses.replace(self.options, posterior="mean") if isinstance(images, Posterior) else self.options
+        return apply_varmixup(images, labels, self.vae, options, params=params)
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options.as_kwargs().items())

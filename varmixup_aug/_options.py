@@ -68,6 +68,8 @@ class MixupOptions:
         input_normalization: ``(mean, std)`` per channel if the images are normalised: the op mixes in
             pixel space and returns normalised images; without it, images must be in the VAE's range.
         autocast_dtype: run the VAE under ``torch.autocast`` with this dtype, or None.
+        mixup_off_epoch: from this epoch on (as given to ``set_epoch``), batches pass through unmixed with
+            their one-hot, label-smoothed targets, like timm's ``--mixup-off-epoch``; None: never.
     """
 
     num_classes: int
@@ -80,6 +82,7 @@ class MixupOptions:
     label_smoothing: float = 0.0
     input_normalization: tuple[Sequence[float], Sequence[float]] | None = None
     autocast_dtype: torch.dtype | None = None
+    mixup_off_epoch: int | None = None
 
     def __post_init__(self) -> None:
         # Each check returns the value in its plain Python type (numpy and 0-d torch scalars are accepted);
@@ -94,6 +97,8 @@ class MixupOptions:
             "lam_per_sample": check_bool("lam_per_sample", self.lam_per_sample),
             "residual": check_bool("residual", self.residual),
             "autocast_dtype": _check_autocast_dtype(self.autocast_dtype),
+            "mixup_off_epoch": check_int("mixup_off_epoch", self.mixup_off_epoch, minimum=0, allow_none=True,
+                                         requirement="be an int >= 0 (an epoch number) or None"),
         }
         if not isinstance(self.space, str) or self.space not in ("latent", "input"):
             raise VarMixupError(f"space must be 'latent' or 'input', got {self.space!r}")

@@ -18,7 +18,7 @@ _OPTIONS = (
     "posterior: \"Literal['sample', 'mean']\" = 'sample', space: \"Literal['latent', 'input']\" = 'latent', "
     "residual: 'bool' = False, label_smoothing: 'float' = 0.0, "
     "input_normalization: 'tuple[Sequence[float], Sequence[float]] | None' = None, "
-    "autocast_dtype: 'torch.dtype | None' = None"
+    "autocast_dtype: 'torch.dtype | None' = None, mixup_off_epoch: 'int | None' = None"
 )
 SIGNATURES = {
     varmixup: "(images: 'Tensor | Posterior', labels: 'Tensor', vae: 'VAEProtocol | None', *, " + _OPTIONS
@@ -27,7 +27,7 @@ SIGNATURES = {
     + ", seed: 'int | None' = None, generator: 'torch.Generator | None' = None) -> 'None'",
     VarMixupCollate: "(vae: 'VAEProtocol | None', *, " + _OPTIONS
     + ", seed: 'int | None' = None, generator: 'torch.Generator | None' = None, "
-    "device: 'torch.device | str | None' = None) -> 'None'",
+    "device: 'torch.device | str | None' = None, image_key: 'Any' = None, label_key: 'Any' = None) -> 'None'",
 }
 
 
