@@ -21,7 +21,7 @@ from ._io import read_header, read_tensors, remove_stale_temps, write_safetensor
 from ._mixup import Posterior
 from ._random import StreamSource
 from ._tensors import module_device_dtype, to_float_image
-from ._vae import VAEProtocol
+from ._vae import VAEProtocol, check_fits_vae
 
 __all__ = ["VarMixupDataset", "BatchRandomCropFlip"]
 
@@ -159,15 +159,7 @@ def _check_images(images: Tensor, vae: Any, first: int) -> None:
         raise VarMixupError(f"{where}: images must be float or uint8, got {images.dtype}")
     if images.ndim != 4:
         raise VarMixupError(f"{where}: images must be (C, H, W), got {tuple(images.shape[1:])}")
-    channels = getattr(vae, "channels", None)
-    if channels is not None and images.shape[1] != channels:
-        raise VarMixupError(f"{where}: images have {images.shape[1]} channels but the VAE expects {channels}")
-    size = getattr(vae, "image_size", None)
-    if size is not None and tuple(images.shape[-2:]) != (size, size):
-        raise VarMixupError(
-            f"{where}: images are {images.shape[-2]}x{images.shape[-1]} but the VAE expects {size}x{size}; "
-            "resize them in the dataset's transform"
-        )
+    check_fits_vae(images, vae, where=where, resize_hint="resize them in the dataset's transform")
     if not torch.isfinite(images).all():
         raise VarMixupError(f"{where}: images contain NaN or Inf")
     low, high = getattr(vae, "input_range", (0.0, 1.0))

@@ -16,7 +16,7 @@ from ._errors import VarMixupError
 from ._options import MixupOptions, check_alpha_prob, takes_mixup_options
 from ._random import StreamSource, sample_beta
 from ._tensors import module_device_dtype
-from ._vae import VAEProtocol, call_decode, call_encode, eval_mode
+from ._vae import VAEProtocol, call_decode, call_encode, check_fits_vae, eval_mode
 
 __all__ = ["MixupParams", "Posterior", "VarMixup", "apply_varmixup", "draw_mixup_params", "mix_targets", "varmixup"]
 
@@ -195,15 +195,7 @@ def _check_images(images: Tensor, vae: Any, space: str) -> None:
         raise VarMixupError("images contain NaN or Inf")
     if space == "input":
         return
-    channels = getattr(vae, "channels", None)
-    if channels is not None and images.shape[1] != channels:
-        raise VarMixupError(f"images have {images.shape[1]} channels but the VAE expects {channels}")
-    size = getattr(vae, "image_size", None)
-    if size is not None and tuple(images.shape[-2:]) != (size, size):
-        raise VarMixupError(
-            f"images are {images.shape[-2]}x{images.shape[-1]} but the VAE expects {size}x{size}; "
-            "resize them (e.g. torchvision.transforms.v2.Resize) before VarMixup"
-        )
+    check_fits_vae(images, vae, resize_hint="resize them (e.g. torchvision.transforms.v2.Resize) before VarMixup")
 
 
 def _check_vae(vae: Any, device: torch.device) -> None:

@@ -328,3 +328,17 @@ def eval_mode(vae: Any) -> Iterator[None]:
     finally:
         for m, mode in training:
             m.training = mode
+
+
+def check_fits_vae(images: Tensor, vae: Any, *, where: str = "", resize_hint: str) -> None:
+    """Refuse a ``(B, C, H, W)`` batch whose channels or size differ from what ``vae`` declares."""
+    prefix = f"{where}: " if where else ""
+    channels = getattr(vae, "channels", None)
+    if channels is not None and images.shape[1] != channels:
+        raise VarMixupError(f"{prefix}images have {images.shape[1]} channels but the VAE expects {channels}")
+    size = getattr(vae, "image_size", None)
+    if size is not None and tuple(images.shape[-2:]) != (size, size):
+        raise VarMixupError(
+            f"{prefix}images are {images.shape[-2]}x{images.shape[-1]} but the VAE expects {size}x{size}; "
+            + resize_hint
+        )
