@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mixup-prob", type=float, default=1.0, help="fraction of samples mixed (timm's --mixup-prob)")
     p.add_argument("--residual", action="store_true", help="residual VarMixup (keeps detail the VAE loses)")
     p.add_argument("--smoothing", type=float, default=0.0, help="label smoothing (timm's --smoothing)")
+    p.add_argument("--mixup-off-epoch", type=int, default=None,
+                   help="turn mixing off from this epoch on (timm's --mixup-off-epoch)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--batch-size", type=int, default=64)
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # timm: mixup_fn = Mixup(mixup_alpha=..., prob=..., label_smoothing=..., num_classes=...)
     mixup_fn = VarMixup(vae, num_classes=num_classes, alpha=args.alpha, prob=args.mixup_prob,
-                        residual=args.residual, label_smoothing=args.smoothing,
+                        residual=args.residual, label_smoothing=args.smoothing, mixup_off_epoch=args.mixup_off_epoch,
                         input_normalization=(mean, std), autocast_dtype=amp_dtype, seed=args.seed)
     train_loss_fn = SoftTargetCrossEntropy()  # timm: used whenever mixup is active
     optimizer = create_optimizer_v2(model, opt="sgd", lr=args.lr, weight_decay=args.weight_decay, momentum=0.9)
@@ -245,6 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     metrics: dict[str, float] = {}
     num_updates = 0
     for epoch in range(args.epochs):
+        mixup_fn.set_epoch(epoch)  # fresh draws per epoch; unmixed from --mixup-off-epoch on
         losses, num_updates = train_one_epoch(
             epoch, model, loader_train, optimizer, train_loss_fn, device=device, mixup_fn=mixup_fn,
             lr_scheduler=lr_scheduler, amp_dtype=amp_dtype, num_updates=num_updates,

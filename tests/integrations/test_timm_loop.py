@@ -130,3 +130,10 @@ class TestTimmLoop:
         assert summary["steps"] == written["steps"] == 3
         assert len(written["losses"]) == 3 and all(math.isfinite(v) for v in written["losses"])
         assert written["val"]["images"] == 32
+
+    def test_mixup_off_epoch_from_the_command_line(self, example, tmp_path):
+        summary = example.main(["--synthetic", "--model", "test_resnet", "--limit", "32", "--limit-val", "16",
+                                "--batch-size", "16", "--epochs", "2", "--mixup-off-epoch", "1", "--workers", "0",
+                                "--log-every", "0", "--out", str(tmp_path)])
+        assert summary["steps"] == 4
+        assert "mixup_off_epoch=1" in json.loads((tmp_path / "summary.json").read_text())["mixup"]
