@@ -262,31 +262,28 @@ def posterior_of(out: Any, batch: int) -> tuple[Tensor, Tensor]:
     return mu, logvar
 
 
-def call_encode(vae: Any, x: Tensor) -> tuple[Tensor, Tensor]:
-    """``posterior_of(vae.encode(x))``; an error inside ``encode`` becomes a ``VarMixupError`` naming the shapes."""
+def _call_vae(vae: Any, method: str, t: Tensor, what: str, hint: str) -> Any:
+    """``vae.<method>(t)``; an error raised inside it becomes a ``VarMixupError`` naming the method and shapes."""
     try:
-        out = vae.encode(x)
+        return getattr(vae, method)(t)
     except VarMixupError:
         raise
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
         raise VarMixupError(
-            f"vae.encode failed on images of shape {tuple(x.shape)} ({x.dtype}, {x.device}): {exc}; {_SIZE_HINT}"
+            f"vae.{method} failed on {what} of shape {tuple(t.shape)} ({t.dtype}, {t.device}): {exc}; {hint}"
         ) from exc
+
+
+def call_encode(vae: Any, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``posterior_of(vae.encode(x))``; an error inside ``encode`` becomes a ``VarMixupError`` naming the shapes."""
+    out = _call_vae(vae, "encode", x, "images", _SIZE_HINT)
     return posterior_of(out, x.shape[0])
 
 
 def call_decode(vae: Any, z: Tensor, expect: tuple[int, ...] | None) -> Tensor:
     """``vae.decode(z)``, checked to be one float tensor of shape ``expect`` ``(B, C, H, W)`` (or 4-d with
     batch ``B`` when ``expect`` is None); an error inside ``decode`` becomes a ``VarMixupError``."""
-    try:
-        out = vae.decode(z)
-    except VarMixupError:
-        raise
-    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
-        raise VarMixupError(
-            f"vae.decode failed on latents of shape {tuple(z.shape)} ({z.dtype}, {z.device}): {exc}; "
-            "decode must take the latents encode returns"
-        ) from exc
+    out = _call_vae(vae, "decode", z, "latents", "decode must take the latents encode returns")
     if not isinstance(out, Tensor):
         shapes = (", ".join(f"{tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__ for t in out)
                   if isinstance(out, (tuple, list)) else "")
