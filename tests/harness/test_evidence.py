@@ -88,7 +88,7 @@ class TestAutoattackRand:
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4)).eval()
         x = torch.rand(16, 3, 8, 8)
         y = model(x).argmax(1)
-        adv = autoattack_rand(model, x, y, eps=8 / 255, steps=5, eot_iter=2, num_classes=4)
+        adv = autoattack_rand(model, x, y, eps=8 / 255, steps=5, eot_iter=2)
         assert float((adv - x).abs().max()) <= 8 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
         assert (model(adv).argmax(1) == y).float().mean() < 1.0
 

@@ -304,7 +304,7 @@ def _part_published(ctx: _Context) -> None:
 
 
 def autoattack_rand(model: nn.Module, images: Tensor, labels: Tensor, *, eps: float, steps: int = 100,
-                    eot_iter: int = 20, num_classes: int = 10, seed: int = 0) -> Tensor:
+                    eot_iter: int = 20, seed: int = 0) -> Tensor:
     """AutoAttack's "rand" version with ``steps`` iterations: APGD-CE, then APGD-DLR on what survives.
 
     ``torchattacks.AutoAttack(version="rand")`` keeps APGD at 10 steps; this builds the two attacks
@@ -344,7 +344,7 @@ def _part_autoattack(ctx: _Context) -> None:
             torch.manual_seed(_seed(ctx.cfg.seed, tag))
             adv = autoattack_rand(attacker, xs[s:e], ys[s:e], eps=ctx.cfg.autoattack_eps,
                                   steps=ctx.cfg.autoattack_steps, eot_iter=ctx.cfg.autoattack_eot,
-                                  num_classes=ctx.num_classes, seed=_seed(ctx.cfg.seed, tag) % 2**31)
+                                  seed=_seed(ctx.cfg.seed, tag) % 2**31)
         return {"indices": keep[s:e], **_judge(ctx, adv, ys[s:e], tag)}
 
     _run_chunks(ctx, f"autoattack:{eps_name(ctx.cfg.autoattack_eps)}", len(keep), ctx.cfg.autoattack_chunk_size,
