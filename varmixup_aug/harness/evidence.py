@@ -41,6 +41,7 @@ from .attacks import adversarial_examples
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from .lam_selection import select_mi_lam
 from .report import load_evaluation_data
+from .scoring import mi_correct
 
 __all__ = ["EVIDENCE_PARTS", "EvidenceConfig", "autoattack_rand", "run_evidence", "vector_accuracy"]
 
@@ -192,19 +193,11 @@ def _plain_correct(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tens
     return pred == y, conf
 
 
-def _mi_correct(mi: MIPredictor, x: Tensor, y: Tensor, batch: int = 50) -> Tensor:
-    out = []
-    with torch.no_grad():
-        for s in range(0, x.shape[0], batch):
-            out.append(mi(x[s:s + batch]).argmax(1) == y[s:s + batch])
-    return torch.cat(out)
-
-
 def _mi_vectors(ctx: _Context, x: Tensor, y: Tensor, tag: str) -> dict[str, str]:
     out = {}
     for lam_set in ctx.lams:
         for mode in ("pl", "ol", "combined"):
-            out[f"mi_{mode}@{lam_set}"] = _bits(_mi_correct(ctx.mi(mode, lam_set, tag), x, y))
+            out[f"mi_{mode}@{lam_set}"] = _bits(mi_correct(ctx.mi(mode, lam_set, tag), x, y, 50))
     return out
 
 
@@ -284,7 +277,7 @@ def _subset(ctx: _Context) -> list[int]:
 
 def _judge(ctx: _Context, adv: Tensor, y: Tensor, tag: str) -> dict[str, str]:
     judge = ctx.mi("ol", "paper", f"{tag}:judge")
-    return {"mi_ol@paper": _bits(_mi_correct(judge, adv, y)), "none": _bits(_plain_correct(ctx.model, adv, y)[0])}
+    return {"mi_ol@paper": _bits(mi_correct(judge, adv, y, 50)), "none": _bits(_plain_correct(ctx.model, adv, y)[0])}
 
 
 def _part_published(ctx: _Context) -> None:
