@@ -1,4 +1,4 @@
-"""Multiply-adds per image of the shipped VAE and the README's example classifier, from layer shapes.
+"""Multiply-adds per image of the shipped VAE and the benchmarked classifiers, from layer shapes.
 
     python benchmarks/count_macs.py
 """
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from varmixup_aug import load_pretrained_vae
-from varmixup_aug.harness import SmallCNN
+from varmixup_aug.harness import FastCifarNet, SmallCNN
 
 
 def count_macs(module: nn.Module, run: Callable[[], object]) -> int:
@@ -39,12 +39,15 @@ def count_macs(module: nn.Module, run: Callable[[], object]) -> int:
 
 def main() -> None:
     vae = load_pretrained_vae("cifar10")
-    cnn = SmallCNN(10).eval()
+    from real_use import cifar_resnet18  # same folder: the ResNet-18 the real-use benchmark trains
+
     rows = {
         "VAE decode (shipped cifar10)": count_macs(vae, lambda: vae.decode(torch.zeros(1, vae.config.latent_dim))),
         "VAE encode (shipped cifar10)": count_macs(vae, lambda: vae.encode(torch.rand(1, 3, 32, 32))),
-        "SmallCNN forward": count_macs(cnn, lambda: cnn(torch.rand(1, 3, 32, 32))),
     }
+    for name, model in (("CIFAR ResNet-18", cifar_resnet18()), ("FastCifarNet", FastCifarNet()), ("SmallCNN", SmallCNN(10))):
+        model.eval()
+        rows[f"{name} forward"] = count_macs(model, lambda model=model: model(torch.rand(1, 3, 32, 32)))
     for name, macs in rows.items():
         print(f"{name:32s} {macs / 1e6:8.1f} M multiply-adds per 32x32 image")
 

@@ -42,4 +42,22 @@ class TestRealUseBenchmark:
         result = json.loads(out.read_text())
         assert set(result["training_step"]) == {"cifar_resnet18", "fast_cifar_net", "small_cnn (worst case)"}
         assert result["training_step"]["cifar_resnet18"]["parameters"] == 11173962
-        assert all(r["ratio_varmixup_to_torchvision"] > 0 for r in result["training_epoch"].values())
+        for row in result["training_epoch"].values():
+            assert row["throughput_ratio_varmixup_cached"] > 0 and row["throughput_ratio_varmixup_cached_main"] > 0
+
+
+class TestInterleaved:
+    def test_rounds_alternate_and_ratios_are_per_round(self):
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("real_use", REPO / "benchmarks" / "real_use.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        calls = []
+        slow = iter([2.0, 4.0, 6.0])
+        fast = iter([1.0, 1.0, 2.0])
+        result = module.interleaved({"base": lambda: calls.append("b") or next(fast),
+                                     "other": lambda: calls.append("o") or next(slow)}, rounds=3)
+        assert calls == ["b", "o"] * 3
+        assert result["base_s"] == 1.0 and result["other_s"] == 4.0
+        assert result["ratio_other"] == 3.0  # per round 2, 4, 3: median 3
