@@ -1,11 +1,12 @@
 """Rewrite the generated tables of docs/reproduction.md and README from the committed results.
 
-    python examples/evidence_summary.py results/cifar10-fast          # rewrite the blocks
+    python examples/evidence_summary.py results/cifar10-fast          # rewrite the blocks and the figures
     python examples/evidence_summary.py results/cifar10-fast --check  # exit 1 if a block is stale
 
 A block is the text between ``<!-- evidence:NAME -->`` and ``<!-- /evidence:NAME -->``; NAME is a
 table of :func:`varmixup_aug.harness.reproduction_tables`. Numbers are computed from the per-image
-results in the JSON files, never typed in.
+results in the JSON files, never typed in. The reliability diagrams of the finished clean results go to
+``docs/figures/reliability-<method>.png``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from varmixup_aug.harness import reproduction_tables
+from varmixup_aug.harness import reliability_figures, reproduction_tables
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = (REPO / "docs" / "reproduction.md", REPO / "README.md")
@@ -46,6 +47,8 @@ def main() -> int:
             stale.append(path.name)
             if not args.check:
                 path.write_text(new)
+    if not args.check:
+        reliability_figures(args.results, REPO / "docs" / "figures")
     if args.check and stale:
         print(f"stale tables in {', '.join(stale)}; run without --check", file=sys.stderr)
         return 1

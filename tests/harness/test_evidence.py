@@ -113,7 +113,8 @@ class TestEvidenceStore:
 
 class TestReproductionTables:
     def test_tables_come_from_the_stored_bits(self, fast_run: Path, image_folder: Path, tmp_path: Path) -> None:
-        from varmixup_aug.harness.evidence_summary import part_vector, reproduction_tables
+        from varmixup_aug.harness import reproduction_tables
+        from varmixup_aug.harness.evidence_results import part_vector
 
         root = tmp_path / "runs"
         (root / "erm").mkdir(parents=True)
@@ -133,7 +134,7 @@ class TestReproductionTables:
         assert "| ERM + MI-OL | 81.6 | 7.4 | " in tables["paper"]
 
     def test_an_unfinished_part_gives_no_vector(self) -> None:
-        from varmixup_aug.harness.evidence_summary import part_vector
+        from varmixup_aug.harness.evidence_results import part_vector
 
         evidence = {"parts": {"clean": {"chunks": {"0": {"none": "101", "range": [0, 3]}}}}}
         assert part_vector(evidence, "clean", "none") is None  # "n" is written only when the part is complete

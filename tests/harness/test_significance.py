@@ -8,9 +8,12 @@ from scipy import stats
 
 from varmixup_aug import VarMixupError
 from varmixup_aug.harness.significance import (
+    bootstrap_indices,
     compare_pairwise,
     mcnemar_exact,
     paired_bootstrap_interval,
+    paired_bootstrap_mean_interval,
+    percentile_interval,
     wilson_interval,
 )
 
@@ -63,6 +66,37 @@ class TestPairedBootstrapInterval:
     def test_rejects_too_few_samples(self) -> None:
         with pytest.raises(VarMixupError, match="samples must be an int >= 100"):
             paired_bootstrap_interval([1, 0], [0, 1], samples=10)
+
+
+class TestPairedBootstrapMeanInterval:
+    def test_per_image_scores(self) -> None:
+        g = torch.Generator().manual_seed(2)
+        a, b = torch.rand(300, generator=g), torch.rand(300, generator=g) * 0.5
+        lo, hi = paired_bootstrap_mean_interval(a, b, samples=1000)
+        assert lo < float(a.mean() - b.mean()) < hi and lo > 0
+
+    def test_rejects_unpaired_scores(self) -> None:
+        with pytest.raises(VarMixupError, match=r"same images, got shapes \(3,\) and \(2,\)"):
+            paired_bootstrap_mean_interval(torch.rand(3), torch.rand(2))
+
+
+class TestBootstrapIndices:
+    def test_rows_are_seeded_resamples(self) -> None:
+        draws = bootstrap_indices(50, samples=100, seed=3)
+        assert draws.shape == (100, 50) and int(draws.min()) >= 0 and int(draws.max()) < 50
+        assert torch.equal(draws, bootstrap_indices(50, samples=100, seed=3))
+
+    def test_rejects_bad_sizes(self) -> None:
+        with pytest.raises(VarMixupError, match="n must be an int >= 1, got 0"):
+            bootstrap_indices(0)
+        with pytest.raises(VarMixupError, match="samples must be an int >= 100, got 5"):
+            bootstrap_indices(10, samples=5)
+
+
+class TestPercentileInterval:
+    def test_central_interval(self) -> None:
+        lo, hi = percentile_interval(torch.arange(101.0), confidence=0.9)
+        assert (lo, hi) == pytest.approx((5.0, 95.0))
 
 
 class TestComparePairwise:

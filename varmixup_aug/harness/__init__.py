@@ -9,7 +9,9 @@ from .attacks import ATTACKS, adversarial_examples
 from .calibration import calibration_bins, expected_calibration_error, reliability_diagram
 from .classifier_checkpoint import load_classifier, read_classifier_metadata
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from .evidence_summary import PUBLISHED_MI_CIFAR10, load_runs, reproduction_tables
+from .claims import CLAIMS, claims_table, evaluate_claim
+from .evidence_results import load_runs
+from .evidence_summary import PUBLISHED_MI_CIFAR10, reliability_figures, reproduction_tables
 from .evidence import EVIDENCE_PARTS, EvidenceConfig, autoattack_rand, run_evidence
 from .fast_training import FAST_METHODS, FastTrainConfig, batch_crop_flip, train_fast_classifier
 from .data import cache_dir, load_tensor_dataset, open_image_dataset
@@ -24,6 +26,7 @@ from .train_vae import TrainVAEConfig, evaluate_vae, train_vae
 
 __all__ = [
     "ATTACKS",
+    "CLAIMS",
     "CORRUPTIONS",
     "EVIDENCE_PARTS",
     "EvalConfig",
@@ -43,9 +46,11 @@ __all__ = [
     "batch_crop_flip",
     "cache_dir",
     "calibration_bins",
+    "claims_table",
     "compare_pairwise",
     "corrupt",
     "evaluate_checkpoint",
+    "evaluate_claim",
     "evaluate_robustness",
     "evaluate_vae",
     "expected_calibration_error",
@@ -63,6 +68,7 @@ __all__ = [
     "read_classifier_metadata",
     "reconstruction_grid",
     "reliability_diagram",
+    "reliability_figures",
     "reproduction_tables",
     "resolve_device",
     "run_evidence",

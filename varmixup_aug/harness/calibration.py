@@ -11,8 +11,9 @@ from torch import Tensor
 
 from .._checks import check_int
 from .._errors import VarMixupError
+from .._io import atomic_path
 
-__all__ = ["calibration_bins", "expected_calibration_error", "reliability_diagram"]
+__all__ = ["bootstrap_ece", "calibration_bins", "expected_calibration_error", "reliability_diagram"]
 
 
 def _check_conf_correct(confidences: Any, correct: Any, n_bins: Any) -> tuple[Tensor, Tensor]:
@@ -77,6 +78,30 @@ def expected_calibration_error(confidences: Tensor, correct: Tensor, *, n_bins: 
     return float((bins["count"] * gap).sum() / bins["count"].sum())
 
 
+def bootstrap_ece(confidences: Tensor, correct: Tensor, draws: Tensor, *, n_bins: int = 15) -> Tensor:
+    """The ECE of every bootstrap resample at once.
+
+    Args:
+        confidences, correct: ``(N,)`` as in :func:`calibration_bins`.
+        draws: ``(S, N)`` image indices, one resample per row
+            (:func:`~varmixup_aug.harness.significance.bootstrap_indices`).
+
+    Returns:
+        ``(S,)`` float64: the ECE of each resample, equal to :func:`expected_calibration_error` on it.
+    """
+    conf, corr = _check_conf_correct(confidences, correct, n_bins)
+    if draws.ndim != 2 or draws.dtype not in (torch.int32, torch.int64):
+        raise VarMixupError(f"draws must be (S, N) integer indices, got {tuple(draws.shape)} {draws.dtype}")
+    index = (torch.ceil(conf * n_bins).long() - 1).clamp(0, n_bins - 1)
+    rows = draws.shape[0]
+    flat = (index[draws] + n_bins * torch.arange(rows).unsqueeze(1)).flatten()
+    size = rows * n_bins
+    count = torch.bincount(flat, minlength=size).double().view(rows, n_bins)
+    gap = (torch.bincount(flat, weights=corr[draws].flatten(), minlength=size)
+           - torch.bincount(flat, weights=conf[draws].flatten(), minlength=size)).view(rows, n_bins)
+    return gap.abs().sum(1) / count.sum(1)
+
+
 def reliability_diagram(
     confidences: Tensor, correct: Tensor, path: str | os.PathLike[str], *, n_bins: int = 15,
     title: str | None = None,
@@ -120,6 +145,6 @@ def reliability_diagram(
     bottom.set_ylabel("fraction")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(str(path))
+    with atomic_path(path) as tmp:
+        fig.savefig(str(tmp), format="png")
     return path

@@ -8,18 +8,20 @@ as a finished one.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .calibration import expected_calibration_error
+from .calibration import bootstrap_ece, expected_calibration_error, reliability_diagram
+from .claims import claims_table
 from .evidence import PAPER_LAM
-from .fast_training import FAST_METHODS
-from .significance import mcnemar_exact, paired_bootstrap_interval, wilson_interval
+from .evidence_results import (bits_to_bool, clean_confidences, corruption_scores, load_runs, part_indices,
+                               part_vector)
+from .significance import (bootstrap_indices, mcnemar_exact, paired_bootstrap_interval, percentile_interval,
+                           wilson_interval)
 
-__all__ = ["PUBLISHED_MI_CIFAR10", "load_runs", "part_vector", "reproduction_tables"]
+__all__ = ["PUBLISHED_MI_CIFAR10", "reliability_figures", "reproduction_tables"]
 
 # Pang et al. (ICLR 2020), Table 2 (CIFAR-10, ResNet-50, untargeted PGD-10 at 8/255, oblivious), as the issue quotes it.
 PUBLISHED_MI_CIFAR10 = {
@@ -30,34 +32,6 @@ PUBLISHED_MI_CIFAR10 = {
 }
 
 
-def load_runs(root: str | Path) -> dict[str, dict[str, Any]]:
-    """``{method: {"train": train_report, "evidence": evidence}}`` for the methods present under ``root``."""
-    runs: dict[str, dict[str, Any]] = {}
-    for method in FAST_METHODS:
-        folder = Path(root) / method
-        report, evidence = folder / "train_report.json", folder / "evidence.json"
-        if report.is_file():
-            runs[method] = {"train": json.loads(report.read_text()),
-                            "evidence": json.loads(evidence.read_text()) if evidence.is_file() else None}
-    return runs
-
-
-def part_vector(evidence: dict[str, Any] | None, part: str, key: str) -> str | None:
-    """The per-image bit string of ``key`` in ``part``, or ``None`` unless every chunk of it is done."""
-    entry = (evidence or {}).get("parts", {}).get(part)
-    if not entry or "n" not in entry:
-        return None
-    chunks = [entry["chunks"].get(str(i)) for i in range(len(entry["chunks"]))]
-    if any(c is None or key not in c for c in chunks):
-        return None
-    bits = "".join(c[key] for c in chunks)
-    return bits if len(bits) == entry["n"] else None
-
-
-def _bool(bits: str) -> torch.Tensor:
-    return torch.tensor([b == "1" for b in bits])
-
-
 def _acc(bits: str | None) -> str:
     if bits is None:
         return "-"
@@ -66,34 +40,11 @@ def _acc(bits: str | None) -> str:
     return f"{100 * k / n:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def _clean_confidences(evidence: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
-    bits = part_vector(evidence, "clean", "none")
-    if bits is None:
-        return None
-    chunks = evidence["parts"]["clean"]["chunks"]
-    conf = [c for i in range(len(chunks)) for c in chunks[str(i)]["confidence"]]
-    return torch.tensor(conf, dtype=torch.float64), _bool(bits)
-
-
-def _ece_with_interval(conf: torch.Tensor, correct: torch.Tensor, samples: int = 1000) -> str:
+def _ece_with_interval(conf: torch.Tensor, correct: torch.Tensor) -> str:
     ece = expected_calibration_error(conf, correct, n_bins=15)
-    g = torch.Generator().manual_seed(0)
-    draws = []
-    for _ in range(samples):
-        idx = torch.randint(0, conf.numel(), (conf.numel(),), generator=g)
-        draws.append(expected_calibration_error(conf[idx], correct[idx], n_bins=15))
-    lo, hi = torch.quantile(torch.tensor(draws, dtype=torch.float64), torch.tensor([0.025, 0.975],
-                                                                                       dtype=torch.float64)).tolist()
+    draws = bootstrap_ece(conf, correct, bootstrap_indices(conf.numel(), samples=1000), n_bins=15)
+    lo, hi = percentile_interval(draws)
     return f"{100 * ece:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
-
-
-def _corruption_scores(evidence: dict[str, Any] | None) -> torch.Tensor | None:
-    """Per image, the fraction of the 33 corrupted versions classified right."""
-    entry = (evidence or {}).get("parts", {}).get("corruptions")
-    if not entry or "n" not in entry or len(entry["chunks"]) != entry["n"]:
-        return None
-    rows = [_bool(c["none"]).double() for c in entry["chunks"].values()]
-    return torch.stack(rows).mean(0)
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
@@ -115,8 +66,8 @@ def _clean_table(runs: dict[str, dict[str, Any]]) -> str:
     rows = []
     for method, run in runs.items():
         ev = run["evidence"]
-        cc = _clean_confidences(ev) if ev else None
-        corr = _corruption_scores(ev)
+        cc = clean_confidences(ev) if ev else None
+        corr = corruption_scores(ev)
         lam = (ev or {}).get("parts", {}).get("lam_selection", {}).get("result")
         rows.append([method, _acc(part_vector(ev, "clean", "none")),
                      _ece_with_interval(*cc) if cc else "-",
@@ -154,12 +105,10 @@ def _published_table(runs: dict[str, dict[str, Any]], eps: str) -> str:
     for method, run in runs.items():
         ev = run["evidence"]
         part = f"published:{eps}"
-        entry = (ev or {}).get("parts", {}).get(part)
-        adaptive = part_vector(ev, part, "mi_ol@paper")
+        adaptive, keep = part_vector(ev, part, "mi_ol@paper"), part_indices(ev, part)
         oblivious = part_vector(ev, f"oblivious:{eps}", "mi_ol@paper")
         plain = part_vector(ev, f"oblivious:{eps}", "none")
-        if entry and adaptive is not None:
-            keep = [index for c in range(len(entry["chunks"])) for index in entry["chunks"][str(c)]["indices"]]
+        if adaptive is not None and keep is not None:
             oblivious = None if oblivious is None else "".join(oblivious[i] for i in keep)
             plain = None if plain is None else "".join(plain[i] for i in keep)
         else:
@@ -177,7 +126,7 @@ def _pairwise_table(runs: dict[str, dict[str, Any]]) -> str:
         names = [m for m, v in vectors.items() if v is not None]
         for i, a in enumerate(names):
             for b in names[i + 1:]:
-                va, vb = _bool(vectors[a]), _bool(vectors[b])  # type: ignore[arg-type]
+                va, vb = bits_to_bool(vectors[a]), bits_to_bool(vectors[b])  # type: ignore[arg-type]
                 test = mcnemar_exact(va, vb)
                 lo, hi = paired_bootstrap_interval(va, vb)
                 diff = float(va.double().mean() - vb.double().mean())
@@ -188,7 +137,7 @@ def _pairwise_table(runs: dict[str, dict[str, Any]]) -> str:
 
 def reproduction_tables(root: str | Path) -> dict[str, str]:
     """Markdown tables keyed by name: ``training``, ``clean``, ``oblivious <eps> lam <set>``, ``paper``,
-    ``published <eps>`` and ``pairwise``."""
+    ``published <eps>``, ``pairwise`` and ``conclusions`` (the verdict per claim, :mod:`.claims`)."""
     runs = load_runs(root)
     tables = {"training": _training_table(runs), "clean": _clean_table(runs), "paper": _paper_table(runs)}
     for eps in ("2/255", "4/255", "8/255"):
@@ -197,4 +146,16 @@ def reproduction_tables(root: str | Path) -> dict[str, str]:
     for eps in ("8/255", "2/255"):
         tables[f"published {eps}"] = _published_table(runs, eps)
     tables["pairwise"] = _pairwise_table(runs)
+    tables["conclusions"] = claims_table(runs)
     return tables
+
+
+def reliability_figures(root: str | Path, out_dir: str | Path) -> list[Path]:
+    """One reliability diagram per method with finished clean results: ``out_dir/reliability-<method>.png``."""
+    written = []
+    for method, run in load_runs(root).items():
+        cc = clean_confidences(run["evidence"])
+        if cc is not None:
+            written.append(reliability_diagram(cc[0], cc[1].double(), Path(out_dir) / f"reliability-{method}.png",
+                                               title=f"{method}, {cc[0].numel()} test images"))
+    return written

@@ -5,6 +5,8 @@
   classifiers scored on the same images.
 - :func:`paired_bootstrap_interval`: a percentile bootstrap interval of the accuracy difference,
   resampling images (pairs stay together).
+- :func:`paired_bootstrap_mean_interval`: the same for per-image scores (e.g. the fraction of an
+  image's corrupted versions classified right).
 - :func:`compare_pairwise`: all three for every pair of methods.
 
 Every function takes per-image correctness vectors, so "A is better than B" means outside the
@@ -23,7 +25,15 @@ from torch import Tensor
 
 from .. import VarMixupError
 
-__all__ = ["compare_pairwise", "mcnemar_exact", "paired_bootstrap_interval", "wilson_interval"]
+__all__ = [
+    "bootstrap_indices",
+    "compare_pairwise",
+    "mcnemar_exact",
+    "paired_bootstrap_interval",
+    "paired_bootstrap_mean_interval",
+    "percentile_interval",
+    "wilson_interval",
+]
 
 
 def _as_bool_vector(name: str, value: Any) -> Tensor:
@@ -86,25 +96,48 @@ def mcnemar_exact(correct_a: Any, correct_b: Any) -> dict[str, float | int]:
     return {"a_only": only_a, "b_only": only_b, "p_value": float(min(Fraction(1), 2 * tail))}
 
 
+def bootstrap_indices(n: int, *, samples: int = 10000, seed: int = 0) -> Tensor:
+    """``(samples, n)`` image indices drawn with replacement: one bootstrap resample per row.
+
+    Paired statistics use the same rows for both methods, so pairs stay together.
+    """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 100:
+        raise VarMixupError(f"samples must be an int >= 100, got {samples!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise VarMixupError(f"n must be an int >= 1, got {n!r}")
+    return torch.randint(0, n, (samples, n), generator=torch.Generator().manual_seed(seed))
+
+
+def percentile_interval(draws: Tensor, *, confidence: float = 0.95) -> tuple[float, float]:
+    """The central ``confidence`` percentile interval of bootstrap ``draws``."""
+    _z(confidence)
+    q = torch.tensor([(1 - confidence) / 2, (1 + confidence) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(draws.double(), q).tolist()
+    return lo, hi
+
+
 def paired_bootstrap_interval(correct_a: Any, correct_b: Any, *, samples: int = 10000, confidence: float = 0.95,
                               seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of ``acc(A) - acc(B)``, resampling images with their pair."""
     a, b = _as_bool_vector("correct_a", correct_a), _as_bool_vector("correct_b", correct_b)
     if a.shape != b.shape:
         raise VarMixupError(f"correct_a and correct_b must score the same images, got {a.numel()} and {b.numel()}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 100:
-        raise VarMixupError(f"samples must be an int >= 100, got {samples!r}")
+    return paired_bootstrap_mean_interval(a.double(), b.double(), samples=samples, confidence=confidence, seed=seed)
+
+
+def paired_bootstrap_mean_interval(score_a: Tensor, score_b: Tensor, *, samples: int = 10000,
+                                   confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean(A) - mean(B)`` for per-image scores on the same images."""
+    if score_a.ndim != 1 or score_a.shape != score_b.shape or score_a.numel() == 0:
+        raise VarMixupError(f"score_a and score_b must be non-empty 1-d scores of the same images, got shapes "
+                            f"{tuple(score_a.shape)} and {tuple(score_b.shape)}")
     _z(confidence)
-    diff = a.double() - b.double()
-    g = torch.Generator().manual_seed(seed)
+    diff = score_a.double() - score_b.double()
     means = torch.empty(samples, dtype=torch.float64)
+    draws = bootstrap_indices(diff.numel(), samples=samples, seed=seed)
     for s in range(0, samples, 1000):
-        e = min(samples, s + 1000)
-        idx = torch.randint(0, diff.numel(), (e - s, diff.numel()), generator=g)
-        means[s:e] = diff[idx].mean(1)
-    q = torch.tensor([(1 - confidence) / 2, (1 + confidence) / 2], dtype=torch.float64)
-    lo, hi = torch.quantile(means, q).tolist()
-    return lo, hi
+        means[s:s + 1000] = diff[draws[s:s + 1000]].mean(1)
+    return percentile_interval(means, confidence=confidence)
 
 
 def compare_pairwise(correct_by_name: Mapping[str, Any], *, seed: int = 0) -> list[dict[str, Any]]:

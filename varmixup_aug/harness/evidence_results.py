@@ -1,0 +1,80 @@
+"""Reading the committed results of the reproduction: training reports and per-image evidence.
+
+One home for how ``results/<root>/<method>/{train_report,evidence}.json`` are read, shared by the
+tables (:mod:`.evidence_summary`) and the verdicts per claim (:mod:`.claims`). A part that is not
+complete reads as ``None``, so a partial run is never reported as a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .fast_training import FAST_METHODS
+
+__all__ = ["bits_to_bool", "clean_confidences", "corruption_scores", "load_runs", "part_indices", "part_vector"]
+
+
+def load_runs(root: str | Path) -> dict[str, dict[str, Any]]:
+    """``{method: {"train": train_report, "evidence": evidence}}`` for the methods present under ``root``."""
+    runs: dict[str, dict[str, Any]] = {}
+    for method in FAST_METHODS:
+        folder = Path(root) / method
+        report, evidence = folder / "train_report.json", folder / "evidence.json"
+        if report.is_file():
+            runs[method] = {"train": json.loads(report.read_text()),
+                            "evidence": json.loads(evidence.read_text()) if evidence.is_file() else None}
+    return runs
+
+
+def _complete_chunks(evidence: dict[str, Any] | None, part: str) -> list[dict[str, Any]] | None:
+    entry = (evidence or {}).get("parts", {}).get(part)
+    if not entry or "n" not in entry:
+        return None
+    chunks = [entry["chunks"].get(str(i)) for i in range(len(entry["chunks"]))]
+    return None if any(c is None for c in chunks) else chunks
+
+
+def part_vector(evidence: dict[str, Any] | None, part: str, key: str) -> str | None:
+    """The per-image bit string of ``key`` in ``part``, or ``None`` unless every chunk of it is done."""
+    chunks = _complete_chunks(evidence, part)
+    if chunks is None or any(key not in c for c in chunks):
+        return None
+    bits = "".join(c[key] for c in chunks)
+    return bits if len(bits) == evidence["parts"][part]["n"] else None  # type: ignore[index]
+
+
+def part_indices(evidence: dict[str, Any] | None, part: str) -> list[int] | None:
+    """Which of the fixed test images a subset part (the adaptive attacks) scored, in its order."""
+    chunks = _complete_chunks(evidence, part)
+    if chunks is None or any("indices" not in c for c in chunks):
+        return None
+    return [i for c in chunks for i in c["indices"]]
+
+
+def bits_to_bool(bits: str) -> Tensor:
+    """``"101"`` -> ``tensor([True, False, True])``."""
+    return torch.tensor([b == "1" for b in bits], dtype=torch.bool)
+
+
+def clean_confidences(evidence: dict[str, Any] | None) -> tuple[Tensor, Tensor] | None:
+    """``(confidence, correct)`` of the plain model on the clean images, or ``None``."""
+    bits = part_vector(evidence, "clean", "none")
+    if bits is None:
+        return None
+    chunks = evidence["parts"]["clean"]["chunks"]  # type: ignore[index]
+    conf = [c for i in range(len(chunks)) for c in chunks[str(i)]["confidence"]]
+    return torch.tensor(conf, dtype=torch.float64), bits_to_bool(bits)
+
+
+def corruption_scores(evidence: dict[str, Any] | None) -> Tensor | None:
+    """Per image, the fraction of its corrupted versions (11 corruptions x 3 severities) classified right."""
+    entry = (evidence or {}).get("parts", {}).get("corruptions")
+    if not entry or "n" not in entry or len(entry["chunks"]) != entry["n"]:
+        return None
+    rows = [bits_to_bool(c["none"]).double() for c in entry["chunks"].values()]
+    return torch.stack(rows).mean(0)
