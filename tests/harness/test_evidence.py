@@ -113,7 +113,7 @@ class TestEvidenceStore:
 
 class TestReproductionTables:
     def test_tables_come_from_the_stored_bits(self, fast_run: Path, image_folder: Path, tmp_path: Path) -> None:
-        from varmixup_aug.harness import reproduction_tables
+        from varmixup_aug.harness import reliability_figures, reproduction_tables
         from varmixup_aug.harness.evidence_results import part_vector
 
         root = tmp_path / "runs"
@@ -132,6 +132,9 @@ class TestReproductionTables:
         assert tables["oblivious 2/255 lam paper"].splitlines()[2] == "| erm | - | - | - | - |"  # not run: not shown
         assert tables["paper"].count("| - | - |") == 3  # the three mixup rows: no mixup run here
         assert "| ERM + MI-OL | 81.6 | 7.4 | " in tables["paper"]
+        assert "| not run yet |" in tables["conclusions"]  # every claim involves a method not run here
+        figures = reliability_figures(root, tmp_path / "figures")
+        assert [f.name for f in figures] == ["reliability-erm.png"] and figures[0].stat().st_size > 0
 
     def test_an_unfinished_part_gives_no_vector(self) -> None:
         from varmixup_aug.harness.evidence_results import part_vector
