@@ -1,10 +1,10 @@
 """Mixup Inference over a whole CIFAR-10 test split in one call, with bounded memory.
 
-Wraps a classifier trained by ``varmixup-aug train-classifier`` in ``MIPredictor`` with a pool of
-clean training images, predicts every test image in one ``predict`` call, and prints accuracy,
-time and the peak resident memory of that call::
+Wraps a classifier trained by ``varmixup-aug train-fast`` (or ``train-classifier``) in
+``MIPredictor`` with a pool of clean training images, predicts every test image in one ``predict``
+call, and prints accuracy, time and the peak resident memory of that call::
 
-    python examples/mi_predict_cifar10.py --checkpoint runs/classifiers/mixup \\
+    python examples/mi_predict_cifar10.py --checkpoint results/cifar10-fast/mixup \\
         --data-dir ../shared/data/cifar10-jpg.tar.gz --num-samples 30 --chunk-size 1024
 
 Memory is bounded by ``--chunk-size`` (mixes per model call), not by the number of test images
@@ -32,7 +32,7 @@ def _status_kib(field: str) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a train-classifier run folder or checkpoint file")
+    p.add_argument("--checkpoint", required=True, help="a train-fast or train-classifier run folder, or its checkpoint file")
     p.add_argument("--data-dir", default="../shared/data/cifar10-jpg.tar.gz")
     p.add_argument("--mode", default="ol", choices=["ol", "pl", "combined"])
     p.add_argument("--num-samples", type=int, default=30)
