@@ -106,7 +106,7 @@ class TestClaimList:
         for claim in CLAIMS:
             for m in (claim.a, claim.b):
                 assert m.method in FAST_METHODS
-                assert m.part.split(":")[0] in ("clean", "oblivious", "published")
+                assert m.part.split(":")[0] in ("clean", "oblivious", "published", "autoattack")
 
     def test_mixed_kinds_and_unknown_kinds_are_refused(self) -> None:
         with pytest.raises(VarMixupError, match="one kind of measure"):

@@ -121,7 +121,8 @@ class TestReproductionTables:
         (root / "erm" / "train_report.json").write_text((fast_run / "train_report.json").read_text())
         out = root / "erm" / "evidence.json"
         assert main(["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out),
-                     "--parts", "lam_selection,clean,corruptions,oblivious,published", *TINY_EVIDENCE]) == 0
+                     "--parts", "lam_selection,clean,corruptions,oblivious,published,autoattack",
+                     *TINY_EVIDENCE]) == 0
         evidence = json.loads(out.read_text())
         tables = reproduction_tables(root)
         clean = part_vector(evidence, "clean", "none")
@@ -129,6 +130,7 @@ class TestReproductionTables:
         row = tables["clean"].splitlines()[2]
         assert row.startswith(f"| erm | {100 * clean.count('1') / 40:.1f} [")
         assert "| erm | 8 |" in tables["published 8/255"]
+        assert "| erm | 2 |" in tables["autoattack 8/255"]
         assert tables["oblivious 2/255 lam paper"].splitlines()[2] == "| erm | - | - | - | - |"  # not run: not shown
         assert tables["paper"].count("| - | - |") == 3  # the three mixup rows: no mixup run here
         assert "| ERM + MI-OL | 81.6 | 7.4 | " in tables["paper"]
