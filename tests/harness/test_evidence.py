@@ -146,6 +146,20 @@ class TestReproductionTables:
         evidence["parts"]["clean"]["n"] = 3
         assert part_vector(evidence, "clean", "none") == "101"
 
+    def test_progress_counts_scored_images_and_marks_unfinished_parts(self) -> None:
+        from varmixup_aug.harness.evidence_results import part_progress
+        from varmixup_aug.harness.evidence_summary import _status_table
+
+        evidence = {"parts": {"clean": {"chunks": {"0": {"none": "101", "range": [0, 3]},
+                                                   "1": {"none": "1", "range": [3, 4]}}}}}
+        assert part_progress(evidence, "clean") == (4, False)
+        assert part_progress(evidence, "oblivious:8/255") is None and part_progress(None, "clean") is None
+        assert "| m | - | 4 (partial) | - |" in _status_table({"m": {"evidence": evidence}})
+        evidence["parts"]["clean"]["n"] = 4
+        evidence["parts"]["lam_selection"] = {"chunks": {}, "result": {}}
+        assert part_progress(evidence, "clean") == (4, True)
+        assert "| m | done | 4 | - |" in _status_table({"m": {"evidence": evidence}})
+
 
 def test_committed_tables_match_the_committed_results() -> None:
     import subprocess

@@ -16,7 +16,8 @@ from torch import Tensor
 
 from .fast_training import FAST_METHODS
 
-__all__ = ["bits_to_bool", "clean_confidences", "corruption_scores", "load_runs", "part_indices", "part_vector"]
+__all__ = ["bits_to_bool", "clean_confidences", "corruption_scores", "load_runs", "part_indices", "part_progress",
+           "part_vector"]
 
 
 def load_runs(root: str | Path) -> dict[str, dict[str, Any]]:
@@ -78,3 +79,12 @@ def corruption_scores(evidence: dict[str, Any] | None) -> Tensor | None:
         return None
     rows = [bits_to_bool(c["none"]).double() for c in entry["chunks"].values()]
     return torch.stack(rows).mean(0)
+
+
+def part_progress(evidence: dict[str, Any] | None, part: str) -> tuple[int, bool] | None:
+    """``(items scored, finished)`` of a part (images, or corruption sets), or ``None`` if it never ran."""
+    entry = (evidence or {}).get("parts", {}).get(part)
+    if not entry or not entry.get("chunks"):
+        return None
+    done = sum(c["range"][1] - c["range"][0] for c in entry["chunks"].values())
+    return done, "n" in entry and done == entry["n"]

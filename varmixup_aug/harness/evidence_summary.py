@@ -17,7 +17,7 @@ from .calibration import bootstrap_ece, expected_calibration_error, reliability_
 from .claims import claims_table
 from .evidence import PAPER_LAM
 from .evidence_results import (bits_to_bool, clean_confidences, corruption_scores, load_runs, part_indices,
-                               part_vector)
+                               part_progress, part_vector)
 from .significance import (bootstrap_indices, mcnemar_exact, paired_bootstrap_interval, percentile_interval,
                            wilson_interval)
 
@@ -126,6 +126,27 @@ def _adaptive_table(runs: dict[str, dict[str, Any]], part: str, attack: str) -> 
                    f"MI-OL, {attack} through MI-OL (adaptive)"], rows)
 
 
+def _progress(evidence: dict[str, Any] | None, part: str) -> str:
+    progress = part_progress(evidence, part)
+    if progress is None:
+        return "-"
+    done, finished = progress
+    return str(done) if finished else f"{done} (partial)"
+
+
+def _status_table(runs: dict[str, dict[str, Any]]) -> str:
+    """Which parts each method has: the count of scored images (corruption sets), ``-`` when not run."""
+    parts = ["corruptions", "oblivious:2/255", "oblivious:4/255", "oblivious:8/255", "published:8/255",
+             "published:2/255", "autoattack:8/255"]
+    rows = []
+    for method, run in runs.items():
+        ev = run["evidence"]
+        lam = "done" if "result" in (ev or {}).get("parts", {}).get("lam_selection", {}) else "-"
+        rows.append([method, lam, _progress(ev, "clean"), *[_progress(ev, p) for p in parts]])
+    return _table(["method", "lam selection", "clean", "corruption sets", "oblivious 2/255", "oblivious 4/255",
+                   "oblivious 8/255", "published 8/255", "published 2/255", "AutoAttack-rand 8/255"], rows)
+
+
 def _pairwise_table(runs: dict[str, dict[str, Any]]) -> str:
     rows = []
     measures = [("clean", "clean", "none"), ("PGD-10 8/255, MI-OL", "oblivious:8/255", "mi_ol@paper")]
@@ -144,11 +165,12 @@ def _pairwise_table(runs: dict[str, dict[str, Any]]) -> str:
 
 
 def reproduction_tables(root: str | Path) -> dict[str, str]:
-    """Markdown tables keyed by name: ``training``, ``clean``, ``oblivious <eps> lam <set>``, ``paper``,
+    """Markdown tables keyed by name: ``training``, ``status``, ``clean``, ``oblivious <eps> lam <set>``, ``paper``,
     ``published <eps>``, ``autoattack 8/255``, ``pairwise`` and ``conclusions`` (the verdict per claim,
     :mod:`.claims`)."""
     runs = load_runs(root)
-    tables = {"training": _training_table(runs), "clean": _clean_table(runs), "paper": _paper_table(runs)}
+    tables = {"training": _training_table(runs), "status": _status_table(runs), "clean": _clean_table(runs),
+              "paper": _paper_table(runs)}
     for eps in ("2/255", "4/255", "8/255"):
         for lam_set in ("paper", "selected"):
             tables[f"oblivious {eps} lam {lam_set}"] = _oblivious_table(runs, eps, lam_set)
