@@ -62,6 +62,16 @@ class TestAccuracyClaims:
         assert evaluate_claim(runs, ACC) == {"verdict": "not run yet"}
         assert "not run yet" in claims_table(runs, (ACC,))
 
+    def test_the_brief_table_keeps_claim_difference_and_verdict(self) -> None:
+        x = torch.rand(300, generator=torch.Generator().manual_seed(1)) < 0.6
+        better = x | (torch.arange(300) < 60)
+        runs = _runs(a=_evidence({"clean": {"none": _bits(better)}}), b=_evidence({"clean": {"none": _bits(x)}}))
+        diff = 100 * float(better.double().mean() - x.double().mean())
+        lines = claims_table(runs, (ACC,), brief=True).splitlines()
+        assert lines[0] == "| claim | A - B [95% CI] | verdict |"
+        assert lines[2].startswith(f"| {ACC.text} | {diff:+.1f} [") and lines[2].endswith("| **confirmed** |")
+        assert claims_table(_runs(a=None, b=None), (ACC,), brief=True).splitlines()[2] == f"| {ACC.text} | - | not run yet |"
+
     def test_a_subset_part_is_compared_on_its_own_images(self) -> None:
         # the adaptive attack scored images 3, 0, 1; the oblivious part scored all four
         evidence = _evidence({"oblivious:8/255": {"none": "0110"},

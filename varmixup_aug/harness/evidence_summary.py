@@ -166,8 +166,8 @@ def _pairwise_table(runs: dict[str, dict[str, Any]]) -> str:
 
 def reproduction_tables(root: str | Path) -> dict[str, str]:
     """Markdown tables keyed by name: ``training``, ``status``, ``clean``, ``oblivious <eps> lam <set>``, ``paper``,
-    ``published <eps>``, ``autoattack 8/255``, ``pairwise`` and ``conclusions`` (the verdict per claim,
-    :mod:`.claims`)."""
+    ``published <eps>``, ``autoattack 8/255``, ``pairwise``, ``conclusions`` (the verdict per claim,
+    :mod:`.claims`) and ``verdicts`` (its short form)."""
     runs = load_runs(root)
     tables = {"training": _training_table(runs), "status": _status_table(runs), "clean": _clean_table(runs),
               "paper": _paper_table(runs)}
@@ -179,6 +179,7 @@ def reproduction_tables(root: str | Path) -> dict[str, str]:
     tables["autoattack 8/255"] = _adaptive_table(runs, "autoattack:8/255", "AutoAttack-rand")
     tables["pairwise"] = _pairwise_table(runs)
     tables["conclusions"] = claims_table(runs)
+    tables["verdicts"] = claims_table(runs, brief=True)
     return tables
 
 
