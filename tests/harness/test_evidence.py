@@ -171,3 +171,36 @@ def test_committed_tables_match_the_committed_results() -> None:
                            str(REPO / "results" / "cifar10-fast"), "--check"], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
+
+
+class TestEvaluationExamples:
+    """``examples/flip_tta_accuracy.py`` and ``examples/mi_predict_cifar10.py`` on a tiny trained run."""
+
+    def _run(self, script: str, *args: str) -> str:
+        import subprocess
+        import sys
+
+        from conftest import REPO
+
+        proc = subprocess.run([sys.executable, str(REPO / "examples" / script), *args], capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    def test_flip_tta_prints_both_accuracies(self, fast_run: Path, image_folder: Path) -> None:
+        out = self._run("flip_tta_accuracy.py", str(fast_run), "--data-dir", str(image_folder), "--threads", "1")
+        row = out.splitlines()[2].split("|")
+        assert row[2].strip() == "40"
+        model = load_classifier(fast_run)
+        from varmixup_aug.harness import load_tensor_dataset, open_image_dataset
+
+        x, y = load_tensor_dataset(open_image_dataset(image_folder, "test"), progress=False)
+        with torch.inference_mode():
+            expected = 100 * (model(x.float() / 255).argmax(1) == y).double().mean()
+        assert abs(float(row[3]) - float(expected)) < 2.6  # one image of 40 may differ by summation order
+
+    def test_mi_predict_reports_plain_and_mi_accuracy(self, fast_run: Path, image_folder: Path) -> None:
+        out = self._run("mi_predict_cifar10.py", "--checkpoint", str(fast_run), "--data-dir", str(image_folder),
+                        "--num-samples", "2", "--chunk-size", "16", "--pool-size", "50", "--threads", "1")
+        assert "MI-OL (N=2, lam=0.5) accuracy" in out and "on 40 test images" in out
+        assert "80 mixes in chunks of 16" in out
