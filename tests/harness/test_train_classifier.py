@@ -155,11 +155,13 @@ def _tensor_names(path: Path) -> list[str]:
 
 
 class TestCommittedCheckpoints:
-    @pytest.mark.parametrize("method", ["erm", "mixup", "varmixup", "varmixup-residual"])
+    @pytest.mark.parametrize("method", ["erm", "mixup", "varmixup", "varmixup-residual", "vae-recon"])
     def test_load_classifier_reads_every_committed_classifier(self, method: str) -> None:
-        run = REPO / "results" / "classifiers" / method
+        from varmixup_aug.harness import FastCifarNet
+
+        run = REPO / "results" / "cifar10-fast" / method
         model = load_classifier(run)
-        assert isinstance(model, PreActResNet) and not model.training
+        assert isinstance(model, FastCifarNet) and not model.training
         assert model.checkpoint_metadata == read_classifier_metadata(run)
         assert model.checkpoint_metadata["method"] == method
         assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
