@@ -108,6 +108,7 @@ class TestEvidenceStore:
         assert main([*base, "--parts", "clean,published", "--published-n", "10"]) == 0
         parts = json.loads(out.read_text())["parts"]
         assert parts["clean"]["chunks"] == first["clean"]["chunks"]
+        assert parts["clean"]["seconds_this_run"] == first["clean"]["seconds_this_run"] > 0  # nothing redone
         assert len(parts["published:8/255"]["chunks"]["0"]["none"]) == 10  # the short chunk is redone
 
 

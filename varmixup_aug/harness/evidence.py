@@ -215,7 +215,8 @@ def _run_chunks(ctx: _Context, part: str, n: int, size: int, work: Callable[[int
         entry["chunks"][str(i)] = result
         ctx.store.save()
     entry["n"] = n
-    entry["seconds_this_run"] = round(time.perf_counter() - t_part, 1)
+    if todo:  # a rerun with nothing left to do keeps the time of the run that did the work
+        entry["seconds_this_run"] = round(time.perf_counter() - t_part, 1)
     ctx.store.save()
 
 
