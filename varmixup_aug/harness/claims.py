@@ -211,16 +211,18 @@ def evaluate_claim(runs: dict[str, dict[str, Any]], claim: Claim) -> dict[str, A
     return {"verdict": "not run yet"} if result is None else result
 
 
-def claims_table(runs: dict[str, dict[str, Any]], claims: tuple[Claim, ...] = CLAIMS, *, brief: bool = False) -> str:
+def claims_table(runs: dict[str, dict[str, Any]], claims: tuple[Claim, ...] = CLAIMS, *, brief: bool = False,
+                 results: list[dict[str, Any]] | None = None) -> str:
     """A markdown table, one row per claim: both numbers, the difference, its interval, McNemar's p, n and
-    the verdict; ``brief=True`` keeps the claim, the difference and the verdict (README's summary)."""
+    the verdict; ``brief=True`` keeps the claim, the difference and the verdict (README's summary).
+    ``results``: :func:`evaluate_claim` of each claim, when already computed (the bootstrap is not free)."""
+    results = results if results is not None else [evaluate_claim(runs, c) for c in claims]
     if brief:
         rows = ["| claim | A - B [95% CI] | verdict |", "|---|---:|---|"]
     else:
         rows = ["| source | claim | A | B | A - B [95% CI] | McNemar p | n | verdict |",
                 "|---|---|---:|---:|---:|---:|---:|---|"]
-    for claim in claims:
-        r = evaluate_claim(runs, claim)
+    for claim, r in zip(claims, results, strict=True):
         if "a" not in r:
             rows.append(f"| {claim.text} | - | {r['verdict']} |" if brief else
                         f"| {claim.source} | {claim.text} | - | - | - | - | - | {r['verdict']} |")

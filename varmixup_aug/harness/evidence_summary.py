@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .calibration import bootstrap_ece, expected_calibration_error, reliability_diagram
-from .claims import claims_table
+from .claims import CLAIMS, claims_table, evaluate_claim
 from .evidence import PAPER_LAM
 from .evidence_results import (bits_to_bool, clean_confidences, corruption_scores, load_runs, part_indices,
                                part_progress, part_vector)
@@ -178,8 +178,9 @@ def reproduction_tables(root: str | Path) -> dict[str, str]:
         tables[f"published {eps}"] = _adaptive_table(runs, f"published:{eps}", "PGD-50")
     tables["autoattack 8/255"] = _adaptive_table(runs, "autoattack:8/255", "AutoAttack-rand")
     tables["pairwise"] = _pairwise_table(runs)
-    tables["conclusions"] = claims_table(runs)
-    tables["verdicts"] = claims_table(runs, brief=True)
+    results = [evaluate_claim(runs, c) for c in CLAIMS]
+    tables["conclusions"] = claims_table(runs, results=results)
+    tables["verdicts"] = claims_table(runs, brief=True, results=results)
     return tables
 
 
