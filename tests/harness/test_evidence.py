@@ -161,6 +161,14 @@ class TestReproductionTables:
         assert part_progress(evidence, "clean") == (4, True)
         assert "| m | done | 4 | - |" in _status_table({"m": {"evidence": evidence}})
 
+    def test_selected_lams_are_read_only_once_chosen(self) -> None:
+        from varmixup_aug.harness.evidence_results import selected_lams
+
+        chosen = {"pl": {"lam": 0.7}, "ol": {"lam": 0.6}}
+        assert selected_lams(None) is None
+        assert selected_lams({"parts": {"lam_selection": {"chunks": {}}}}) is None
+        assert selected_lams({"parts": {"lam_selection": {"chunks": {}, "result": chosen}}}) == chosen
+
 
 def test_committed_tables_match_the_committed_results() -> None:
     import subprocess

@@ -17,7 +17,7 @@ from torch import Tensor
 from .fast_training import FAST_METHODS
 
 __all__ = ["bits_to_bool", "clean_confidences", "corruption_scores", "load_runs", "part_indices", "part_progress",
-           "part_vector"]
+           "part_vector", "selected_lams"]
 
 
 def load_runs(root: str | Path) -> dict[str, dict[str, Any]]:
@@ -55,6 +55,11 @@ def part_indices(evidence: dict[str, Any] | None, part: str) -> list[int] | None
     if chunks is None or any("indices" not in c for c in chunks):
         return None
     return [i for c in chunks for i in c["indices"]]
+
+
+def selected_lams(evidence: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The lam chosen on held-out training images, ``{"pl": {"lam": ...}, "ol": {"lam": ...}}``, or ``None``."""
+    return (evidence or {}).get("parts", {}).get("lam_selection", {}).get("result")
 
 
 def bits_to_bool(bits: str) -> Tensor:

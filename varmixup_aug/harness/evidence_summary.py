@@ -17,7 +17,7 @@ from .calibration import bootstrap_ece, expected_calibration_error, reliability_
 from .claims import CLAIMS, claims_table, evaluate_claim
 from .evidence import PAPER_LAM
 from .evidence_results import (bits_to_bool, clean_confidences, corruption_scores, load_runs, part_indices,
-                               part_progress, part_vector)
+                               part_progress, part_vector, selected_lams)
 from .significance import (bootstrap_indices, mcnemar_exact, paired_bootstrap_interval, percentile_interval,
                            wilson_interval)
 
@@ -75,7 +75,7 @@ def _clean_table(runs: dict[str, dict[str, Any]]) -> str:
         ev = run["evidence"]
         cc = clean_confidences(ev) if ev else None
         corr = corruption_scores(ev)
-        lam = (ev or {}).get("parts", {}).get("lam_selection", {}).get("result")
+        lam = selected_lams(ev)
         rows.append([method, _acc(part_vector(ev, "clean", "none")),
                      _ece_with_interval(*cc) if cc else "-",
                      "-" if corr is None else _mean_with_interval(corr),
@@ -141,7 +141,7 @@ def _status_table(runs: dict[str, dict[str, Any]]) -> str:
     rows = []
     for method, run in runs.items():
         ev = run["evidence"]
-        lam = "done" if "result" in (ev or {}).get("parts", {}).get("lam_selection", {}) else "-"
+        lam = "-" if selected_lams(ev) is None else "done"
         rows.append([method, lam, _progress(ev, "clean"), *[_progress(ev, p) for p in parts]])
     return _table(["method", "lam selection", "clean", "corruption sets", "oblivious 2/255", "oblivious 4/255",
                    "oblivious 8/255", "published 8/255", "published 2/255", "AutoAttack-rand 8/255"], rows)
