@@ -116,6 +116,8 @@ def _ablation_claims() -> list[Claim]:
               Measure("varmixup", "ece"), Measure("vae-recon", "ece")),
         Claim(_OURS, "latent mixing adds to VAE smoothing: VarMixup is more robust to corruptions than vae-recon",
               Measure("varmixup", "corruption"), Measure("vae-recon", "corruption")),
+        Claim(_OURS, "latent mixing adds to VAE smoothing: VarMixup is more robust to PGD-10 at 2/255 than vae-recon",
+              Measure("varmixup", part="oblivious:2/255"), Measure("vae-recon", part="oblivious:2/255")),
     ]
 
 
