@@ -84,6 +84,8 @@ def _varmixup_claims(method: str, form: str) -> list[Claim]:
         *[Claim(_VM, f"{form} is more robust to PGD-10 at {eps} than input mixup",
                 Measure(method, part=f"oblivious:{eps}"), Measure("mixup", part=f"oblivious:{eps}"))
           for eps in ("2/255", "8/255")],
+        Claim(_VM, f"{form} is more robust to PGD-10 at 2/255 than ERM",
+              Measure(method, part="oblivious:2/255"), Measure("erm", part="oblivious:2/255")),
     ]
 
 
