@@ -8,6 +8,7 @@ from scipy import stats
 
 from varmixup_aug import VarMixupError
 from varmixup_aug.harness.significance import (
+    bootstrap_index_blocks,
     bootstrap_indices,
     compare_pairwise,
     mcnemar_exact,
@@ -86,7 +87,15 @@ class TestBootstrapIndices:
         assert draws.shape == (100, 50) and int(draws.min()) >= 0 and int(draws.max()) < 50
         assert torch.equal(draws, bootstrap_indices(50, samples=100, seed=3))
 
+    def test_blocks_are_the_same_draws(self) -> None:
+        blocks = list(bootstrap_index_blocks(50, samples=250, seed=3, rows=100))
+        assert [b.shape[0] for b in blocks] == [100, 100, 50]
+        assert torch.equal(torch.cat(blocks), bootstrap_indices(50, samples=250, seed=3))
+        assert torch.equal(torch.cat(blocks), torch.randint(0, 50, (250, 50), generator=torch.Generator().manual_seed(3)))
+
     def test_rejects_bad_sizes(self) -> None:
+        with pytest.raises(VarMixupError, match="rows must be an int >= 1, got 0"):
+            bootstrap_index_blocks(10, rows=0)
         with pytest.raises(VarMixupError, match="n must be an int >= 1, got 0"):
             bootstrap_indices(0)
         with pytest.raises(VarMixupError, match="samples must be an int >= 100, got 5"):

@@ -17,12 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from .. import VarMixupError
 from .calibration import bootstrap_ece, expected_calibration_error
 from .evidence_results import bits_to_bool, clean_confidences, corruption_scores, part_indices, part_vector
-from .significance import bootstrap_indices, mcnemar_exact, paired_bootstrap_mean_interval, percentile_interval
+from .significance import bootstrap_index_blocks, mcnemar_exact, paired_bootstrap_mean_interval, percentile_interval
 
 __all__ = ["CLAIMS", "Claim", "Measure", "claims_table", "evaluate_claim"]
 
@@ -181,8 +182,8 @@ def _ece_claim(runs: dict[str, dict[str, Any]], claim: Claim) -> dict[str, Any] 
     b = clean_confidences(runs.get(claim.b.method, {}).get("evidence"))
     if a is None or b is None:
         return None
-    draws = bootstrap_indices(a[0].numel())
-    lo, hi = percentile_interval(bootstrap_ece(*a, draws) - bootstrap_ece(*b, draws))
+    blocks = bootstrap_index_blocks(a[0].numel())
+    lo, hi = percentile_interval(torch.cat([bootstrap_ece(*a, d) - bootstrap_ece(*b, d) for d in blocks]))
     ea, eb = expected_calibration_error(*a), expected_calibration_error(*b)
     return {"a": ea, "b": eb, "diff": ea - eb, "diff_ci95": (lo, hi), "p_value": None, "n": int(a[0].numel()),
             "verdict": _interval_verdict(lo, hi, lower_is_better=True)}

@@ -7,6 +7,7 @@
   resampling images (pairs stay together).
 - :func:`paired_bootstrap_mean_interval`: the same for per-image scores (e.g. the fraction of an
   image's corrupted versions classified right).
+- :func:`bootstrap_index_blocks`: the resamples behind them, drawn in blocks to bound memory.
 - :func:`compare_pairwise`: all three for every pair of methods.
 
 Every function takes per-image correctness vectors, so "A is better than B" means outside the
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from itertools import combinations
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import Tensor
@@ -26,6 +27,7 @@ from torch import Tensor
 from .. import VarMixupError
 
 __all__ = [
+    "bootstrap_index_blocks",
     "bootstrap_indices",
     "compare_pairwise",
     "mcnemar_exact",
@@ -96,16 +98,29 @@ def mcnemar_exact(correct_a: Any, correct_b: Any) -> dict[str, float | int]:
     return {"a_only": only_a, "b_only": only_b, "p_value": float(min(Fraction(1), 2 * tail))}
 
 
-def bootstrap_indices(n: int, *, samples: int = 10000, seed: int = 0) -> Tensor:
-    """``(samples, n)`` image indices drawn with replacement: one bootstrap resample per row.
+def bootstrap_index_blocks(n: int, *, samples: int = 10000, seed: int = 0,
+                           rows: int = 1000) -> Iterator[Tensor]:
+    """The rows of :func:`bootstrap_indices` in blocks of at most ``rows``, drawn lazily.
 
-    Paired statistics use the same rows for both methods, so pairs stay together.
+    The blocks are the same draws (one seeded stream), so memory stays at ``rows * n`` indices.
     """
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 100:
         raise VarMixupError(f"samples must be an int >= 100, got {samples!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise VarMixupError(f"n must be an int >= 1, got {n!r}")
-    return torch.randint(0, n, (samples, n), generator=torch.Generator().manual_seed(seed))
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise VarMixupError(f"rows must be an int >= 1, got {rows!r}")
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, n, (min(rows, samples - start), n), generator=generator)
+            for start in range(0, samples, rows))
+
+
+def bootstrap_indices(n: int, *, samples: int = 10000, seed: int = 0) -> Tensor:
+    """``(samples, n)`` image indices drawn with replacement: one bootstrap resample per row.
+
+    Paired statistics use the same rows for both methods, so pairs stay together.
+    """
+    return torch.cat(list(bootstrap_index_blocks(n, samples=samples, seed=seed)))
 
 
 def percentile_interval(draws: Tensor, *, confidence: float = 0.95) -> tuple[float, float]:
@@ -133,10 +148,8 @@ def paired_bootstrap_mean_interval(score_a: Tensor, score_b: Tensor, *, samples:
                             f"{tuple(score_a.shape)} and {tuple(score_b.shape)}")
     _z(confidence)
     diff = score_a.double() - score_b.double()
-    means = torch.empty(samples, dtype=torch.float64)
-    draws = bootstrap_indices(diff.numel(), samples=samples, seed=seed)
-    for s in range(0, samples, 1000):
-        means[s:s + 1000] = diff[draws[s:s + 1000]].mean(1)
+    blocks = bootstrap_index_blocks(diff.numel(), samples=samples, seed=seed)
+    means = torch.cat([diff[block].mean(1) for block in blocks])
     return percentile_interval(means, confidence=confidence)
 
 
