@@ -208,6 +208,24 @@ class TestEvaluationExamples:
             expected = 100 * (model(x.float() / 255).argmax(1) == y).double().mean()
         assert abs(float(row[3]) - float(expected)) < 2.6  # one image of 40 may differ by summation order
 
+    def test_autoattack_bookkeeping_reruns_the_survivors(self, fast_run: Path, image_folder: Path,
+                                                         tmp_path: Path) -> None:
+        evidence, out = tmp_path / "evidence.json", tmp_path / "bookkeeping.json"
+        tiny = [("4" if previous == "--autoattack-n" else a) for previous, a in zip([""] + TINY_EVIDENCE, TINY_EVIDENCE)]
+        assert main(["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(evidence),
+                     "--parts", "autoattack", *tiny]) == 0
+        args = [str(fast_run), "--data-dir", str(image_folder), "--evidence", str(evidence), "--repeats", "3",
+                "--rerun", "--threads", "1", "--out", str(out)]
+        printed = self._run("autoattack_bookkeeping.py", *args)
+        report = json.loads(out.read_text())
+        assert report["n"] == 4 and f"judge (MI-OL N=2) right on {report['judge_right']}" in printed
+        for image in report["images"]:
+            assert image["single_pass_error"] in (0.0, 0.333, 0.667, 1.0)
+            assert ("rerun_linf_255" in image) == image["judge_right"]
+            assert 0 <= image.get("rerun_linf_255", 0) <= 8.0 + 1e-3
+        with pytest.raises(AssertionError, match="exists; pass --overwrite"):
+            self._run("autoattack_bookkeeping.py", *args)
+
     def test_mi_predict_reports_plain_and_mi_accuracy(self, fast_run: Path, image_folder: Path) -> None:
         out = self._run("mi_predict_cifar10.py", "--checkpoint", str(fast_run), "--data-dir", str(image_folder),
                         "--num-samples", "2", "--chunk-size", "16", "--pool-size", "50", "--threads", "1")
