@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
 import torch
 
 from varmixup_aug import MIPredictor
-from varmixup_aug._io import atomic_path
-from varmixup_aug.harness.evidence import PAPER_LAM, autoattack_rand
-from varmixup_aug.harness.report import load_evaluation_data
-from varmixup_aug.harness.scoring import infer_num_classes, mi_correct
+from varmixup_aug.harness import autoattack_rand, load_evaluation_data
+
+PAPER_LAM = 0.5  # the MI paper's lam, which the attacker and the judge of the evidence use
 
 
 def scored_images(evidence: dict, part: str) -> tuple[list[int], str, str]:
@@ -71,7 +71,8 @@ def main() -> int:
     data = load_evaluation_data(args.run, args.data_dir, n_test=cfg["n_test"], pool_size=cfg["pool_size"],
                                 select_n=0, seed=cfg["seed"], progress=False)
     x, y = data["x"][positions], data["y"][positions]
-    num_classes = infer_num_classes(data["model"], x)
+    with torch.no_grad():
+        num_classes = int(data["model"](x[:1]).shape[1])
     attacker = MIPredictor(data["model"], data["pool"], num_classes=num_classes, mode="ol", lam=PAPER_LAM,
                            num_samples=cfg["autoattack_mi_samples"], seed=1)
     error = single_pass_error(attacker, x, y, args.repeats)
@@ -100,12 +101,14 @@ def main() -> int:
             adv = autoattack_rand(attacker, x[i:i + 1], y[i:i + 1], eps=cfg["autoattack_eps"],
                                   steps=cfg["autoattack_steps"], eot_iter=cfg["autoattack_eot"], seed=i)
             rec["rerun_linf_255"] = round(255 * float((adv - x[i:i + 1]).abs().max()), 3)
-            rec["rerun_judge_right"] = bool(mi_correct(judge, adv, y[i:i + 1], 1)[0])
+            with torch.no_grad():
+                rec["rerun_judge_right"] = bool(judge.predict(adv)[0] == y[i])
             rec["rerun_seconds"] = round(time.perf_counter() - t0, 1)
             print(f"| {rec['position']} | {rec['rerun_linf_255']} | {rec['rerun_judge_right']} | {rec['rerun_seconds']} |")
     if args.out:
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(json.dumps(report, indent=1) + "\n")
+        tmp = Path(f"{args.out}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+        os.replace(tmp, args.out)  # atomic: a killed run leaves no half-written file
     return 0
 
 
