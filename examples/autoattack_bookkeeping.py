@@ -4,7 +4,7 @@ torchattacks decides with single forward passes which images are already fooled,
 of MI-OL is random: ``APGD.perturb`` leaves unattacked an image that one pass misclassifies before
 the attack starts, and ``MultiAttack`` returns the clean image wherever the pass after each attack
 says "still right", throwing the perturbation away. The independent judge (MI-OL, N=30) then scores
-what came back. This script measures both effects on the images the AutoAttack part has scored:
+what came back. This script measures both effects on the images of a finished AutoAttack part:
 
 1. from the committed per-image results: which images the judge still calls right, and whether the
    plain model (which the adversarial images fool when they are kept) is right on them too;
@@ -28,16 +28,8 @@ from pathlib import Path
 import torch
 
 from varmixup_aug import MIPredictor
-from varmixup_aug.harness import autoattack_rand, load_evaluation_data
-
-PAPER_LAM = 0.5  # the MI paper's lam, which the attacker and the judge of the evidence use
-
-
-def scored_images(evidence: dict, part: str) -> tuple[list[int], str, str]:
-    """Positions in the fixed subset, judge bits and plain-model bits of every finished chunk of ``part``."""
-    chunks = [c for _, c in sorted(evidence["parts"][part]["chunks"].items(), key=lambda kv: int(kv[0]))]
-    return ([i for c in chunks for i in c["indices"]], "".join(c["mi_ol@paper"] for c in chunks),
-            "".join(c["none"] for c in chunks))
+from varmixup_aug.harness import (PAPER_LAM, autoattack_rand, bits_to_bool, load_evaluation_data, part_indices,
+                                  part_vector)
 
 
 def single_pass_error(attacker: MIPredictor, x: torch.Tensor, y: torch.Tensor, repeats: int) -> torch.Tensor:
@@ -64,10 +56,10 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     evidence = json.loads(Path(args.evidence or Path(args.run) / "evidence.json").read_text())
     cfg = evidence["config"]
-    part = next((k for k, v in evidence["parts"].items() if k.startswith("autoattack:") and v["chunks"]), None)
-    if part is None:
-        p.error("the evidence JSON has no scored AutoAttack images; run `varmixup-aug evidence ... --parts autoattack`")
-    positions, judge_bits, plain_bits = scored_images(evidence, part)
+    part = next((k for k in evidence["parts"] if k.startswith("autoattack:")), None)
+    positions = part_indices(evidence, part) if part else None
+    if positions is None:
+        p.error("the evidence JSON has no finished AutoAttack part; run `varmixup-aug evidence ... --parts autoattack`")
     data = load_evaluation_data(args.run, args.data_dir, n_test=cfg["n_test"], pool_size=cfg["pool_size"],
                                 select_n=0, seed=cfg["seed"], progress=False)
     x, y = data["x"][positions], data["y"][positions]
@@ -76,8 +68,8 @@ def main() -> int:
     attacker = MIPredictor(data["model"], data["pool"], num_classes=num_classes, mode="ol", lam=PAPER_LAM,
                            num_samples=cfg["autoattack_mi_samples"], seed=1)
     error = single_pass_error(attacker, x, y, args.repeats)
-    survived = torch.tensor([b == "1" for b in judge_bits])
-    plain_right = torch.tensor([b == "1" for b in plain_bits])
+    survived = bits_to_bool(part_vector(evidence, part, "mi_ol@paper"))
+    plain_right = bits_to_bool(part_vector(evidence, part, "none"))
     report = {
         "part": part, "n": len(positions), "repeats": args.repeats,
         "judge_right": int(survived.sum()), "plain_right": int(plain_right.sum()),

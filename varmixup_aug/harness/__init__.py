@@ -10,9 +10,9 @@ from .calibration import calibration_bins, expected_calibration_error, reliabili
 from .classifier_checkpoint import load_classifier, read_classifier_metadata
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from .claims import CLAIMS, claims_table, evaluate_claim
-from .evidence_results import load_runs
+from .evidence_results import bits_to_bool, load_runs, part_indices, part_vector
 from .evidence_summary import PUBLISHED_MI_CIFAR10, reliability_figures, reproduction_tables
-from .evidence import EVIDENCE_PARTS, EvidenceConfig, autoattack_rand, run_evidence
+from .evidence import EVIDENCE_PARTS, PAPER_LAM, EvidenceConfig, autoattack_rand, run_evidence
 from .fast_training import FAST_METHODS, FastTrainConfig, batch_crop_flip, train_fast_classifier
 from .data import cache_dir, load_tensor_dataset, open_image_dataset
 from .lam_selection import select_mi_lam
@@ -35,6 +35,7 @@ __all__ = [
     "FastCifarNet",
     "FastTrainConfig",
     "METHODS",
+    "PAPER_LAM",
     "PUBLISHED_MI_CIFAR10",
     "PreActResNet",
     "SEVERITIES",
@@ -44,6 +45,7 @@ __all__ = [
     "adversarial_examples",
     "autoattack_rand",
     "batch_crop_flip",
+    "bits_to_bool",
     "cache_dir",
     "calibration_bins",
     "claims_table",
@@ -64,6 +66,8 @@ __all__ = [
     "mixup_grid",
     "open_image_dataset",
     "paired_bootstrap_interval",
+    "part_indices",
+    "part_vector",
     "predict_logits",
     "read_classifier_metadata",
     "reconstruction_grid",
