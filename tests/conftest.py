@@ -1,52 +1,20 @@
-"""Shared fixtures and helpers: tiny VAEs, small images and tasks, a tiny trained classifier, an ImageFolder,
-and the real CIFAR-10 archive from ../shared/data."""
+"""Shared fixtures: tiny VAEs, a tiny trained classifier, an ImageFolder, and the real CIFAR-10 archive from
+../shared/data. The builders they use (and that test files import) live in ``_helpers.py``."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 from torch import Tensor
 
-REPO = Path(__file__).resolve().parents[1]
-CIFAR_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+from _helpers import CIFAR_ARCHIVE, IdentityVAE, easy_task, tiny_conv_vae
 
-
-class IdentityVAE(torch.nn.Module):
-    """encode(x) = (x, -inf): the posterior is a point mass at the image, decode is identity."""
-
-    def __init__(self, channels: int = 3, image_size: int = 8) -> None:
-        super().__init__()
-        self.channels, self.image_size, self.input_range = channels, image_size, (0.0, 1.0)
-        self.dummy = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
-
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return x.clone(), torch.full_like(x, -float("inf"))
-
-    def decode(self, z: Tensor) -> Tensor:
-        return z.clone()
-
-
-class CountingVAE(torch.nn.Module):
-    """Wraps a VAE and counts encoder and decoder calls (one call per batch)."""
-
-    def __init__(self, inner: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.encode_calls = 0
-        self.decode_calls = 0
-        for name in ("channels", "image_size", "input_range"):
-            setattr(self, name, getattr(inner, name))
-
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        self.encode_calls += 1
-        return self.inner.encode(x)
-
-    def decode(self, z: Tensor) -> Tensor:
-        self.decode_calls += 1
-        return self.inner.decode(z)
+if TYPE_CHECKING:
+    from varmixup_aug import ConvVAE
 
 
 @pytest.fixture
@@ -55,11 +23,8 @@ def identity_vae() -> IdentityVAE:
 
 
 @pytest.fixture
-def tiny_vae():
-    from varmixup_aug import ConvVAE, VAEConfig
-
-    torch.manual_seed(0)
-    return ConvVAE(VAEConfig(image_size=8, latent_dim=4, widths=(4, 8))).eval()
+def tiny_vae() -> ConvVAE:
+    return tiny_conv_vae()
 
 
 @pytest.fixture(scope="session")
@@ -98,26 +63,6 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def smooth_images(n: int = 4, seed: int = 0) -> Tensor:
-    """``(n, 3, 32, 32)`` smooth random images in [0, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    low = torch.rand(n, 3, 8, 8, generator=g)
-    return torch.nn.functional.interpolate(low, size=32, mode="bilinear", align_corners=False).clamp(0, 1)
-
-
-def easy_task(n: int, seed: int, k: int = 4, size: int = 16) -> tuple[Tensor, Tensor]:
-    """Class c is a fixed +-1 pattern of amplitude 0.03 around grey, plus N(0, 0.03^2) noise.
-
-    Easy to learn (the pattern is spread over every pixel) but an L-inf change of 8/255 ~ 0.031 per
-    pixel can erase it, so an undefended model must lose accuracy under PGD at 8/255.
-    """
-    g = torch.Generator().manual_seed(seed)
-    protos = torch.randint(0, 2, (k, 3, size, size), generator=torch.Generator().manual_seed(123)).float() * 2 - 1
-    y = torch.arange(n) % k
-    x = 0.5 + 0.03 * protos[y] + 0.03 * torch.randn(n, 3, size, size, generator=g)
-    return x.clamp(0, 1), y
-
-
 @pytest.fixture(scope="session")
 def erm_model() -> tuple[torch.nn.Module, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """A tiny PreActResNet trained with ERM for a few seconds; (model, train set, test set)."""
@@ -138,18 +83,12 @@ def erm_model() -> tuple[torch.nn.Module, tuple[Tensor, Tensor], tuple[Tensor, T
     return model.eval(), train, test
 
 
-def accuracy(model: torch.nn.Module, x: Tensor, y: Tensor) -> float:
-    from varmixup_aug.harness import predict_logits
-
-    return float((predict_logits(model, x).argmax(1) == y).float().mean())
-
-
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny ImageFolder (train/ and test/, 10 classes of coloured noise, 32x32 PNG) and a tiny VAE."""
     from PIL import Image
 
-    from varmixup_aug import ConvVAE, VAEConfig, save_vae
+    from varmixup_aug import save_vae
 
     root = tmp_path_factory.mktemp("data")
     g = torch.Generator().manual_seed(0)
@@ -161,14 +100,5 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
             for i in range(n):
                 x = (0.2 + 0.6 * colours[c] + 0.08 * torch.randn(3, 32, 32, generator=g)).clamp(0, 1)
                 Image.fromarray((x * 255).round().byte().permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
-    torch.manual_seed(0)
-    save_vae(ConvVAE(VAEConfig(image_size=32, latent_dim=4, widths=(4, 8))).eval(), root / "vae.safetensors")
+    save_vae(tiny_conv_vae(image_size=32), root / "vae.safetensors")
     return root
-
-
-def train_args(root: Path, out: Path, method: str, *extra: str) -> list[str]:
-    """``train-classifier`` arguments for a few steps on :func:`image_folder`."""
-    vae = ["--vae", str(root / "vae.safetensors")] if method.startswith("varmixup") else []
-    return ["train-classifier", "--method", method, "--data-dir", str(root), "--out", str(out), *vae,
-            "--holdout", "20", "--batch-size", "16", "--widths", "4,8", "--epochs", "2", "--checkpoint-every", "2",
-            "--no-progress", *extra]

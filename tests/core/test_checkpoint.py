@@ -9,12 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from _helpers import tiny_conv_vae
 from varmixup_aug import ConvVAE, VAEConfig, VAEProtocol, VarMixupError, load_vae, read_vae_metadata, save_vae
-
-
-def _small_vae() -> ConvVAE:
-    torch.manual_seed(0)
-    return ConvVAE(VAEConfig(image_size=8, latent_dim=4, widths=(4, 8)))
 
 
 class TestVAEConfig:
@@ -44,7 +40,7 @@ class TestVAEConfig:
 
 class TestConvVAE:
     def test_shapes_and_range(self):
-        vae = _small_vae()
+        vae = tiny_conv_vae()
         x = torch.rand(3, 3, 8, 8)
         mu, logvar = vae.encode(x)
         assert mu.shape == logvar.shape == (3, 4)
@@ -63,13 +59,13 @@ class TestConvVAE:
             ConvVAE(VAEConfig(), latent_dim=3)
 
     def test_forward_returns_reconstruction(self):
-        recon, mu, logvar = _small_vae()(torch.rand(2, 3, 8, 8), sample=False)
+        recon, mu, logvar = tiny_conv_vae()(torch.rand(2, 3, 8, 8), sample=False)
         assert recon.shape == (2, 3, 8, 8) and mu.shape == (2, 4)
 
 
 class TestSaveLoadVAE:
     def test_round_trip(self, tmp_path):
-        vae = _small_vae()
+        vae = tiny_conv_vae().train()  # saved in train mode: load_vae must give eval mode
         path = save_vae(vae, tmp_path / "v.safetensors", trained_on="unit test", extra={"note": 1})
         loaded = load_vae(path)
         assert loaded.config == vae.config
@@ -84,11 +80,11 @@ class TestSaveLoadVAE:
         assert torch.equal(vae.decode(vae.encode(x)[0]), loaded.decode(loaded.encode(x)[0]))
 
     def test_dtype(self, tmp_path):
-        path = save_vae(_small_vae(), tmp_path / "v.safetensors")
+        path = save_vae(tiny_conv_vae(), tmp_path / "v.safetensors")
         assert next(load_vae(path, dtype=torch.float64).parameters()).dtype == torch.float64
 
     def test_no_pickle_in_file(self, tmp_path):
-        path = save_vae(_small_vae(), tmp_path / "v.safetensors")
+        path = save_vae(tiny_conv_vae(), tmp_path / "v.safetensors")
         data = path.read_bytes()
         (n,) = struct.unpack("<Q", data[:8])
         json.loads(data[8 : 8 + n])  # the header is plain JSON
@@ -102,7 +98,7 @@ class TestSaveLoadVAE:
             load_vae(tmp_path / "nope.safetensors")
 
     def test_truncated(self, tmp_path):
-        path = save_vae(_small_vae(), tmp_path / "v.safetensors")
+        path = save_vae(tiny_conv_vae(), tmp_path / "v.safetensors")
         data = path.read_bytes()
         cut = tmp_path / "cut.safetensors"
         cut.write_bytes(data[: len(data) // 2])
@@ -128,7 +124,7 @@ class TestSaveLoadVAE:
             load_vae(foreign)
 
     def _rewrite(self, tmp_path, tensors=None, header_update=None):
-        vae = _small_vae()
+        vae = tiny_conv_vae()
         path = save_vae(vae, tmp_path / "v.safetensors")
         header = read_vae_metadata(path)
         header.update(header_update or {})

@@ -10,13 +10,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from varmixup_aug import ConvVAE, VAEConfig, VarMixup, VarMixupCollate, VarMixupError, VarMixupLoader
+from _helpers import tiny_conv_vae
+from varmixup_aug import VarMixup, VarMixupCollate, VarMixupError, VarMixupLoader
 from varmixup_aug._collate import collate_images
-
-
-def _vae():
-    torch.manual_seed(0)
-    return ConvVAE(VAEConfig(image_size=8, latent_dim=4, widths=(4, 8))).eval()
 
 
 class RepeatedImages(Dataset):
@@ -69,7 +65,7 @@ class TestCollateImages:
 
 class TestVarMixupCollate:
     def test_single_process(self):
-        loader = DataLoader(RepeatedImages("pil"), batch_size=4, collate_fn=VarMixupCollate(_vae(), num_classes=4, seed=0))
+        loader = DataLoader(RepeatedImages("pil"), batch_size=4, collate_fn=VarMixupCollate(tiny_conv_vae(), num_classes=4, seed=0))
         x, t = next(iter(loader))
         assert x.shape == (4, 3, 8, 8) and x.dtype == torch.float32 and t.shape == (4, 4)
         assert torch.allclose(t.sum(1), torch.ones(4))
@@ -77,7 +73,7 @@ class TestVarMixupCollate:
     @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
     def test_workers(self, method):
         def run(epochs: int, torch_seed: int) -> list:
-            collate = VarMixupCollate(_vae(), num_classes=4, seed=0)
+            collate = VarMixupCollate(tiny_conv_vae(), num_classes=4, seed=0)
             loader = DataLoader(RepeatedImages("numpy"), batch_size=4, num_workers=2, collate_fn=collate,
                                 multiprocessing_context=method)
             torch.manual_seed(torch_seed)  # has no say: the streams come from seed=0 alone
@@ -93,7 +89,7 @@ class TestVarMixupCollate:
 
     @pytest.mark.filterwarnings("ignore:.*pin_memory.*:UserWarning")
     def test_persistent_workers_and_pin_memory(self):
-        collate = VarMixupCollate(_vae(), num_classes=4, seed=0)
+        collate = VarMixupCollate(tiny_conv_vae(), num_classes=4, seed=0)
         loader = DataLoader(RepeatedImages(), batch_size=4, num_workers=2, collate_fn=collate,
                             persistent_workers=True, pin_memory=True)  # without CUDA torch warns and skips pinning
         epoch1 = [t for _, t in loader]
@@ -101,7 +97,7 @@ class TestVarMixupCollate:
         assert not torch.equal(epoch1[0], epoch2[0])
 
     def test_pickles(self):
-        collate = VarMixupCollate(_vae(), num_classes=4, seed=3, generator=None)
+        collate = VarMixupCollate(tiny_conv_vae(), num_classes=4, seed=3, generator=None)
         clone = pickle.loads(pickle.dumps(collate))
         batch = [RepeatedImages()[i] for i in range(4)]
         xa, ta = collate(batch)
@@ -114,18 +110,18 @@ class TestVarMixupCollate:
         copies = {}
         for rank in ("0", "1"):
             monkeypatch.setenv("RANK", rank)
-            copies[rank] = pickle.dumps(VarMixupCollate(_vae(), num_classes=4, seed=0))
+            copies[rank] = pickle.dumps(VarMixupCollate(tiny_conv_vae(), num_classes=4, seed=0))
         monkeypatch.delenv("RANK")
         t0 = pickle.loads(copies["0"])(batch)[1]
         t1 = pickle.loads(copies["1"])(batch)[1]
         assert not torch.equal(t0, t1)
 
     def test_pickles_with_generator(self):
-        collate = VarMixupCollate(_vae(), num_classes=4, generator=torch.Generator().manual_seed(5))
+        collate = VarMixupCollate(tiny_conv_vae(), num_classes=4, generator=torch.Generator().manual_seed(5))
         assert isinstance(pickle.loads(pickle.dumps(collate)), VarMixupCollate)
 
     def test_refuses_cuda_in_worker(self):
-        collate = VarMixupCollate(_vae(), num_classes=4)
+        collate = VarMixupCollate(tiny_conv_vae(), num_classes=4)
         collate.device = torch.device("cuda")  # as if constructed on a CUDA machine
         loader = DataLoader(RepeatedImages(), batch_size=4, num_workers=1, collate_fn=collate)
         with pytest.raises(VarMixupError, match="cannot run inside a DataLoader worker: CUDA must not be initialised"):
@@ -134,23 +130,23 @@ class TestVarMixupCollate:
     @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
     def test_cuda_unavailable(self):
         with pytest.raises(VarMixupError, match="device='cuda' but CUDA is not available"):
-            VarMixupCollate(_vae(), num_classes=4, device="cuda")
+            VarMixupCollate(tiny_conv_vae(), num_classes=4, device="cuda")
 
     @pytest.mark.cuda
     @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
     def test_cuda_device_main_process(self):
-        collate = VarMixupCollate(_vae(), num_classes=4, seed=0, device="cuda")
+        collate = VarMixupCollate(tiny_conv_vae(), num_classes=4, seed=0, device="cuda")
         x, t = next(iter(DataLoader(RepeatedImages(), batch_size=4, collate_fn=collate)))
         assert x.device.type == "cuda" and t.device.type == "cuda"
 
     def test_repr(self):
-        assert "VarMixupCollate(VarMixup(num_classes=4" in repr(VarMixupCollate(_vae(), num_classes=4))
+        assert "VarMixupCollate(VarMixup(num_classes=4" in repr(VarMixupCollate(tiny_conv_vae(), num_classes=4))
 
 
 class TestVarMixupLoader:
     def test_mixes_batches_from_workers(self):
         base = DataLoader(RepeatedImages(), batch_size=4, num_workers=2, pin_memory=torch.cuda.is_available())
-        loader = VarMixupLoader(base, VarMixup(_vae(), num_classes=4, seed=0))
+        loader = VarMixupLoader(base, VarMixup(tiny_conv_vae(), num_classes=4, seed=0))
         out = list(loader)
         assert len(loader) == 2 and len(out) == 2
         x, t = out[0]
@@ -158,13 +154,13 @@ class TestVarMixupLoader:
 
     def test_uint8_batches_are_scaled(self):
         ds = TensorDataset(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), torch.arange(4))
-        x, _ = next(iter(VarMixupLoader(DataLoader(ds, batch_size=4), VarMixup(_vae(), num_classes=4))))
+        x, _ = next(iter(VarMixupLoader(DataLoader(ds, batch_size=4), VarMixup(tiny_conv_vae(), num_classes=4))))
         assert x.dtype == torch.float32 and x.max() <= 1
 
     def test_errors(self):
         with pytest.raises(VarMixupError, match="mixer must be a VarMixup, got function"):
             VarMixupLoader([], lambda x, y: (x, y))
-        loader = VarMixupLoader([torch.zeros(2)], VarMixup(_vae(), num_classes=4))
+        loader = VarMixupLoader([torch.zeros(2)], VarMixup(tiny_conv_vae(), num_classes=4))
         with pytest.raises(VarMixupError, match="expects the loader to yield \\(images, labels\\) batches"):
             next(iter(loader))
 
@@ -172,5 +168,5 @@ class TestVarMixupLoader:
     @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
     def test_cuda(self):
         base = DataLoader(RepeatedImages(), batch_size=4, num_workers=2, pin_memory=True)
-        x, t = next(iter(VarMixupLoader(base, VarMixup(_vae().cuda(), num_classes=4, seed=0))))
+        x, t = next(iter(VarMixupLoader(base, VarMixup(tiny_conv_vae().cuda(), num_classes=4, seed=0))))
         assert x.device.type == "cuda" and t.device.type == "cuda"

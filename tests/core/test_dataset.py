@@ -6,23 +6,16 @@ import torch
 import pytest
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from conftest import CountingVAE
+from _helpers import CountingVAE, tiny_conv_vae
 from varmixup_aug import (
     BatchRandomCropFlip,
-    ConvVAE,
     Posterior,
-    VAEConfig,
     VarMixup,
     VarMixupCollate,
     VarMixupDataset,
     VarMixupError,
     VarMixupLoader,
 )
-
-
-def _vae(seed=0):
-    torch.manual_seed(seed)
-    return ConvVAE(VAEConfig(image_size=8, latent_dim=4, widths=(4, 8))).eval()
 
 
 def _data(n=20):
@@ -40,7 +33,7 @@ class RandomlyAugmented(Dataset):
 
 class TestVarMixupDataset:
     def test_posteriors_match_encoder(self):
-        vae, data = _vae(), _data()
+        vae, data = tiny_conv_vae(), _data()
         ds = VarMixupDataset(data, vae, batch_size=8, progress=False)
         mu, logvar = vae.encode(data.tensors[0])
         torch.testing.assert_close(ds.mu, mu)
@@ -50,7 +43,7 @@ class TestVarMixupDataset:
         assert isinstance(item, Posterior) and item.mu.shape == (4,) and label == 3
 
     def test_training_never_runs_encoder(self):
-        vae = CountingVAE(_vae())
+        vae = CountingVAE(tiny_conv_vae())
         ds = VarMixupDataset(_data(), vae, batch_size=8, progress=False)
         assert vae.encode_calls == 3  # ceil(20 / 8) batches, once
         loader = DataLoader(ds, batch_size=5, shuffle=True, collate_fn=VarMixupCollate(vae, num_classes=4, seed=0))
@@ -64,43 +57,43 @@ class TestVarMixupDataset:
 
     def test_cache_skips_encoding(self, tmp_path):
         data = _data()
-        first = CountingVAE(_vae())
+        first = CountingVAE(tiny_conv_vae())
         ds1 = VarMixupDataset(data, first, cache_path=tmp_path, progress=False)
         assert first.encode_calls == 1 and ds1.cache_file.parent == tmp_path and ds1.cache_file.exists()
-        second = CountingVAE(_vae())
+        second = CountingVAE(tiny_conv_vae())
         ds2 = VarMixupDataset(data, second, cache_path=tmp_path, progress=False)
         assert second.encode_calls == 0
         assert torch.equal(ds1.mu, ds2.mu) and torch.equal(ds1.labels, ds2.labels)
         # Another VAE has another fingerprint and encodes again.
-        other = CountingVAE(_vae(seed=1))
+        other = CountingVAE(tiny_conv_vae(seed=1))
         ds3 = VarMixupDataset(data, other, cache_path=tmp_path, progress=False)
         assert other.encode_calls == 1 and ds3.cache_file != ds1.cache_file
 
     def test_cache_file_path_and_corrupt_cache(self, tmp_path):
         data, path = _data(), tmp_path / "latents.safetensors"
-        VarMixupDataset(data, CountingVAE(_vae()), cache_path=path, progress=False)
-        again = CountingVAE(_vae())
+        VarMixupDataset(data, CountingVAE(tiny_conv_vae()), cache_path=path, progress=False)
+        again = CountingVAE(tiny_conv_vae())
         VarMixupDataset(data, again, cache_path=path, progress=False)
         assert again.encode_calls == 0
         path.write_bytes(b"garbage")  # not ours: refused, never overwritten
         with pytest.raises(VarMixupError, match="exists and is not a latent cache written by VarMixupDataset"):
-            VarMixupDataset(data, _vae(), cache_path=path, progress=False)
+            VarMixupDataset(data, tiny_conv_vae(), cache_path=path, progress=False)
         assert path.read_bytes() == b"garbage"
 
     def test_refuses_random_augmentation(self):
         with pytest.raises(VarMixupError, match="dataset returns a different image each time the same index is read"):
-            VarMixupDataset(RandomlyAugmented(), _vae(), progress=False)
+            VarMixupDataset(RandomlyAugmented(), tiny_conv_vae(), progress=False)
 
     def test_bad_input(self):
         with pytest.raises(VarMixupError, match="dataset is empty"):
-            VarMixupDataset(TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0)), _vae(), progress=False)
+            VarMixupDataset(TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0)), tiny_conv_vae(), progress=False)
         with pytest.raises(VarMixupError, match="vae must implement encode/decode"):
             VarMixupDataset(_data(), torch.nn.Identity(), progress=False)
         with pytest.raises(VarMixupError, match="device=meta but the VAE is on cpu"):
-            VarMixupDataset(_data(), _vae(), device="meta", progress=False)
+            VarMixupDataset(_data(), tiny_conv_vae(), device="meta", progress=False)
 
     def test_repr(self):
-        assert "VarMixupDataset(items=20, latent=(4,)" in repr(VarMixupDataset(_data(), _vae(), progress=False))
+        assert "VarMixupDataset(items=20, latent=(4,)" in repr(VarMixupDataset(_data(), tiny_conv_vae(), progress=False))
 
 
 class _Adapter:
@@ -158,18 +151,18 @@ class _Flip(Dataset):
 class TestCacheIntegrity:
     def test_change_anywhere_in_a_tensor_dataset(self, tmp_path):
         x, y = torch.rand(20, 3, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(20) % 4
-        VarMixupDataset(TensorDataset(x, y), _vae(), cache_path=tmp_path, progress=False)
+        VarMixupDataset(TensorDataset(x, y), tiny_conv_vae(), cache_path=tmp_path, progress=False)
         y2 = y.clone()
         y2[7] = 3  # neither item 0, n/2 nor n-1
-        ds = VarMixupDataset(TensorDataset(x, y2), _vae(), cache_path=tmp_path, progress=False)
+        ds = VarMixupDataset(TensorDataset(x, y2), tiny_conv_vae(), cache_path=tmp_path, progress=False)
         assert ds.labels[7] == 3
-        vae = CountingVAE(_vae())  # the fingerprint does not depend on batch_size
+        vae = CountingVAE(tiny_conv_vae())  # the fingerprint does not depend on batch_size
         VarMixupDataset(TensorDataset(x, y2), vae, cache_path=tmp_path, batch_size=3, progress=False)
         VarMixupDataset(TensorDataset(x, y2), vae, cache_path=tmp_path, batch_size=7, progress=False)
         assert vae.encode_calls == 7
         x2 = x.clone()
         x2[3, 0, 0, 0] = 0.5
-        vae = CountingVAE(_vae())
+        vae = CountingVAE(tiny_conv_vae())
         VarMixupDataset(TensorDataset(x2, y), vae, cache_path=tmp_path, progress=False)
         assert vae.encode_calls == 1
 
@@ -183,18 +176,18 @@ class TestCacheIntegrity:
             for i in range(5):
                 Image.new("RGB", (8, 8), (40 * i, 20 * c, 7)).save(tmp_path / "data" / f"c{c}" / f"{i}.png")
         folder = ImageFolder(str(tmp_path / "data"), transform=ToTensor())
-        VarMixupDataset(folder, _vae(), cache_path=tmp_path / "cache", progress=False)
+        VarMixupDataset(folder, tiny_conv_vae(), cache_path=tmp_path / "cache", progress=False)
         Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "data" / "c0" / "2.png")  # a middle file
         folder = ImageFolder(str(tmp_path / "data"), transform=ToTensor())
-        vae = CountingVAE(_vae())
+        vae = CountingVAE(tiny_conv_vae())
         ds = VarMixupDataset(folder, vae, cache_path=tmp_path / "cache", progress=False)
         assert vae.encode_calls == 1
-        torch.testing.assert_close(ds.mu[2], _vae().encode(ToTensor()(Image.open(folder.samples[2][0]))[None])[0][0])
+        torch.testing.assert_close(ds.mu[2], tiny_conv_vae().encode(ToTensor()(Image.open(folder.samples[2][0]))[None])[0][0])
 
     def test_vae_that_is_not_a_module(self, tmp_path):
         data = _data()
-        a = VarMixupDataset(data, _Adapter(_vae(0)), cache_path=tmp_path, progress=False)
-        b = VarMixupDataset(data, _Adapter(_vae(1)), cache_path=tmp_path, progress=False)
+        a = VarMixupDataset(data, _Adapter(tiny_conv_vae(seed=0)), cache_path=tmp_path, progress=False)
+        b = VarMixupDataset(data, _Adapter(tiny_conv_vae(seed=1)), cache_path=tmp_path, progress=False)
         assert a.cache_file != b.cache_file and not torch.equal(a.mu, b.mu)
         with pytest.raises(VarMixupError, match="cannot fingerprint the weights of the VAE.*pass cache_key"):
             VarMixupDataset(data, _Opaque(1.0), cache_path=tmp_path, progress=False)
@@ -203,7 +196,7 @@ class TestCacheIntegrity:
         assert torch.equal(two.mu, 2 * one.mu)
         VarMixupDataset(data, _Opaque(1.0), progress=False)  # no cache: nothing to fingerprint
         with pytest.raises(VarMixupError, match="cache_key must be a non-empty string"):
-            VarMixupDataset(data, _vae(), cache_path=tmp_path, cache_key="", progress=False)
+            VarMixupDataset(data, tiny_conv_vae(), cache_path=tmp_path, cache_key="", progress=False)
 
     def test_unwritable_folder_checked_before_encoding(self, tmp_path, monkeypatch):
         import varmixup_aug._dataset as dataset_module
@@ -212,13 +205,13 @@ class TestCacheIntegrity:
             raise PermissionError(13, "Permission denied")
 
         monkeypatch.setattr(dataset_module.tempfile, "NamedTemporaryFile", refuse)
-        vae = CountingVAE(_vae())
+        vae = CountingVAE(tiny_conv_vae())
         with pytest.raises(VarMixupError, match="its folder is not writable.*nothing was encoded"):
             VarMixupDataset(_data(), vae, cache_path=tmp_path, progress=False)
         assert vae.encode_calls == 0
         (tmp_path / "file").write_text("x")
         with pytest.raises(VarMixupError, match="cannot create its folder"):
-            VarMixupDataset(_data(), _vae(), cache_path=tmp_path / "file" / "sub" / "c.safetensors", progress=False)
+            VarMixupDataset(_data(), tiny_conv_vae(), cache_path=tmp_path / "file" / "sub" / "c.safetensors", progress=False)
 
     def test_failed_write_leaves_no_temp(self, tmp_path, monkeypatch):
         import varmixup_aug._io as io_module
@@ -229,11 +222,11 @@ class TestCacheIntegrity:
 
         monkeypatch.setattr(io_module, "save_file", broken)
         with pytest.raises(OSError, match="No space left"):
-            VarMixupDataset(_data(), _vae(), cache_path=tmp_path, progress=False)
+            VarMixupDataset(_data(), tiny_conv_vae(), cache_path=tmp_path, progress=False)
         assert list(tmp_path.iterdir()) == []
 
     def test_items_checked_before_encoding(self):
-        vae = CountingVAE(_vae())
+        vae = CountingVAE(tiny_conv_vae())
         good = [(torch.rand(3, 8, 8), 0) for _ in range(6)]
         cases = [
             (good[:4] + [(torch.rand(3, 8, 8) * 255, 1)], r"items 0\.\.4: images hold values in \[.*expects \[0, 1\]"),
@@ -253,7 +246,7 @@ class TestCacheIntegrity:
         for trial in range(30):
             torch.manual_seed(trial)
             with pytest.raises(VarMixupError, match="different image each time the same index is read"):
-                VarMixupDataset(_Flip(), _vae(), progress=False)
+                VarMixupDataset(_Flip(), tiny_conv_vae(), progress=False)
 
 
 class TestBatchRandomCropFlip:

@@ -27,9 +27,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 import varmixup_aug
-from varmixup_aug import ConvVAE, VAEConfig, VarMixup, VarMixupCollate, VarMixupDataset, VarMixupError
+from varmixup_aug import VarMixup, VarMixupCollate, VarMixupDataset, VarMixupError
 
-from conftest import REPO, CountingVAE
+from _helpers import REPO, CountingVAE, tiny_conv_vae
 
 EXAMPLE = REPO / "examples" / "ddp_train.py"
 WORLD = 2
@@ -59,11 +59,6 @@ def _init(rank: int, world: int, init_file: str) -> None:
                             timeout=timedelta(seconds=30))
 
 
-def _tiny_vae() -> ConvVAE:
-    torch.manual_seed(0)  # the same weights on every rank
-    return ConvVAE(VAEConfig(image_size=8, latent_dim=4, widths=(4, 8))).eval()
-
-
 def _tiny_images(n: int = 16) -> TensorDataset:
     g = torch.Generator().manual_seed(123)  # the same data on every rank
     return TensorDataset(torch.rand(n, 3, 8, 8, generator=g), torch.arange(n) % 4)
@@ -83,7 +78,7 @@ def _load_example() -> Any:
 def _draw_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
     _init(rank, world, init_file)
     try:
-        vae = _tiny_vae()
+        vae = tiny_conv_vae()  # seeded: the same weights on every rank
         mixer = VarMixup(vae, num_classes=4, seed=0)
         first, second = mixer.draw_params(16), mixer.draw_params(16)
         # The same seed through VarMixupCollate in a forked DataLoader worker of this rank. The
@@ -127,7 +122,7 @@ def _epochs_rank(rank: int, world: int, init_file: str, out_dir: str, torch_seed
 def _cache_rank(rank: int, world: int, init_file: str, cache_dir: str, out_dir: str) -> None:
     _init(rank, world, init_file)
     try:
-        vae = CountingVAE(_tiny_vae())
+        vae = CountingVAE(tiny_conv_vae())
         data = _tiny_images(24)
         first = VarMixupDataset(data, vae, cache_path=cache_dir, batch_size=8, progress=False)
         calls_first = vae.encode_calls
@@ -146,7 +141,7 @@ def _no_cache_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
     _init(rank, world, init_file)
     try:
         with pytest.raises(VarMixupError, match="cache_path is required under torch.distributed"):
-            VarMixupDataset(_tiny_images(8), _tiny_vae(), progress=False)
+            VarMixupDataset(_tiny_images(8), tiny_conv_vae(), progress=False)
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump({"raised": True, "world_size": dist.get_world_size()}, f)
     finally:
@@ -252,7 +247,7 @@ class TestDistributedLatentCache:
         for t in tensors:
             assert torch.equal(t["mu"], t["mu_again"])
         with torch.no_grad():
-            mu, _ = _tiny_vae().encode(_tiny_images(24).tensors[0])
+            mu, _ = tiny_conv_vae().encode(_tiny_images(24).tensors[0])
         assert torch.allclose(tensors[0]["mu"], mu, atol=1e-6)
         assert torch.equal(tensors[0]["labels"], torch.arange(24) % 4)
 

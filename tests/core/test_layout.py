@@ -14,7 +14,7 @@ import pytest
 import varmixup_aug
 import varmixup_aug.harness as harness
 
-from conftest import REPO
+from _helpers import REPO
 
 PACKAGE = Path(varmixup_aug.__file__).resolve().parent
 CORE_MODULES = sorted(p for p in PACKAGE.glob("*.py") if p.name != "__main__.py")  # __main__ runs the CLI
@@ -97,3 +97,11 @@ def _public_names(module: str) -> set[str]:
 def test_harness_all_is_sorted_and_importable() -> None:
     assert harness.__all__ == sorted(harness.__all__)
     assert all(hasattr(harness, name) for name in harness.__all__)
+
+
+def test_tests_import_shared_builders_from_helpers_not_conftest() -> None:
+    """Builders live in ``tests/_helpers.py``; ``conftest.py`` holds fixtures only and is never imported."""
+    tests = sorted(p for p in (REPO / "tests").rglob("*.py") if p.name != "conftest.py")
+    assert (REPO / "tests" / "_helpers.py") in tests
+    bad = [str(p.relative_to(REPO)) for p in tests if any(m == "conftest" for _, m in _imported_modules(p))]
+    assert not bad, f"import builders from _helpers, not conftest: {bad}"

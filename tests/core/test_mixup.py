@@ -17,7 +17,7 @@ from varmixup_aug import (
 )
 from varmixup_aug._random import sample_beta
 
-from conftest import CountingVAE
+from _helpers import CountingVAE
 
 
 def _batch(b=6, c=3, s=8, k=4, seed=0):

@@ -11,7 +11,7 @@ import pytest
 from varmixup_aug import VarMixup, VarMixupCollate, varmixup
 from varmixup_aug._options import MixupOptions
 
-from conftest import REPO
+from _helpers import REPO
 
 _OPTIONS = (
     "num_classes: 'int', alpha: 'float' = 1.0, lam_per_sample: 'bool' = True, prob: 'float' = 1.0, "

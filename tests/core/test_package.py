@@ -11,7 +11,7 @@ import pytest
 import varmixup_aug
 from varmixup_aug import VarMixupError
 
-from conftest import REPO
+from _helpers import REPO
 
 
 class TestPublicSurface:

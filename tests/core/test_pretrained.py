@@ -12,7 +12,7 @@ from varmixup_aug import VarMixupError, list_pretrained, load_pretrained_vae
 from varmixup_aug._pretrained import pretrained_path
 from varmixup_aug.harness import evaluate_vae
 
-from conftest import REPO
+from _helpers import REPO
 
 CARD = REPO / "pretrained_vae" / "cifar10.md"
 

@@ -8,7 +8,7 @@ import torch
 from varmixup_aug import MIPredictor, VarMixupError
 from varmixup_aug.harness import adversarial_examples, predict_logits
 
-from conftest import accuracy
+from _helpers import accuracy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,7 @@ import sys
 
 import varmixup_aug
 
-from conftest import REPO
+from _helpers import REPO
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:

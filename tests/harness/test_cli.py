@@ -12,7 +12,7 @@ import torch
 from varmixup_aug import VarMixupError, load_vae, read_vae_metadata
 from varmixup_aug.harness.cli import main
 
-from conftest import CIFAR_ARCHIVE, REPO
+from _helpers import CIFAR_ARCHIVE, REPO
 
 _TINY = ["--latent-dim", "8", "--widths", "8,16", "--limit-train", "256", "--limit-eval", "64", "--batch-size", "32",
          "--checkpoint-every", "2", "--no-progress", "--num-workers", "0"]

@@ -134,11 +134,12 @@ class TestDemoAndUmask:
     def test_written_files_follow_the_umask(self, tmp_path):
         import torch
 
-        from varmixup_aug import ConvVAE, VAEConfig, save_vae
+        from _helpers import tiny_conv_vae
+        from varmixup_aug import save_vae
 
         old = os.umask(0o002)
         try:
-            path = save_vae(ConvVAE(VAEConfig(image_size=8, latent_dim=4, widths=(4, 8))), tmp_path / "v.safetensors")
+            path = save_vae(tiny_conv_vae(), tmp_path / "v.safetensors")
         finally:
             os.umask(old)
         assert os.stat(path).st_mode & 0o777 == 0o664

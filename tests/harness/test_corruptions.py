@@ -9,7 +9,7 @@ from varmixup_aug import VarMixupError
 from varmixup_aug.harness import CORRUPTIONS, SEVERITIES, corrupt
 from varmixup_aug.harness.corruptions import corruption_transform
 
-from conftest import smooth_images
+from _helpers import smooth_images
 
 RANDOM_CORRUPTIONS = {"gaussian_noise", "shot_noise", "iso_noise", "motion_blur", "fog", "elastic_transform"}
 

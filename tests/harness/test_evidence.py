@@ -174,7 +174,7 @@ def test_committed_tables_match_the_committed_results() -> None:
     import subprocess
     import sys
 
-    from conftest import REPO
+    from _helpers import REPO
 
     proc = subprocess.run([sys.executable, str(REPO / "examples" / "evidence_summary.py"),
                            str(REPO / "results" / "cifar10-fast"), "--check"], capture_output=True, text=True,
@@ -189,7 +189,7 @@ class TestEvaluationExamples:
         import subprocess
         import sys
 
-        from conftest import REPO
+        from _helpers import REPO
 
         proc = subprocess.run([sys.executable, str(REPO / "examples" / script), *args], capture_output=True,
                               text=True, timeout=300)

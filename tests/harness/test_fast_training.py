@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from varmixup_aug import ConvVAE, VAEConfig, VarMixupError
+from _helpers import tiny_conv_vae
+from varmixup_aug import ConvVAE, VarMixupError
 from varmixup_aug.harness import FastCifarNet
 from varmixup_aug.harness.fast_training import (
     FastTrainConfig,
@@ -78,8 +79,7 @@ class TestBatchCropFlip:
 class TestMakeBatchTransform:
     @pytest.fixture()
     def vae(self) -> ConvVAE:
-        torch.manual_seed(0)
-        return ConvVAE(VAEConfig(image_size=32, latent_dim=8, widths=(8, 16))).eval()
+        return tiny_conv_vae(image_size=32, latent_dim=8, widths=(8, 16))
 
     @pytest.mark.parametrize("method", ["erm", "mixup", "varmixup", "varmixup-residual", "vae-recon"])
     def test_targets_are_distributions(self, method: str, vae: ConvVAE) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import REPO
+from _helpers import REPO, tiny_conv_vae
 
 # The child pauses inside the atomic write (temp file written, not yet renamed) on the N-th write, then waits
 # to be killed.
@@ -78,20 +78,18 @@ def test_killed_cache_build_rebuilds(tmp_path):
     code = textwrap.dedent("""
         import torch
         from torch.utils.data import TensorDataset
-        from varmixup_aug import ConvVAE, VAEConfig, VarMixupDataset
-        torch.manual_seed(0)
-        vae = ConvVAE(VAEConfig(image_size=8, latent_dim=4, widths=(4, 8))).eval()
+        from varmixup_aug import VarMixupDataset
+        from _helpers import tiny_conv_vae
+        vae = tiny_conv_vae()
         x = torch.rand(40, 3, 8, 8, generator=torch.Generator().manual_seed(0))
         VarMixupDataset(TensorDataset(x, torch.arange(40) % 4), vae, cache_path="cache", progress=False)
     """)
     tmp = _kill_when_paused(code, tmp_path, pause_at=1)
     cache = tmp_path / "cache"
     assert [p.name for p in cache.iterdir()] == [Path(tmp).name]  # only the temp file: no half cache file
-    from varmixup_aug import ConvVAE, VAEConfig
     from torch.utils.data import TensorDataset
 
-    torch.manual_seed(0)
-    vae = ConvVAE(VAEConfig(image_size=8, latent_dim=4, widths=(4, 8))).eval()
+    vae = tiny_conv_vae()
     x = torch.rand(40, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     ds = VarMixupDataset(TensorDataset(x, torch.arange(40) % 4), vae, cache_path=cache, progress=False)
     assert list(cache.iterdir()) == [ds.cache_file] and len(ds) == 40  # no temp or half file

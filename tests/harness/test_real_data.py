@@ -33,10 +33,9 @@ class TestRealCIFAR10Path:
         assert torch.allclose(t.sum(1), torch.ones(128)) and 0 <= x.min() and x.max() <= 1
 
     def test_latent_cache_on_real_images(self, cifar_test_images, tmp_path):
-        from varmixup_aug import ConvVAE, VAEConfig
+        from _helpers import tiny_conv_vae
 
-        torch.manual_seed(0)
-        vae = ConvVAE(VAEConfig(latent_dim=16, widths=(8, 16))).eval()
+        vae = tiny_conv_vae(image_size=32, latent_dim=16, widths=(8, 16))
         save_vae(vae, tmp_path / "v.safetensors")
         images, labels = cifar_test_images
         data = torch.utils.data.TensorDataset(images[:64], labels[:64])  # uint8 images are scaled to [0, 1]

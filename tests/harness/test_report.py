@@ -14,7 +14,7 @@ from varmixup_aug import VarMixupError
 from varmixup_aug.harness import CORRUPTIONS, EvalConfig, evaluate_robustness, markdown_table
 from varmixup_aug.harness.scoring import eps_key
 
-from conftest import accuracy
+from _helpers import accuracy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -20,7 +20,7 @@ from varmixup_aug.harness import (
 from varmixup_aug.harness.cli import main
 from varmixup_aug.harness.train_classifier import AugmentedImages
 
-from conftest import REPO, smooth_images, train_args
+from _helpers import REPO, smooth_images, train_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
