@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import types
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -12,7 +14,7 @@ from torch import Tensor, nn
 
 from ._errors import VarMixupError
 
-__all__ = ["VAEProtocol", "ConvVAE", "VAEConfig", "call_decode", "call_encode", "eval_mode", "posterior_of"]
+__all__ = ["VAEProtocol", "ConvVAE", "VAEConfig", "call_decode", "call_encode", "eval_mode", "find_modules", "posterior_of"]
 
 
 @runtime_checkable
@@ -33,9 +35,10 @@ class VAEProtocol(Protocol):
     them, what ``encode`` and ``decode`` return is checked after each call, and an error
     raised inside them is re-raised as ``VarMixupError`` naming the method and the shapes.
 
-    A VAE (an ``nn.Module``, or an object holding ``nn.Module`` attributes) that is in train
-    mode is put in eval mode for each VarMixup call and restored afterwards, so dropout and
-    batch-norm statistics never make the same draws give different images.
+    Every ``nn.Module`` of the VAE that is in train mode is put in eval mode for each VarMixup
+    call and restored afterwards, so dropout and batch-norm statistics never make the same draws
+    give different images: the VAE itself, or the modules a wrapper keeps in attributes, dicts,
+    lists, tuples, bound methods or closures (see ``find_modules``).
     """
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
@@ -304,17 +307,81 @@ def call_decode(vae: Any, z: Tensor, expect: tuple[int, ...] | None) -> Tensor:
     return out
 
 
-def _modules_of(vae: Any) -> list[nn.Module]:
-    if isinstance(vae, nn.Module):
-        return [vae]
-    return [v for v in getattr(vae, "__dict__", {}).values() if isinstance(v, nn.Module)]
+_WALK_DEPTH = 6  # levels of attributes/items followed from the VAE
+_WALK_ITEMS = 256  # longer dicts, lists and tuples are not followed
+
+
+def find_modules(obj: Any, *, tensors: bool = False) -> dict[str, Any]:
+    """The ``nn.Module`` objects (and, with ``tensors``, loose tensors) reachable from ``obj``, by dotted path.
+
+    The walk follows object attributes, dict values, list and tuple items, a bound method's ``__self__``,
+    a ``functools.partial``'s function and arguments and a function's closure, down to a few levels. It
+    stops at an ``nn.Module`` (its submodules are ``module.modules()``) but still follows the module's
+    plain attributes that are not registered (a dict of modules kept on a module). Containers longer than
+    256 items are not followed. Each object is listed once, at the first path found, in the walk's order,
+    which is the same for the same object graph.
+    Used to put every module of a VAE wrapper in eval mode and to fingerprint its weights.
+    """
+    found: dict[str, Any] = {}
+    _walk(obj, "", found, set(), 0, tensors)
+    return found
+
+
+def _children(obj: Any) -> list[tuple[str, Any]]:
+    """What the walk follows from ``obj``: named children; nothing for leaves (numbers, strings, types, modules)."""
+    if isinstance(obj, (str, bytes, int, float, complex, bool, type, types.ModuleType)) or obj is None:
+        return []
+    if isinstance(obj, (Mapping, list, tuple)) and len(obj) > _WALK_ITEMS:
+        return []  # a long container (labels, a file list) holds data, not the VAE's modules
+    if isinstance(obj, Mapping):
+        return [(str(k), v) for k, v in obj.items()]
+    if isinstance(obj, (list, tuple)):
+        return [(str(i), v) for i, v in enumerate(obj)]
+    if isinstance(obj, types.MethodType):
+        return [("__self__", obj.__self__)]
+    if isinstance(obj, functools.partial):
+        return [("func", obj.func), *((str(i), a) for i, a in enumerate(obj.args)), *obj.keywords.items()]
+    if isinstance(obj, types.FunctionType):
+        cells = obj.__closure__ or ()
+        return [(name, cell.cell_contents) for name, cell in zip(obj.__code__.co_freevars, cells)
+                if _cell_filled(cell)]
+    attrs = getattr(obj, "__dict__", None)
+    if not isinstance(attrs, dict):
+        return []
+    if isinstance(obj, nn.Module):  # registered parameters, buffers and submodules come with the module itself
+        return [(k, v) for k, v in attrs.items() if k not in ("_parameters", "_buffers", "_modules")]
+    return list(attrs.items())
+
+
+def _cell_filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def _walk(obj: Any, path: str, found: dict[str, Any], seen: set[int], depth: int, tensors: bool) -> None:
+    if id(obj) in seen or depth > _WALK_DEPTH:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, Tensor):
+        if tensors:
+            found[path] = obj
+        return
+    if isinstance(obj, nn.Module):
+        found[path] = obj
+        seen.update(id(m) for m in obj.modules())
+    for key, value in _children(obj):
+        _walk(value, f"{path}.{key}" if path else key, found, seen, depth + 1, tensors)
 
 
 @contextmanager
 def eval_mode(vae: Any) -> Iterator[None]:
-    """Run ``vae`` (or the ``nn.Module`` attributes of a non-module VAE) in eval mode, then restore every
-    submodule's own mode. Costs nothing when the VAE is already in eval mode."""
-    training = [(m, m.training) for top in _modules_of(vae) if top.training for m in top.modules()]
+    """Run every ``nn.Module`` of ``vae`` in eval mode (the VAE itself, or the modules a wrapper keeps in
+    attributes, dicts, lists, bound methods or closures, see :func:`find_modules`), then restore each
+    submodule's own mode. Costs a walk over the wrapper's attributes and the modules' ``modules()``."""
+    training = [(m, m.training) for top in find_modules(vae).values() for m in top.modules() if m.training]
     if not training:
         yield
         return
