@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from torch.utils.data import default_collate
 
 from ._errors import VarMixupError
 from ._mixup import Posterior, VarMixup
-from ._options import MixupOptions, takes_mixup_options
+from ._options import MixupOptions
 from ._tensors import module_device, resolve_device, to_float_image, to_float_images
 from ._vae import VAEProtocol
 
@@ -190,14 +190,14 @@ class VarMixupCollate:
 
     Args:
         vae: the VAE (any :class:`VAEProtocol`); ``None`` only with ``space="input"``.
+        num_classes, alpha, lam_per_sample, prob, posterior, space, residual, label_smoothing,
+            input_normalization, autocast_dtype, mixup_off_epoch: the options, as in :func:`varmixup`
+            (``mixup_off_epoch``: see above).
+        seed, generator: the random streams, as in :class:`VarMixup`.
         device: where to run the VAE; moves the VAE there. ``None`` keeps the VAE where it
             is and expects the images there (the CPU for plain DataLoader batches).
             Outputs are returned on this device.
         image_key, label_key: the keys of dict items (see above); ``None`` recognises the usual names.
-        **kwargs: everything :class:`VarMixup` takes (``num_classes``, ``alpha``,
-            ``lam_per_sample``, ``prob``, ``posterior``, ``space``, ``residual``,
-            ``label_smoothing``, ``input_normalization``, ``autocast_dtype``, ``mixup_off_epoch``,
-            ``seed``, ``generator``).
 
     Example:
         >>> import torch
@@ -210,10 +210,17 @@ class VarMixupCollate:
         ((4, 3, 32, 32), (4, 4))
     """
 
-    @takes_mixup_options
-    def __init__(self, vae: VAEProtocol | None, *, options: MixupOptions, seed: int | None = None,
-                 generator: torch.Generator | None = None, device: torch.device | str | None = None,
-                 image_key: Any = None, label_key: Any = None) -> None:
+    def __init__(self, vae: VAEProtocol | None, *, num_classes: int, alpha: float = 1.0, lam_per_sample: bool = True,
+                 prob: float = 1.0, posterior: Literal["sample", "mean"] = "sample",
+                 space: Literal["latent", "input"] = "latent", residual: bool = False, label_smoothing: float = 0.0,
+                 input_normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+                 autocast_dtype: torch.dtype | None = None, mixup_off_epoch: int | None = None,
+                 seed: int | None = None, generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None, image_key: Any = None, label_key: Any = None) -> None:
+        options = MixupOptions(num_classes=num_classes, alpha=alpha, lam_per_sample=lam_per_sample, prob=prob,
+                               posterior=posterior, space=space, residual=residual, label_smoothing=label_smoothing,
+                               input_normalization=input_normalization, autocast_dtype=autocast_dtype,
+                               mixup_off_epoch=mixup_off_epoch)
         self.image_key = _check_key("image_key", image_key)
         self.label_key = _check_key("label_key", label_key)
         self.device = resolve_device(device) if device is not None else None

@@ -6,14 +6,14 @@ from collections.abc import Sequence
 import dataclasses
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
 from ._checks import check_bool, check_int, check_label_range, check_vae, parse_mean_std
 from ._errors import VarMixupError
-from ._options import MixupOptions, check_alpha_prob, takes_mixup_options
+from ._options import MixupOptions, check_alpha_prob
 from ._random import StreamSource, sample_beta
 from ._tensors import module_device_dtype
 from ._vae import VAEProtocol, call_decode, call_encode, check_fits_vae, eval_mode
@@ -216,8 +216,12 @@ def _bcast(v: Tensor, like: Tensor) -> Tensor:
     return v.view(-1, *([1] * (like.ndim - 1)))
 
 
-@takes_mixup_options
-def varmixup(images: Tensor | Posterior, labels: Tensor, vae: VAEProtocol | None, *, options: MixupOptions,
+def varmixup(images: Tensor | Posterior, labels: Tensor, vae: VAEProtocol | None, *, num_classes: int,
+             alpha: float = 1.0, lam_per_sample: bool = True, prob: float = 1.0,
+             posterior: Literal["sample", "mean"] = "sample", space: Literal["latent", "input"] = "latent",
+             residual: bool = False, label_smoothing: float = 0.0,
+             input_normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+             autocast_dtype: torch.dtype | None = None, mixup_off_epoch: int | None = None,
              generator: torch.Generator | None = None, params: MixupParams | None = None) -> tuple[Tensor, Tensor]:
     """Mix a batch in the latent space of ``vae`` and mix its labels with the same ``lam``.
 
@@ -238,12 +242,27 @@ def varmixup(images: Tensor | Posterior, labels: Tensor, vae: VAEProtocol | None
         images: ``(B, C, H, W)`` float images, or a :class:`Posterior` of cached latents
             (then the encoder is skipped; ``residual`` is not available).
         labels: ``(B,)`` int class indices in ``[0, num_classes)`` or ``(B, num_classes)`` soft labels.
-        vae: any object with ``encode``/``decode`` (:class:`VAEProtocol`), on the images'
-            device; ignored when ``space="input"``.
-        num_classes, ...: the options, as keyword arguments: ``num_classes`` (required) and the
-            settings of README's argument table, defined once in ``MixupOptions``.
-        generator: CPU ``torch.Generator`` for all random draws.
-        params: fixed :class:`MixupParams` instead of drawing them.
+        vae: any object with ``encode(x) -> (mu, logvar)`` and ``decode(z) -> x`` (:class:`VAEProtocol`),
+            on the images' device; ``None`` (or ignored) with ``space="input"``.
+        num_classes: width of the soft targets.
+        alpha: ``lam ~ Beta(alpha, alpha)``; must be > 0 (``1.0`` draws ``lam`` uniformly).
+        lam_per_sample: one ``lam`` per sample, or one for the whole batch.
+        prob: fraction of samples that are mixed, in [0, 1]; the rest pass through with their own label.
+        posterior: ``"sample"`` draws ``z ~ N(mu, sigma^2)`` (the paper), ``"mean"`` uses ``mu``.
+        space: ``"latent"`` is VarMixup, ``"input"`` is plain input mixup (no VAE needed).
+        residual: ``x_mix = D(z_mix) + lam * (x_i - D(z_i)) + (1 - lam) * (x_j - D(z_j))``: exactly ``x_i``
+            at ``lam = 1``, keeps detail the VAE cannot reconstruct.
+        label_smoothing: in [0, 1), applied to the one-hot labels before mixing.
+        input_normalization: ``(mean, std)`` per channel if the images are normalised: the op mixes in
+            pixel space and returns normalised images; without it, images must be in the VAE's range.
+        autocast_dtype: ``torch.bfloat16`` or ``torch.float16``: run the VAE under ``torch.autocast`` on the
+            batch's device; ``None``: in the VAE's own dtype.
+        mixup_off_epoch: from this epoch on (as given to ``set_epoch``, which must be called) batches pass
+            through :class:`VarMixup` and :class:`VarMixupCollate` unmixed, images as given, with one-hot,
+            label-smoothed targets (timm's ``--mixup-off-epoch``); ``None``: never. No effect here, in the
+            functional op, which has no epochs.
+        generator: CPU ``torch.Generator`` for all random draws (default: torch's global RNG).
+        params: fixed :class:`MixupParams` instead of drawing them (e.g. from ``VarMixup.draw_params``).
 
     Returns:
         ``(images, targets)``: images with the input's shape, dtype, device and value space;
@@ -259,6 +278,10 @@ def varmixup(images: Tensor | Posterior, labels: Tensor, vae: VAEProtocol | None
         >>> tuple(xm.shape), tuple(t.shape), bool(torch.allclose(t.sum(1), torch.ones(4)))
         ((4, 3, 16, 16), (4, 3), True)
     """
+    options = MixupOptions(num_classes=num_classes, alpha=alpha, lam_per_sample=lam_per_sample, prob=prob,
+                           posterior=posterior, space=space, residual=residual, label_smoothing=label_smoothing,
+                           input_normalization=input_normalization, autocast_dtype=autocast_dtype,
+                           mixup_off_epoch=mixup_off_epoch)
     return apply_varmixup(images, labels, vae, options, generator=generator, params=params)
 
 
@@ -423,8 +446,9 @@ class VarMixup:
     Args:
         vae: the VAE; must be on the device of the batches it is called with. A
             ``torch.nn.Module`` VAE is put in eval mode.
-        num_classes, alpha, lam_per_sample, prob, posterior, space, residual,
-        label_smoothing, input_normalization, autocast_dtype: as in :func:`varmixup`.
+        num_classes, alpha, lam_per_sample, prob, posterior, space, residual, label_smoothing,
+            input_normalization, autocast_dtype, mixup_off_epoch: the options, as in :func:`varmixup`;
+            ``mixup_off_epoch`` takes effect here (see below).
         seed: makes the draws reproducible from this number alone: each DataLoader worker,
             distributed rank and epoch derives its own stream from it (never from torch's global
             RNG), so a run is repeated exactly with any number of workers, persistent or not, and
@@ -456,9 +480,16 @@ class VarMixup:
         ((8, 3, 32, 32), (8, 10))
     """
 
-    @takes_mixup_options
-    def __init__(self, vae: VAEProtocol | None, *, options: MixupOptions, seed: int | None = None,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(self, vae: VAEProtocol | None, *, num_classes: int, alpha: float = 1.0, lam_per_sample: bool = True,
+                 prob: float = 1.0, posterior: Literal["sample", "mean"] = "sample",
+                 space: Literal["latent", "input"] = "latent", residual: bool = False, label_smoothing: float = 0.0,
+                 input_normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+                 autocast_dtype: torch.dtype | None = None, mixup_off_epoch: int | None = None,
+                 seed: int | None = None, generator: torch.Generator | None = None) -> None:
+        options = MixupOptions(num_classes=num_classes, alpha=alpha, lam_per_sample=lam_per_sample, prob=prob,
+                               posterior=posterior, space=space, residual=residual, label_smoothing=label_smoothing,
+                               input_normalization=input_normalization, autocast_dtype=autocast_dtype,
+                               mixup_off_epoch=mixup_off_epoch)
         if options.space == "latent":
             check_vae(vae, requirement="implement encode/decode (VAEProtocol) when space='latent'")
             if isinstance(vae, torch.nn.Module):

@@ -1,28 +1,26 @@
 """VarMixup's options, defined once for ``varmixup``, ``VarMixup`` and ``VarMixupCollate``.
 
-:class:`MixupOptions` holds the names, types, defaults and checks. :func:`takes_mixup_options`
-gives a function that takes ``options: MixupOptions`` the options as keyword arguments, so the
-three public signatures list every option while the list itself lives only here. Adding an option
-means adding a field (and its check) here, then using it in the op.
+:class:`MixupOptions` holds the names, types, defaults and checks. The three public signatures
+spell the options out as keyword-only parameters (so type checkers and IDEs see them) and gather
+them into one checked :class:`MixupOptions`; ``tests/core/test_options.py`` fails when a signature
+and the fields here disagree in a name, an annotation or a default. Adding an option means adding
+a field (and its check) here, then the same parameter (and its ``Args:`` line) in the three
+signatures, then using it in the op.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Literal
 
 import torch
 
 from ._checks import check_bool, check_int, check_number
 from ._errors import VarMixupError
 
-__all__ = ["MixupOptions", "check_alpha_prob", "takes_mixup_options"]
-
-F = TypeVar("F", bound=Callable[..., Any])
+__all__ = ["MixupOptions", "check_alpha_prob"]
 
 
 def check_alpha_prob(alpha: Any, prob: Any) -> tuple[float, float]:
@@ -54,7 +52,7 @@ def _check_autocast_dtype(value: Any) -> torch.dtype | None:
 
 @dataclass(frozen=True)
 class MixupOptions:
-    """The options of VarMixup; README's argument table says what each one does.
+    """The options of VarMixup; the ``Args:`` of :func:`varmixup` say what each one does.
 
     Attributes:
         num_classes: width of the soft targets.
@@ -111,32 +109,3 @@ class MixupOptions:
         """The options as keyword arguments of ``varmixup``, ``VarMixup`` or ``VarMixupCollate``."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
-
-def _option_parameters() -> list[inspect.Parameter]:
-    return [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=f.type,
-                          default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
-        for f in dataclasses.fields(MixupOptions)
-    ]
-
-
-def takes_mixup_options(func: F) -> F:
-    """Decorate a function with an ``options: MixupOptions`` parameter so that it takes the options instead.
-
-    The public signature has every option, as a keyword-only parameter, where ``options`` stands;
-    a call is bound against it (so a missing or unknown argument is a ``TypeError``, as usual) and
-    the options given arrive as one checked :class:`MixupOptions`.
-    """
-    own = list(inspect.signature(func).parameters.values())
-    at = [p.name for p in own].index("options")
-    public = inspect.signature(func).replace(parameters=own[:at] + _option_parameters() + own[at + 1:])
-    names = {f.name for f in dataclasses.fields(MixupOptions)}
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        given = public.bind(*args, **kwargs).arguments
-        options = MixupOptions(**{k: v for k, v in given.items() if k in names})
-        return func(**{k: v for k, v in given.items() if k not in names}, options=options)
-
-    wrapper.__signature__ = public  # type: ignore[attr-defined]
-    return wrapper  # type: ignore[return-value]
