@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from _common import cifar_resnet18
 from torch import nn
 
 from varmixup_aug import load_pretrained_vae
@@ -39,7 +40,6 @@ def count_macs(module: nn.Module, run: Callable[[], object]) -> int:
 
 def main() -> None:
     vae = load_pretrained_vae("cifar10")
-    from real_use import cifar_resnet18  # same folder: the ResNet-18 the real-use benchmark trains
 
     rows = {
         "VAE decode (shipped cifar10)": count_macs(vae, lambda: vae.decode(torch.zeros(1, vae.config.latent_dim))),

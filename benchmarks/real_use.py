@@ -25,27 +25,17 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from _common import cifar_resnet18, interleaved, timed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 HERE = Path(__file__).resolve().parent
-
-
-def cifar_resnet18(num_classes: int = 10) -> nn.Module:
-    """torchvision's ResNet-18 with the CIFAR stem: a 3x3 stride-1 first conv and no max-pool."""
-    from torchvision.models import resnet18
-
-    model = resnet18(num_classes=num_classes)
-    model.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
-    model.maxpool = nn.Identity()
-    return model
 
 
 def classifiers() -> dict[str, Callable[[], nn.Module]]:
@@ -73,36 +63,6 @@ def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, t
     opt.step()
 
 
-def interleaved(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, Any]:
-    """Run each contender once per round, in turn, so that drift of a shared machine hits all alike.
-
-    Each contender returns the seconds it measured (its own unit of work). Returns per contender the
-    median over rounds, and per contender after the first, the median over rounds of its ratio to the
-    first measured in the same round.
-    """
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, run in contenders.items():
-            times[name].append(run())
-    first = next(iter(contenders))
-    out: dict[str, Any] = {f"{name}_s": statistics.median(t) for name, t in times.items()}
-    for name in list(contenders)[1:]:
-        out[f"ratio_{name}"] = statistics.median(t / f for t, f in zip(times[name], times[first]))
-    out["rounds"] = rounds
-    out["per_round_s"] = times
-    return out
-
-
-def _timed(fn: Callable[[], Any], repeats: int) -> Callable[[], float]:
-    def run() -> float:
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        return (time.perf_counter() - start) / repeats
-
-    return run
-
-
 def step_ratios(vae: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Per classifier: seconds per training step with each batch source, and the ratio, interleaved."""
     from torchvision.transforms import v2
@@ -126,7 +86,7 @@ def step_ratios(vae: Any, args: argparse.Namespace) -> dict[str, Any]:
 
         tv(), vm()  # warm-up
         repeats = 1 if name == "cifar_resnet18" else 4
-        r = interleaved({"torchvision_mixup": _timed(tv, repeats), "varmixup_cached": _timed(vm, repeats)},
+        r = interleaved({"torchvision_mixup": timed(tv, repeats), "varmixup_cached": timed(vm, repeats)},
                         rounds=args.rounds)
         rows[name] = {"torchvision_mixup_step_s": r["torchvision_mixup_s"],
                       "varmixup_cached_step_s": r["varmixup_cached_s"], "ratio": r["ratio_varmixup_cached"], "rounds": r["rounds"],

@@ -20,17 +20,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.utils import benchmark
+from _common import median_time
 from torch.utils.data import default_collate
 
 HERE = Path(__file__).resolve().parent
-
-
-def median_time(fn: Callable[[], Any], *, min_run_time: float, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 def batch_generation(vae: Any, args: argparse.Namespace) -> dict[str, Any]:

@@ -46,11 +46,20 @@ class TestRealUseBenchmark:
             assert row["throughput_ratio_varmixup_cached"] > 0 and row["throughput_ratio_varmixup_cached_main"] > 0
 
 
+class TestCountMacs:
+    def test_counts_the_shared_resnet18_and_the_shipped_vae(self):
+        proc = run_script("count_macs.py")  # imports its ResNet-18 from the sibling _common.py
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        rows = dict(line.split("  ", 1) for line in proc.stdout.splitlines())
+        assert float(rows["CIFAR ResNet-18 forward"].split()[0]) == 555.4  # README's figure
+        assert float(rows["VAE decode (shipped cifar10)"].split()[0]) > 0
+
+
 class TestInterleaved:
     def test_rounds_alternate_and_ratios_are_per_round(self):
         import importlib.util
 
-        spec = importlib.util.spec_from_file_location("real_use", REPO / "benchmarks" / "real_use.py")
+        spec = importlib.util.spec_from_file_location("_common", REPO / "benchmarks" / "_common.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         calls = []
