@@ -104,7 +104,7 @@ class TestMakeBatchTransform:
             def decode(self, z: torch.Tensor) -> torch.Tensor:
                 return self.inner.decode(z)
 
-        cfg = FastTrainConfig(out="unused", method="vae-recon", label_smoothing=0.0)
+        cfg = FastTrainConfig(out="unused", method="vae-recon", label_smoothing=0.0, precision="fp32")
         x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1])
         xm, t = make_batch_transform(cfg, 4, SharpPosterior(vae))(x, y, torch.Generator().manual_seed(1))
         with torch.no_grad():
@@ -208,3 +208,49 @@ class TestResumeWithChangedSettings:
             report = train_fast_classifier(changed, x, y, num_classes=4, resume=True, allow_changed_settings=True,
                                            progress=False)
         assert report["steps"] == 6
+
+
+class TestPrecision:
+    def test_auto_follows_the_cpu_and_is_recorded(self, tmp_path, monkeypatch) -> None:
+        from varmixup_aug.harness import cpu_bf16_units, fast_training
+
+        expected = "bf16" if cpu_bf16_units() else "fp32"
+        assert FastTrainConfig(out=str(tmp_path)).precision == expected
+        monkeypatch.setattr(fast_training, "cpu_bf16_units", lambda: ())
+        assert FastTrainConfig(out=str(tmp_path)).precision == "fp32"
+        monkeypatch.setattr(fast_training, "cpu_bf16_units", lambda: ("avx512_bf16",))
+        cfg = FastTrainConfig(out=str(tmp_path), widths=TINY, batch_size=16, epochs=1)
+        assert cfg.precision == "bf16" and cfg.autocast_dtype is torch.bfloat16
+        x, y = _images(32)
+        report = train_fast_classifier(cfg, x, y, num_classes=4, progress=False)
+        assert report["precision"] == "bf16" and report["args"]["precision"] == "bf16"
+        assert all(p.dtype == torch.float32 for p in FastCifarNet(widths=TINY).parameters())
+
+    def test_bf16_step_is_close_to_fp32(self, tmp_path) -> None:
+        from varmixup_aug.harness.fast_training import _Run
+
+        x, y = _images(32)
+        losses = {}
+        for precision in ("fp32", "bf16"):
+            cfg = FastTrainConfig(out=str(tmp_path), widths=TINY, batch_size=16, epochs=1, precision=precision)
+            run = _Run(cfg, x, y, 4, None)
+            losses[precision] = run.step()
+            assert all(p.dtype == torch.float32 for p in run.net.parameters())  # fp32 weights under autocast
+        assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+
+    def test_rejects_unknown_precision_and_resume_across_precisions(self, tmp_path) -> None:
+        with pytest.raises(VarMixupError, match=r"precision must be one of \('auto', 'fp32', 'bf16'\), got 'fp16'"):
+            FastTrainConfig(out=str(tmp_path), precision="fp16")
+        x, y = _images(48)
+        cfg = dict(out=str(tmp_path), widths=TINY, batch_size=16, epochs=2)
+        train_fast_classifier(FastTrainConfig(**cfg, max_steps=2, precision="fp32"), x, y, num_classes=4,
+                              progress=False)
+        with pytest.raises(VarMixupError, match=r"other settings \(precision\)"):
+            train_fast_classifier(FastTrainConfig(**cfg, precision="bf16"), x, y, num_classes=4, resume=True,
+                                  progress=False)
+
+    def test_states_saved_before_the_setting_resume_as_fp32(self) -> None:
+        from varmixup_aug.harness.fast_training import _changed_settings
+
+        assert _changed_settings({"lr": 1.0}, {"lr": 1.0, "precision": "fp32"}) == []
+        assert _changed_settings({"lr": 1.0}, {"lr": 1.0, "precision": "bf16"}) == ["precision"]

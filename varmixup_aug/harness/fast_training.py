@@ -7,6 +7,9 @@ code: Keller Jordan's airbench94 (94.0% in 9.9 epochs) and David Page's ResNet-9
 - Schedule (:class:`FastTrainConfig`): SGD with Nesterov momentum on the summed loss, a larger
   learning rate for the batch-norm shifts, label smoothing 0.2, a linear warm-up then a linear
   decay, and a lookahead average of the weights every 5 steps that the model ends on.
+- Precision (``FastTrainConfig.precision``): ``"auto"`` trains under ``torch.autocast("cpu",
+  dtype=torch.bfloat16)`` with fp32 weights, optimiser and loss where the CPU has bf16 units
+  (:func:`cpu_bf16_units`), and in fp32 elsewhere; the VAE methods decode in bf16 too.
 - Data: the training set stays in memory as ``uint8``; each batch is cropped (reflect padding)
   and flipped as a whole (:func:`batch_crop_flip`); the flips alternate between epochs.
 
@@ -39,14 +42,45 @@ from .models import FastCifarNet
 __all__ = [
     "FAST_METHODS",
     "FastTrainConfig",
+    "PRECISIONS",
     "batch_crop_flip",
+    "cpu_bf16_units",
     "make_batch_transform",
     "train_fast_classifier",
 ]
 
 FAST_METHODS = ("erm", "mixup", "varmixup", "varmixup-residual", "vae-recon")
+PRECISIONS = ("auto", "fp32", "bf16")
 STATE_NAME = "train_state.safetensors"
 _STATE_KEY = "varmixup_aug_fast_state"
+
+_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")  # x86 AMX, x86 AVX-512, Arm (the 'Features' line)
+
+
+def cpu_bf16_units() -> tuple[str, ...]:
+    """The bf16 compute units of this CPU, by their ``/proc/cpuinfo`` flags: ``amx_bf16`` (AMX tiles),
+    ``avx512_bf16`` (AVX-512 BF16 dot products), ``bf16`` (Arm). Empty: bf16 would be emulated (slower
+    than fp32). Without ``/proc/cpuinfo`` (not Linux), torch's own CPU checks answer for x86."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        checks = (("amx_bf16", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported"))
+        return tuple(name for name, fn in checks if getattr(torch.cpu, fn, lambda: False)())
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return tuple(f for f in _BF16_FLAGS if f in flags)
+
+
+def resolve_precision(precision: str) -> str:
+    """``"fp32"`` or ``"bf16"``: ``"auto"`` is bf16 where the CPU has bf16 units (:func:`cpu_bf16_units`)."""
+    if precision not in PRECISIONS:
+        raise VarMixupError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if cpu_bf16_units() else "fp32"
+    return precision
 
 
 def batch_crop_flip(padded: Tensor, index: Tensor, *, size: int, flip: Tensor, generator: torch.Generator
@@ -81,6 +115,9 @@ class FastTrainConfig:
 
     ``lr`` and ``weight_decay`` are per 1024 examples on the summed loss, as in that recipe;
     ``bias_lr_scale`` multiplies the learning rate (not the decay) of the batch-norm shifts.
+    ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``) is resolved at construction: ``"auto"`` becomes
+    ``"bf16"`` where the CPU has bf16 units and ``"fp32"`` elsewhere, so the saved settings (and a
+    resume's check of them) name the precision the run used.
     """
 
     out: str
@@ -102,6 +139,7 @@ class FastTrainConfig:
     seed: int = 0
     checkpoint_every: int = 25
     max_steps: int | None = None
+    precision: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -116,6 +154,12 @@ class FastTrainConfig:
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise VarMixupError(f"{name} must be a finite number > 0, got {v!r}")
         self.widths = tuple(int(w) for w in self.widths)
+        self.precision = resolve_precision(self.precision)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """``torch.bfloat16`` for a bf16 run, None for fp32."""
+        return torch.bfloat16 if self.precision == "bf16" else None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -143,7 +187,11 @@ def _param_groups(model: FastCifarNet, cfg: FastTrainConfig) -> list[dict[str, A
 _RESUMABLE_CHANGES = ("out", "max_steps", "checkpoint_every")  # may differ between a run and its resume
 
 
+_DEFAULTS_BEFORE = {"precision": "fp32"}  # settings added later, as runs saved before them trained
+
+
 def _changed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    saved = {**_DEFAULTS_BEFORE, **saved}
     keys = (set(saved) | set(now)) - set(_RESUMABLE_CHANGES)
     return sorted(k for k in keys if saved.get(k) != now.get(k))
 
@@ -178,7 +226,8 @@ def make_batch_transform(cfg: FastTrainConfig, num_classes: int, vae: Any
                                  applied=torch.ones_like(params.applied), noise_seed=params.noise_seed)
         space = "input" if cfg.method == "mixup" else "latent"
         return varmixup(x, y, None if space == "input" else vae, num_classes=num_classes, space=space,
-                        residual=cfg.method == "varmixup-residual", label_smoothing=ls, params=params)
+                        residual=cfg.method == "varmixup-residual", label_smoothing=ls, params=params,
+                        autocast_dtype=cfg.autocast_dtype)
 
     return transform
 
@@ -293,7 +342,9 @@ class _Run:
             group["lr"] = 0.0 if frozen else group["base_lr"] * factor
         self.net.train()
         x, target = self.batch()
-        loss = torch.sum(-target * F.log_softmax(self.net(x), dim=1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            logits = self.net(x)
+        loss = torch.sum(-target * F.log_softmax(logits.float(), dim=1))  # the loss in fp32 either way
         if not torch.isfinite(loss):
             raise VarMixupError(f"training diverged at step {self.global_step}; lower lr")
         self.opt.zero_grad(set_to_none=True)
@@ -378,6 +429,7 @@ def finish_run(run: _Run, num_classes: int, test_images: Tensor | None, test_lab
         "planned_steps": run.total, "epochs_completed": run.global_step / run.steps_per_epoch,
         "train_images": run.n, "batch_size": cfg.batch_size, "wall_time_s": run.elapsed,
         "torch_threads": torch.get_num_threads(), "history": run.history,
+        "precision": cfg.precision, "cpu_bf16_units": list(cpu_bf16_units()),
         "parameters": sum(q.numel() for q in run.net.parameters()), "args": cfg.to_dict(),
     }
     if test_images is not None and test_labels is not None:

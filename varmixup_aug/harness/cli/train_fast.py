@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .. import FAST_METHODS
+from .. import FAST_METHODS, PRECISIONS
 from ._flags import add_out_flags, add_run_flags, int_list, prepare_out_dir, start_run
 
 
@@ -13,7 +13,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "train-fast",
         help="train the fast CIFAR network (airbench94's shape) with one of five methods",
-        description="Train FastCifarNet with the fast schedule (fp32, channels_last, batch crop+flip on uint8 "
+        description="Train FastCifarNet with the fast schedule (bf16 autocast with fp32 weights where the CPU has "
+        "bf16 units, else fp32; see --precision; channels_last, batch crop+flip on uint8 "
         "images held in memory, label smoothing 0.2, lookahead averaging) under --method "
         "erm|mixup|varmixup|varmixup-residual|vae-recon. A fixed held-out part of the train split is never "
         "trained on (evidence uses it to choose MI's lam). Writes OUT/checkpoint.safetensors (fp16 weights and "
@@ -36,6 +37,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--widths", default="64,256,256", help="widths of the three conv groups")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (the schedule spans --epochs)")
     p.add_argument("--checkpoint-every", type=int, default=25, help="steps between training-state saves")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                   help="auto: bf16 autocast (fp32 weights, optimiser and loss; the VAE decodes in bf16 too) where "
+                   "the CPU has bf16 units (amx_bf16, avx512_bf16), else fp32. Recorded in the report and checkpoint")
     add_out_flags(p, what="training run")
     add_run_flags(p)
     p.set_defaults(run=run)
@@ -48,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     progress = start_run(args)
     cfg = FastTrainConfig(out=args.out, method=args.method, epochs=args.epochs, batch_size=args.batch_size,
                           alpha=args.alpha, seed=args.seed, max_steps=args.max_steps,
-                          checkpoint_every=args.checkpoint_every,
+                          checkpoint_every=args.checkpoint_every, precision=args.precision,
                           widths=int_list(args.widths, "--widths", "64,256,256"))
     prepare_out_dir(args.out, resume=args.resume, overwrite=args.overwrite,
                     run_files=("checkpoint.safetensors", "train_state.safetensors", "train_report.json"))
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     report = train_fast_classifier(cfg, train_x, train_y, num_classes=len(split["classes"]), vae=vae,
                                    test_images=test_x, test_labels=test_y, data_info=info, resume=args.resume,
                                    allow_changed_settings=args.allow_changed_settings, progress=progress)
-    print(f"{args.method}: {report['steps']} steps ({report['epochs_completed']:.2f} epochs) in "
+    print(f"{args.method} ({report['precision']}): {report['steps']} steps ({report['epochs_completed']:.2f} epochs) in "
           f"{report['wall_time_s']:.0f} s; test accuracy {100 * report['test_accuracy']:.2f}% on "
           f"{report['test_images']} images")
     print(f"wrote {report['checkpoint']}")
