@@ -190,12 +190,48 @@ class ConvVAE(nn.Module):
         return mu, logvar.clamp(-30.0, 20.0)
 
     def decode(self, z: Tensor) -> Tensor:
-        """``(B, latent_dim)`` latents to ``(B, C, H, W)`` images in ``input_range``."""
+        """``(B, latent_dim)`` latents to ``(B, C, H, W)`` images in ``input_range``.
+
+        After :meth:`compile_decoder`, calls made without gradients (as VarMixup's) run the compiled decoder.
+        """
+        compiled = self.__dict__.get("_compiled")
+        if compiled is not None and not torch.is_grad_enabled():
+            return compiled(self, z)
+        return self._decode(z)
+
+    def _decode(self, z: Tensor) -> Tensor:
         c = self.config
         h = self.from_latent(z).view(z.shape[0], c.widths[-1], self._inner, self._inner)
         h = h.contiguous(memory_format=torch.channels_last)
         low, high = c.input_range
         return (torch.sigmoid(self.decoder(h)) * (high - low) + low).contiguous()
+
+    def compile_decoder(self, enabled: bool = True) -> ConvVAE:
+        """Run :meth:`decode` through ``torch.compile`` (inductor, with frozen weights) when gradients are off.
+
+        On a CPU this fuses each SiLU into the convolution before it and pre-packs the weights; the
+        first call per batch shape and dtype compiles (seconds; ``docs/benchmarks.md`` gives the cost
+        measured), later calls reuse it. It needs a C++ compiler on the CPU. The compiled decoder
+        reads the weights as constants: changing them in place (an optimizer step, ``load_state_dict``)
+        makes the next call compile again. Each process compiles on its own (DataLoader workers too,
+        where persistent workers pay it once); the compiled code is not pickled. Returns ``self``.
+        ``enabled=False`` goes back to the eager decoder.
+        """
+        if not isinstance(enabled, bool):
+            raise VarMixupError(f"enabled must be True or False, got {type(enabled).__name__} {enabled!r}")
+        self.__dict__["_compile_decoder"] = enabled
+        self.__dict__["_compiled"] = _CompiledDecode() if enabled else None
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_compiled"] = None  # compiled code does not pickle: each process compiles its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if state.get("_compile_decoder"):
+            self.__dict__["_compiled"] = _CompiledDecode()
 
     def forward(self, x: Tensor, *, sample: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """Reconstruct ``x``; returns ``(reconstruction, mu, logvar)``."""
@@ -206,6 +242,23 @@ class ConvVAE(nn.Module):
     def extra_repr(self) -> str:
         return f"config={self.config}"
 
+
+
+class _CompiledDecode:
+    """``ConvVAE._decode`` compiled with inductor and frozen weights, compiled again when a weight changed."""
+
+    def __init__(self) -> None:
+        self._fn: Any = None
+        self._key: tuple[Any, ...] | None = None
+
+    def __call__(self, vae: ConvVAE, z: Tensor) -> Tensor:
+        # Frozen weights are constants of the compiled graph: a new tensor or an in-place change (its version
+        # counter) means a new compile.
+        key = tuple((id(t), t._version) for t in (*vae.parameters(), *vae.buffers()))
+        if self._fn is None or key != self._key:
+            self._fn = torch.compile(vae._decode, options={"freezing": True})
+            self._key = key
+        return self._fn(z)
 
 
 _SIZE_HINT = ("if the VAE was trained on another image size or channel count, resize the images first; "
