@@ -56,7 +56,14 @@ def save_vae(
 
 
 def read_vae_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return the JSON header stored in a VAE checkpoint, without loading tensors."""
+    """Return the JSON header stored in a VAE checkpoint, without loading tensors.
+
+    Args:
+        path: a ``.safetensors`` checkpoint written by :func:`save_vae`.
+
+    Raises:
+        VarMixupError: the file is missing, not safetensors, or of another format or version.
+    """
     path = Path(path)
     header = read_header(path, _METADATA_KEY, writer="save_vae")
     if header.get("format") != FORMAT_NAME:

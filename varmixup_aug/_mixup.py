@@ -24,7 +24,12 @@ _RANGE_TOLERANCE = 0.05
 
 
 class Posterior(NamedTuple):
-    """Cached VAE posteriors of a batch (or of one item): ``mu`` and ``logvar``, each ``(B, *latent)``."""
+    """Cached VAE posteriors of a batch (or of one item): ``mu`` and ``logvar``, each ``(B, *latent)``.
+
+    Attributes:
+        mu: the posterior means.
+        logvar: the posterior log-variances, of ``mu``'s shape.
+    """
 
     mu: Tensor
     logvar: Tensor
@@ -72,6 +77,14 @@ def draw_mixup_params(
 
     All draws use ``generator`` (a CPU ``torch.Generator``) or torch's global RNG.
     A batch of size 1 has no partner and is returned unmixed (``lam = 1``).
+
+    Args:
+        batch_size: ``B``, the number of samples (>= 1).
+        alpha, lam_per_sample, prob: as in :func:`varmixup`.
+        generator: CPU ``torch.Generator`` for the draws (default: torch's global RNG).
+
+    Returns:
+        A :class:`MixupParams` to pass to :func:`varmixup`, :class:`VarMixup` or :func:`mix_targets`.
 
     Example:
         >>> import torch
@@ -163,7 +176,14 @@ def mix_targets(
     labels: Tensor, params: MixupParams, *, num_classes: int, label_smoothing: float = 0.0,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Soft targets ``lam * y_i + (1 - lam) * y_index[i]``, shape ``(B, num_classes)``, rows summing to 1."""
+    """Soft targets ``lam * y_i + (1 - lam) * y_index[i]``, shape ``(B, num_classes)``, rows summing to 1.
+
+    Args:
+        labels: ``(B,)`` int class indices or ``(B, num_classes)`` soft labels.
+        params: the :class:`MixupParams` of the batch.
+        num_classes, label_smoothing: as in :func:`varmixup`.
+        dtype: floating dtype of the targets.
+    """
     soft = _one_hot(labels, num_classes, dtype, label_smoothing)
     lam = params.lam.to(device=soft.device, dtype=dtype)[:, None]
     return lam * soft + (1.0 - lam) * soft[params.index.to(soft.device)]
@@ -259,8 +279,8 @@ def varmixup(images: Tensor | Posterior, labels: Tensor, vae: VAEProtocol | None
             batch's device; ``None``: in the VAE's own dtype.
         mixup_off_epoch: from this epoch on (as given to ``set_epoch``, which must be called) batches pass
             through :class:`VarMixup` and :class:`VarMixupCollate` unmixed, images as given, with one-hot,
-            label-smoothed targets (timm's ``--mixup-off-epoch``); ``None``: never. No effect here, in the
-            functional op, which has no epochs.
+            label-smoothed targets (timm's ``--mixup-off-epoch``); ``None``: never. No effect in the
+            functional :func:`varmixup`, which has no epochs.
         generator: CPU ``torch.Generator`` for all random draws (default: torch's global RNG).
         params: fixed :class:`MixupParams` instead of drawing them (e.g. from ``VarMixup.draw_params``).
 

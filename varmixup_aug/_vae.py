@@ -126,6 +126,10 @@ class ConvVAE(nn.Module):
     Shapes: ``encode`` maps ``(B, C, H, W)`` to ``mu, logvar`` of shape ``(B, latent_dim)``;
     ``decode`` maps ``(B, latent_dim)`` back to ``(B, C, H, W)`` in ``config.input_range``.
 
+    Args:
+        config: the architecture (:class:`VAEConfig`); ``None`` builds one from ``kwargs``.
+        kwargs: :class:`VAEConfig`'s fields, instead of ``config`` (not both).
+
     Example:
         >>> import torch
         >>> from varmixup_aug import ConvVAE, VAEConfig
