@@ -83,10 +83,12 @@ def load_vae(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> ConvVAE:
-    """Load a VAE written by :func:`save_vae`.
+    """Load a VAE written by :func:`save_vae`, or a shipped one by name.
 
     Args:
-        path: the ``.safetensors`` checkpoint.
+        path: the ``.safetensors`` checkpoint, or the name of a shipped VAE (one of
+            :func:`list_pretrained`, e.g. ``"cifar10"``), which :func:`load_pretrained_vae` loads after
+            checking its sha256. An existing file of that name wins over a shipped VAE's name.
         device: where to put the model (default: CPU).
         dtype: floating dtype of the parameters (default: as stored).
 
@@ -94,10 +96,25 @@ def load_vae(
         The VAE in eval mode with ``requires_grad`` off.
 
     Raises:
-        VarMixupError: the file is missing, truncated, not safetensors, of another format or
-            version, or its tensors do not match the architecture in its config.
+        VarMixupError: ``path`` is neither an existing file nor a shipped VAE's name; the file is
+            missing, truncated, not safetensors, of another format or version, or its tensors do not
+            match the architecture in its config.
     """
-    path = Path(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise VarMixupError(f"load_vae expects a checkpoint path or a shipped VAE's name, got {type(path).__name__}")
+    if not Path(path).exists():
+        from ._pretrained import list_pretrained, load_pretrained_vae  # it reads its files through this module
+
+        names = sorted(list_pretrained())
+        if path in names:
+            return load_pretrained_vae(str(path), device=device, dtype=dtype)
+        if isinstance(path, str) and not Path(path).suffix and os.sep not in path and "/" not in path:
+            raise VarMixupError(f"load_vae: {path!r} is neither a checkpoint file nor a shipped VAE's name; "
+                                f"pass the path of a file written by save_vae, or one of {names}")
+    return _load_file(Path(path), device, dtype)
+
+
+def _load_file(path: Path, device: torch.device | str | None, dtype: torch.dtype | None) -> ConvVAE:
     header = read_vae_metadata(path)
     vae = _build_vae(path, header)
     vae.load_state_dict(_read_state(path, vae.state_dict(), header["architecture"]))

@@ -100,8 +100,9 @@ def test_harness_all_is_sorted_and_importable() -> None:
 
 
 def test_tests_import_shared_builders_from_helpers_not_conftest() -> None:
-    """Builders live in ``tests/_helpers.py``; ``conftest.py`` holds fixtures only and is never imported."""
+    """Builders live in ``tests/_helpers.py``; ``conftest.py`` (fixtures only) and test modules are never imported."""
     tests = sorted(p for p in (REPO / "tests").rglob("*.py") if p.name != "conftest.py")
     assert (REPO / "tests" / "_helpers.py") in tests
-    bad = [str(p.relative_to(REPO)) for p in tests if any(m == "conftest" for _, m in _imported_modules(p))]
-    assert not bad, f"import builders from _helpers, not conftest: {bad}"
+    bad = [str(p.relative_to(REPO)) for p in tests
+           if any(m == "conftest" or (m or "").startswith("test_") for _, m in _imported_modules(p))]
+    assert not bad, f"import builders from _helpers, not from conftest or another test module: {bad}"

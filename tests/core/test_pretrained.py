@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from varmixup_aug import VarMixupError, list_pretrained, load_pretrained_vae
+from varmixup_aug import VarMixupError, list_pretrained, load_pretrained_vae, load_vae
 from varmixup_aug._pretrained import pretrained_path
 from varmixup_aug.harness import evaluate_vae
 
@@ -62,3 +62,38 @@ class TestLoadPretrainedVAE:
     def test_unknown_name(self):
         with pytest.raises(VarMixupError, match="unknown pretrained VAE 'imagenet'; available: \\['cifar10'\\]"):
             load_pretrained_vae("imagenet")
+
+
+class TestLoadVAEByName:
+    """``load_vae`` takes a checkpoint path or a shipped VAE's name (what the CLI's ``--vae`` passes)."""
+
+    def test_a_shipped_name_loads_the_checked_file(self):
+        by_name, shipped = load_vae("cifar10", dtype=torch.float64), load_pretrained_vae("cifar10")
+        assert by_name.config == shipped.config and next(by_name.parameters()).dtype == torch.float64
+        for (k, a), (_, b) in zip(by_name.state_dict().items(), shipped.state_dict().items()):
+            assert torch.equal(a, b.double()), k
+
+    def test_an_existing_file_wins_over_a_shipped_name(self, tmp_path, monkeypatch):
+        from varmixup_aug import save_vae
+
+        from _helpers import tiny_conv_vae
+
+        save_vae(tiny_conv_vae(), tmp_path / "cifar10")
+        monkeypatch.chdir(tmp_path)
+        assert load_vae("cifar10").config.image_size == 8
+
+    def test_neither_a_file_nor_a_name(self):
+        with pytest.raises(VarMixupError, match=r"load_vae: 'cifar100' is neither a checkpoint file nor a shipped "
+                                                r"VAE's name; pass the path of a file written by save_vae, or one of "
+                                                r"\['cifar10'\]"):
+            load_vae("cifar100")
+
+    def test_a_missing_path_keeps_its_message(self, tmp_path):
+        with pytest.raises(VarMixupError, match="cifar10.safetensors: checkpoint file does not exist"):
+            load_vae(tmp_path / "cifar10.safetensors")
+        with pytest.raises(VarMixupError, match="checkpoint file does not exist"):
+            load_vae("runs/vae")
+
+    def test_not_a_path(self):
+        with pytest.raises(VarMixupError, match="load_vae expects a checkpoint path or a shipped VAE's name, got int"):
+            load_vae(3)  # type: ignore[arg-type]

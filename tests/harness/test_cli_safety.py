@@ -12,7 +12,7 @@ from varmixup_aug import VarMixupError
 from varmixup_aug.harness.cli import main
 from varmixup_aug.harness.cli._flags import prepare_out_dir, prepare_out_file
 
-from test_train_classifier import train_args
+from _helpers import train_args
 
 _VAE = ["--image-size", "32", "--latent-dim", "4", "--widths", "4,8", "--batch-size", "16", "--limit-eval", "8",
         "--checkpoint-every", "2", "--no-progress", "--num-workers", "0", "--epochs", "1"]
@@ -91,6 +91,34 @@ class TestFlagValidation:
             assert exc.value.code == 2
             assert f"argument {flag}" in capsys.readouterr().err
         assert not (tmp_path / "r").exists() and not (tmp_path / "v.safetensors").exists()
+
+
+class TestVAEFlags:
+    """``--vae`` takes a checkpoint or a shipped VAE's name (``load_vae``); ``--pretrained`` names the default."""
+
+    def _load(self, *argv: str):
+        import argparse
+
+        from varmixup_aug.harness.cli._flags import add_vae_flags, vae_from_flags, vae_label
+
+        parser = argparse.ArgumentParser()
+        add_vae_flags(parser)
+        args = parser.parse_args(argv)
+        return vae_from_flags(args), vae_label(args)
+
+    def test_a_path_a_name_and_the_default(self, image_folder):
+        path = str(image_folder / "vae.safetensors")
+        vae, label = self._load("--vae", path)
+        assert vae.config.latent_dim == 4 and label == path
+        by_name, label = self._load("--vae", "cifar10")
+        default, default_label = self._load()
+        assert by_name.config == default.config and (label, default_label) == ("cifar10", "pretrained:cifar10")
+
+    def test_neither_a_file_nor_a_name(self):
+        with pytest.raises(VarMixupError, match="load_vae: 'cifar100' is neither a checkpoint file nor a shipped"):
+            self._load("--vae", "cifar100")
+        with pytest.raises(VarMixupError, match="unknown pretrained VAE 'cifar100'; available"):
+            self._load("--pretrained", "cifar100")
 
 
 class TestBadFiles:

@@ -12,8 +12,9 @@ from typing import Any
 from ... import VarMixupError
 
 __all__ = [
-    "add_run_flags", "add_out_flags", "finite_float", "float_list", "int_list", "positive_float", "positive_int",
-    "positive_int_list", "prepare_out_dir", "prepare_out_file", "start_run",
+    "add_out_flags", "add_run_flags", "add_vae_flags", "finite_float", "float_list", "int_list", "positive_float",
+    "positive_int", "positive_int_list", "prepare_out_dir", "prepare_out_file", "start_run", "vae_from_flags",
+    "vae_label",
 ]
 
 
@@ -23,6 +24,27 @@ def add_run_flags(parser: Any, *, threads: bool = True) -> None:
     if threads:
         parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true")
+
+
+def add_vae_flags(parser: Any, *, used_by: str = "") -> None:
+    """``--vae`` (a checkpoint or a shipped VAE's name) and ``--pretrained`` (the shipped VAE used without it)."""
+    used = f" for {used_by}" if used_by else ""
+    parser.add_argument("--vae", default=None,
+                        help=f"a VAE checkpoint (.safetensors) or a shipped VAE's name{used}; default: --pretrained")
+    parser.add_argument("--pretrained", default="cifar10",
+                        help="name of the shipped VAE used when --vae is not given (see list_pretrained)")
+
+
+def vae_from_flags(args: argparse.Namespace) -> Any:
+    """The VAE that ``--vae`` names (:func:`varmixup_aug.load_vae`), else the shipped ``--pretrained`` one."""
+    from ... import load_pretrained_vae, load_vae
+
+    return load_vae(args.vae) if args.vae else load_pretrained_vae(args.pretrained)
+
+
+def vae_label(args: argparse.Namespace) -> str:
+    """What ``--vae`` / ``--pretrained`` chose, as recorded in a run's settings."""
+    return args.vae or f"pretrained:{args.pretrained}"
 
 
 def start_run(args: argparse.Namespace) -> bool:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from ... import VarMixupError
-from ._flags import add_run_flags, finite_float, positive_float, positive_int, start_run
+from ._flags import add_run_flags, add_vae_flags, finite_float, positive_float, positive_int, start_run, vae_from_flags
 
 
 def add_parser(sub: Any) -> None:
@@ -26,8 +26,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data-dir", default=None,
                    help="ImageFolder dir or .tar.gz of one (e.g. ../shared/data/cifar10-jpg.tar.gz); "
                    "default: download CIFAR-10 with torchvision")
-    p.add_argument("--vae", default=None, help="a VAE checkpoint (.safetensors); default: the shipped one")
-    p.add_argument("--pretrained", default="cifar10", help="name of the shipped VAE (see list_pretrained)")
+    add_vae_flags(p)
     p.add_argument("--minutes", type=positive_float, default=3.0, help="training time budget")
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps")
     p.add_argument("--batch-size", type=positive_int, default=128)
@@ -43,7 +42,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ... import load_pretrained_vae, load_vae
     from .. import SmallCNN, resolve_device, write_pictures
 
     torch.manual_seed(args.seed)
@@ -58,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
               f"using batches of {len(train_set)}")
         args.batch_size = len(train_set)
 
-    vae = load_vae(args.vae) if args.vae else load_pretrained_vae(args.pretrained)
+    vae = vae_from_flags(args)
     print(f"VAE: {getattr(vae, 'trained_on', 'unknown')}, {sum(p.numel() for p in vae.parameters()):,} parameters")
     grid, recon = write_pictures(vae, source, out_dir)  # from real test pairs
     print(f"wrote {grid} and {recon}")

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import METHODS
-from ._flags import (add_out_flags, add_run_flags, finite_float, int_list, positive_float, positive_int,
-                     positive_int_list, prepare_out_dir, start_run)
+from ._flags import (add_out_flags, add_run_flags, add_vae_flags, finite_float, int_list, positive_float,
+                     positive_int, positive_int_list, prepare_out_dir, start_run, vae_from_flags, vae_label)
 
 
 def add_parser(sub: Any) -> None:
@@ -26,8 +26,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data-dir", required=True,
                    help="ImageFolder dir or a .tar.gz of one, e.g. ../shared/data/cifar10-jpg.tar.gz")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/classifiers/erm")
-    p.add_argument("--vae", default=None, help="VAE checkpoint (.safetensors) for varmixup*; default: --pretrained")
-    p.add_argument("--pretrained", default="cifar10", help="name of the shipped VAE used when --vae is not given")
+    add_vae_flags(p, used_by="varmixup*")
     p.add_argument("--epochs", type=positive_int, default=2,
                    help="planned epochs; the lr schedule spans them (2 fits 30 min per method on 2 slow CPU cores)")
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps in total")
@@ -54,7 +53,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ... import VarMixupError, load_pretrained_vae, load_vae
+    from ... import VarMixupError
     from .. import TrainClassifierConfig, load_train_split, train_classifier
 
     progress = start_run(args)
@@ -70,14 +69,14 @@ def run(args: argparse.Namespace) -> int:
     )
     vae = None
     if args.method.startswith("varmixup"):
-        vae = load_vae(args.vae) if args.vae else load_pretrained_vae(args.pretrained)
+        vae = vae_from_flags(args)
     elif args.vae:
         raise VarMixupError(f"--vae is only used by --method varmixup and varmixup-residual, not {args.method}")
     split = load_train_split(args.data_dir, holdout=args.holdout, holdout_seed=args.holdout_seed,
                              limit_train=args.limit_train, num_workers=args.num_workers, progress=progress)
     info = {"holdout": split["holdout_info"], "data_dir": split["data_dir"], "classes": split["classes"],
             "limit_train": args.limit_train,
-            "vae": (args.vae or f"pretrained:{args.pretrained}") if vae is not None else None}
+            "vae": vae_label(args) if vae is not None else None}
     train_x, train_y = split["train"]
     held_x, held_y = split["holdout"]
     report = train_classifier(cfg, train_x, train_y, num_classes=len(split["classes"]), vae=vae,

@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from .. import FAST_METHODS, PRECISIONS
-from ._flags import add_out_flags, add_run_flags, int_list, prepare_out_dir, start_run
+from ._flags import (add_out_flags, add_run_flags, add_vae_flags, int_list, prepare_out_dir, start_run,
+                     vae_from_flags, vae_label)
 
 
 def add_parser(sub: Any) -> None:
@@ -25,8 +26,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data-dir", required=True,
                    help="ImageFolder dir or a .tar.gz of one, e.g. ../shared/data/cifar10-jpg.tar.gz")
     p.add_argument("--out", required=True, help="run folder, e.g. results/cifar10-fast/erm")
-    p.add_argument("--vae", default=None, help="VAE checkpoint for the VAE methods; default: --pretrained")
-    p.add_argument("--pretrained", default="cifar10", help="name of the shipped VAE used when --vae is not given")
+    add_vae_flags(p, used_by="the VAE methods")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--alpha", type=float, default=1.0, help="Beta(alpha, alpha) of the mixing methods")
@@ -46,7 +46,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ... import load_pretrained_vae, load_vae
     from .. import FastTrainConfig, load_tensor_dataset, load_train_split, open_image_dataset, train_fast_classifier
 
     progress = start_run(args)
@@ -58,12 +57,12 @@ def run(args: argparse.Namespace) -> int:
                     run_files=("checkpoint.safetensors", "train_state.safetensors", "train_report.json"))
     vae = None
     if args.method in ("varmixup", "varmixup-residual", "vae-recon"):
-        vae = load_vae(args.vae) if args.vae else load_pretrained_vae(args.pretrained)
+        vae = vae_from_flags(args)
     split = load_train_split(args.data_dir, holdout=args.holdout, holdout_seed=args.holdout_seed,
                              limit_train=args.limit_train, progress=progress)
     test_x, test_y = load_tensor_dataset(open_image_dataset(args.data_dir, "test"), progress=progress)
     info = {"holdout": split["holdout_info"], "data_dir": str(args.data_dir), "classes": split["classes"],
-            "vae": (args.vae or f"pretrained:{args.pretrained}") if vae is not None else None}
+            "vae": vae_label(args) if vae is not None else None}
     train_x, train_y = split["train"]
     report = train_fast_classifier(cfg, train_x, train_y, num_classes=len(split["classes"]), vae=vae,
                                    test_images=test_x, test_labels=test_y, data_info=info, resume=args.resume,
