@@ -58,7 +58,7 @@ def main() -> int:
     cfg = evidence["config"]
     part = next((k for k in evidence["parts"] if k.startswith("autoattack:")), None)
     positions = part_indices(evidence, part) if part else None
-    if positions is None:
+    if part is None or positions is None:
         p.error("the evidence JSON has no finished AutoAttack part; run `varmixup-aug evidence ... --parts autoattack`")
     data = load_evaluation_data(args.run, args.data_dir, n_test=cfg["n_test"], pool_size=cfg["pool_size"],
                                 select_n=0, seed=cfg["seed"], progress=False)
@@ -68,8 +68,10 @@ def main() -> int:
     attacker = MIPredictor(data["model"], data["pool"], num_classes=num_classes, mode="ol", lam=PAPER_LAM,
                            num_samples=cfg["autoattack_mi_samples"], seed=1)
     error = single_pass_error(attacker, x, y, args.repeats)
-    survived = bits_to_bool(part_vector(evidence, part, "mi_ol@paper"))
-    plain_right = bits_to_bool(part_vector(evidence, part, "none"))
+    judged, plain = part_vector(evidence, part, "mi_ol@paper"), part_vector(evidence, part, "none")
+    if judged is None or plain is None:
+        p.error(f"the evidence JSON's part {part!r} lacks the finished 'mi_ol@paper' or 'none' results")
+    survived, plain_right = bits_to_bool(judged), bits_to_bool(plain)
     report = {
         "part": part, "n": len(positions), "repeats": args.repeats,
         "judge_right": int(survived.sum()), "plain_right": int(plain_right.sum()),

@@ -223,8 +223,9 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     elif getattr(vae, "channels", channels) != channels:
         raise SystemExit(f"the VAE reads {vae.channels}-channel images but the data has {channels} channels")
     vae = vae.to(device)
+    n_items = len(train_set)  # type: ignore[arg-type]  # a map-style dataset; torch's Dataset declares no __len__
     _log(rank, f"world_size={world} backend={dist.get_backend()} device={device} "
-               f"train_items={len(train_set)} classes={num_classes} image={channels}x{image_size}x{image_size}")
+               f"train_items={n_items} classes={num_classes} image={channels}x{image_size}x{image_size}")
 
     if args.latent_cache is not None:
         # Rank 0 encodes and writes the cache while the other ranks wait at a barrier and read it.
@@ -232,7 +233,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
                                                  progress=rank == 0)
         _log(rank, f"latents: {train_set!r}")
 
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
+    sampler: DistributedSampler[int] = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
+                                                          seed=args.seed)
     if device.type == "cuda":
         # Workers only collate on the CPU; the VAE runs on this rank's GPU in the main process.
         loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
@@ -245,7 +247,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
                             collate_fn=collate, drop_last=True, persistent_workers=args.workers > 0)
         batches = loader
     if len(loader) == 0:
-        raise SystemExit(f"{len(train_set)} items over {world} ranks give no full batch of {args.batch_size}; "
+        raise SystemExit(f"{n_items} items over {world} ranks give no full batch of {args.batch_size}; "
                          "lower --batch-size or raise --limit")
     total = args.epochs * len(loader)
     if args.max_steps is not None:

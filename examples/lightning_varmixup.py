@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from varmixup_aug import MIPredictor, VarMixupCollate, list_pretrained, load_pretrained_vae, load_vae
+from varmixup_aug import MIPredictor, VAEProtocol, VarMixupCollate, list_pretrained, load_pretrained_vae, load_vae
 from varmixup_aug.harness import open_image_dataset
 
 EXAMPLES = str(Path(__file__).resolve().parent)
@@ -62,7 +63,7 @@ class VarMixupDataModule(L.LightningDataModule):
         self,
         data_dir: str | None = None,
         *,
-        vae: str | nn.Module = "cifar10",
+        vae: str | VAEProtocol = "cifar10",
         num_classes: int = 10,
         image_size: int = 32,
         batch_size: int = 64,
@@ -99,7 +100,7 @@ class VarMixupDataModule(L.LightningDataModule):
         vae = self.vae_source
         if isinstance(vae, str):
             vae = load_pretrained_vae(vae) if vae in list_pretrained() else load_vae(vae)
-        self.vae = vae.eval()
+        self.vae = vae.eval() if isinstance(vae, nn.Module) else vae
         self.collate = self.train_collate()
 
     def _setup_image_folder(self) -> None:
@@ -111,7 +112,7 @@ class VarMixupDataModule(L.LightningDataModule):
                                v2.RandomHorizontalFlip(), *to_tensor])
         clean_tf = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size), *to_tensor])
         train = open_image_dataset(self.data_dir, "train", transform=train_tf)  # type: ignore[arg-type]
-        self.num_classes = len(train.classes)  # type: ignore[attr-defined]
+        self.num_classes = len(train.classes)  # type: ignore[union-attr]  # a held-out Subset carries .classes too
         g = torch.Generator().manual_seed(0)  # the same subsets on every rank
         order = torch.randperm(len(train), generator=g).tolist()
         chosen = order[: self.limit] if self.limit else order
@@ -178,6 +179,8 @@ class VarMixupClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.net = small_cnn(3, num_classes, width)
 
+    _mi: MIPredictor | None  # set (outside the module tree) for each validation epoch
+
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
@@ -188,15 +191,17 @@ class VarMixupClassifier(L.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        mi = MIPredictor(self.net, pool=self.trainer.datamodule.mi_pool(), num_classes=self.hparams.num_classes,
-                         mode=self.hparams.mi_mode, num_samples=self.hparams.mi_samples, lam=self.hparams.mi_lam,
-                         seed=self.hparams.seed)
+        datamodule = self.trainer.datamodule  # type: ignore[attr-defined]  # set by Trainer.fit(datamodule=...)
+        hp = self.hparams
+        mi = MIPredictor(self.net, pool=datamodule.mi_pool(), num_classes=hp["num_classes"], mode=hp["mi_mode"],
+                         num_samples=hp["mi_samples"], lam=hp["mi_lam"], seed=hp["seed"])
         # Not a submodule: it wraps self.net, which the checkpoint already holds.
         object.__setattr__(self, "_mi", mi)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self.net(images)
+        assert self._mi is not None, "made in on_validation_epoch_start"
         mi_log_probs = self._mi(images)
         self.log_dict({
             "val_loss": F.cross_entropy(logits, labels),
@@ -207,8 +212,8 @@ class VarMixupClassifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         object.__setattr__(self, "_mi", None)
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9, nesterov=True,
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        optimizer = torch.optim.SGD(self.parameters(), lr=self.hparams["lr"], momentum=0.9, nesterov=True,
                                     weight_decay=5e-4)
         steps = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)

@@ -43,7 +43,8 @@ from timm.scheduler import CosineLRScheduler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from varmixup_aug import VarMixup, list_pretrained, load_pretrained_vae, load_vae
+from varmixup_aug import ConvVAE, VarMixup, list_pretrained, load_pretrained_vae, load_vae
+from varmixup_aug.adapters import AutoencoderKLAdapter
 from varmixup_aug.harness import open_image_dataset
 
 EXAMPLES = str(Path(__file__).resolve().parent)
@@ -117,9 +118,10 @@ def build_datasets(args: argparse.Namespace, mean: Iterable[float], std: Iterabl
     """``(train, val, num_classes)``; images normalised with the model's ``mean``/``std``, as timm's loader."""
     if args.synthetic:
         n = args.limit or 512
-        train = synthetic_dataset(n, args.num_classes, args.image_size, seed=args.seed)
-        val = synthetic_dataset(min(args.limit_val, 256), args.num_classes, args.image_size, seed=args.seed, split=1)
-        return Normalized(train, mean, std), Normalized(val, mean, std), args.num_classes
+        synthetic_train = synthetic_dataset(n, args.num_classes, args.image_size, seed=args.seed)
+        synthetic_val = synthetic_dataset(min(args.limit_val, 256), args.num_classes, args.image_size, seed=args.seed,
+                                          split=1)
+        return Normalized(synthetic_train, mean, std), Normalized(synthetic_val, mean, std), args.num_classes
 
     from torchvision.transforms import v2
 
@@ -130,24 +132,20 @@ def build_datasets(args: argparse.Namespace, mean: Iterable[float], std: Iterabl
     val_tf = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size), *to_tensor])
     train = open_image_dataset(args.data_dir, "train", transform=train_tf)
     val = open_image_dataset(args.data_dir, "test", transform=val_tf)
-    num_classes = len(train.classes)  # type: ignore[attr-defined]
+    num_classes = len(train.classes)  # type: ignore[union-attr]  # a held-out Subset carries .classes too
     g = torch.Generator().manual_seed(args.seed)  # fixed subsets
-    if args.limit is not None and args.limit < len(train):  # type: ignore[arg-type]
-        train = Subset(train, sorted(torch.randperm(len(train), generator=g)[: args.limit].tolist()))  # type: ignore[arg-type]
-    if args.limit_val is not None and args.limit_val < len(val):  # type: ignore[arg-type]
-        val = Subset(val, sorted(torch.randperm(len(val), generator=g)[: args.limit_val].tolist()))  # type: ignore[arg-type]
+    if args.limit is not None and args.limit < len(train):
+        train = Subset(train, sorted(torch.randperm(len(train), generator=g)[: args.limit].tolist()))
+    if args.limit_val is not None and args.limit_val < len(val):
+        val = Subset(val, sorted(torch.randperm(len(val), generator=g)[: args.limit_val].tolist()))
     return train, val, num_classes
 
 
-def build_vae(args: argparse.Namespace, device: torch.device) -> nn.Module:
-    if args.diffusers_vae is not None:
-        from varmixup_aug.adapters import AutoencoderKLAdapter
-
-        vae = AutoencoderKLAdapter.from_pretrained(args.diffusers_vae, subfolder=args.diffusers_subfolder)
-    elif args.vae in list_pretrained():
-        vae = load_pretrained_vae(args.vae)
-    else:
-        vae = load_vae(args.vae)
+def build_vae(args: argparse.Namespace, device: torch.device) -> ConvVAE | AutoencoderKLAdapter:
+    if args.diffusers_vae is not None:  # diffusers is imported only here, by from_pretrained
+        adapter = AutoencoderKLAdapter.from_pretrained(args.diffusers_vae, subfolder=args.diffusers_subfolder)
+        return adapter.to(device).eval()
+    vae = load_pretrained_vae(args.vae) if args.vae in list_pretrained() else load_vae(args.vae)
     return vae.to(device).eval()
 
 
@@ -222,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mean, std = data_config["mean"], data_config["std"]
     train_set, val_set, num_classes = build_datasets(args, mean, std)
     if num_classes != args.num_classes:
-        model.reset_classifier(num_classes)
+        model.reset_classifier(num_classes)  # type: ignore[operator]  # timm's models have it; typed nn.Module
     model = model.to(device)
     vae = build_vae(args, device)
 
@@ -231,7 +229,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               persistent_workers=args.workers > 0)
     loader_eval = DataLoader(val_set, batch_size=2 * args.batch_size, num_workers=args.workers)
     if len(loader_train) == 0:
-        raise SystemExit(f"{len(train_set)} training images give no full batch of {args.batch_size}")
+        n_train = len(train_set)  # type: ignore[arg-type]  # map-style; torch's Dataset declares no __len__
+        raise SystemExit(f"{n_train} training images give no full batch of {args.batch_size}")
 
     # timm: mixup_fn = Mixup(mixup_alpha=..., prob=..., label_smoothing=..., num_classes=...)
     mixup_fn = VarMixup(vae, num_classes=num_classes, alpha=args.alpha, prob=args.mixup_prob,

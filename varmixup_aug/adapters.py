@@ -31,7 +31,7 @@ __all__ = ["AutoencoderKLAdapter"]
 _INSTALL_HINT = 'pip install "varmixup-aug[diffusers]"'
 
 
-def _import_autoencoder_kl() -> type:
+def _import_autoencoder_kl() -> Any:
     try:
         from diffusers import AutoencoderKL
     except ImportError as exc:
@@ -101,6 +101,12 @@ class AutoencoderKLAdapter(nn.Module):
     """
 
     input_range: tuple[float, float] = (0.0, 1.0)
+    # Typed here, since nn.Module's attribute lookup types submodules and buffers as ``Tensor | Module``; the
+    # autoencoder is ``Any`` because diffusers is optional (and its outputs, ``latent_dist``/``sample``, untyped).
+    autoencoder: Any
+    latent_shift: Tensor
+    latent_scale: Tensor
+    latent_log_scale: Tensor
 
     def __init__(self, autoencoder: nn.Module, *, scale_latents: bool = False, image_size: int | None = None) -> None:
         super().__init__()

@@ -9,7 +9,7 @@ import tarfile
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor
@@ -17,6 +17,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from .._errors import VarMixupError
+
+if TYPE_CHECKING:
+    from torchvision.datasets import VisionDataset
 
 __all__ = ["cache_dir", "import_albumentations", "load_tensor_dataset", "open_image_dataset"]
 
@@ -88,7 +91,7 @@ def _load_image(path: str) -> Any:
         raise VarMixupError(f"{path} is not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
-def _image_folder(root: Path, transform: Callable[..., Any] | None) -> Dataset:
+def _image_folder(root: Path, transform: Callable[..., Any] | None) -> VisionDataset:
     from torchvision.datasets import ImageFolder
 
     try:
@@ -98,7 +101,7 @@ def _image_folder(root: Path, transform: Callable[..., Any] | None) -> Dataset:
 
 
 def open_image_dataset(source: str | os.PathLike[str], split: str, *, transform: Callable[..., Any] | None = None,
-                       download: bool = True) -> Dataset:
+                       download: bool = True) -> VisionDataset | Subset[Any]:
     """Open the ``split`` (``"train"`` or ``"test"``) of an image dataset.
 
     ``source`` is one of:
@@ -127,7 +130,7 @@ def open_image_dataset(source: str | os.PathLike[str], split: str, *, transform:
     )
 
 
-def _folder_split(path: Path, split: str, transform: Callable[..., Any] | None) -> Dataset:
+def _folder_split(path: Path, split: str, transform: Callable[..., Any] | None) -> VisionDataset | Subset[Any]:
     if path.is_file():
         if not str(path).endswith(_ARCHIVE_SUFFIXES):
             raise VarMixupError(
@@ -141,7 +144,7 @@ def _folder_split(path: Path, split: str, transform: Callable[..., Any] | None) 
 
 
 def _torchvision_split(class_name: str, text: str, split: str, transform: Callable[..., Any] | None,
-                       download: bool) -> Dataset:
+                       download: bool) -> VisionDataset:
     import torchvision.datasets as tvd
 
     root = cache_dir() / "torchvision"
@@ -155,8 +158,8 @@ def _torchvision_split(class_name: str, text: str, split: str, transform: Callab
         ) from exc
 
 
-def _holdout_split(full: Dataset, split: str) -> Dataset:
-    n = len(full)  # type: ignore[arg-type]
+def _holdout_split(full: VisionDataset, split: str) -> Subset[Any]:
+    n = len(full)
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(n, generator=g).tolist()
     n_test = max(1, int(round(n * _HOLDOUT_FRACTION)))

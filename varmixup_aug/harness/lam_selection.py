@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, cast
 
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -91,7 +91,7 @@ def _mi_accuracy(mi: MIPredictor, x: Tensor, y: Tensor, batch_size: int) -> floa
 
 
 def _check_choices(modes: Sequence[str], grid: Sequence[float], max_clean_drop: float
-                   ) -> tuple[tuple[str, ...], tuple[float, ...]]:
+                   ) -> tuple[tuple[Literal["pl", "ol"], ...], tuple[float, ...]]:
     modes = tuple(modes)
     if not modes or any(m not in ("pl", "ol") for m in modes):
         raise VarMixupError(f"modes must be a non-empty subset of ('pl', 'ol'), got {modes!r}")
@@ -99,7 +99,7 @@ def _check_choices(modes: Sequence[str], grid: Sequence[float], max_clean_drop: 
     if not grid_t or any(not isinstance(v, (int, float)) or not 0 < v <= 1 for v in grid_t):
         raise VarMixupError(f"grid must be a non-empty sequence of lam values in (0, 1], got {grid!r}")
     check_number("max_clean_drop", max_clean_drop, low=0, high=1)
-    return modes, grid_t
+    return cast("tuple[Literal['pl', 'ol'], ...]", modes), grid_t  # each checked above
 
 
 def _pick(rows: list[dict[str, float]], min_clean: float) -> dict[str, Any]:
