@@ -37,6 +37,7 @@ GROUPS = {
 SECTION = re.compile(r"^(Args|Attributes|Returns|Raises|Example|Examples):$")
 ROLE = re.compile(r":(?:class|func|meth|attr|exc|mod):`~?([\w.]+)`")
 SKIPPED_MEMBERS = {"extra_repr"}
+STARS: dict[Any, str] = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}
 WIDTH = 100
 
 
@@ -133,7 +134,7 @@ def format_signature(name: str, obj: Any, params: list[inspect.Parameter]) -> st
         if p.kind is inspect.Parameter.KEYWORD_ONLY and not star_done:
             pieces.append("*")
         star_done = star_done or p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_POSITIONAL)
-        text = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}.get(p.kind, "") + p.name
+        text = STARS.get(p.kind, "") + p.name
         if p.annotation is not inspect.Parameter.empty:
             text += f": {annotation(p.annotation)}"
         if p.default is not inspect.Parameter.empty:
@@ -260,7 +261,8 @@ def render_options(objects: dict[str, Any]) -> str:
     rows = []
     for f in dataclasses.fields(MixupOptions):
         default = "(required)" if f.default is dataclasses.MISSING else f"`{f.default!r}`"
-        rows.append(f"| `{f.name}` | `{cell(str(f.type))}` | {cell(default)} | {cell(markdown(args[f.name], anchors))} |\n")
+        meaning = cell(markdown(args[f.name], anchors))
+        rows.append(f"| `{f.name}` | `{cell(str(f.type))}` | {cell(default)} | {meaning} |\n")
     return "| option | type | default | meaning |\n|---|---|---|---|\n" + "".join(rows)
 
 

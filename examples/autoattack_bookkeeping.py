@@ -14,7 +14,8 @@ what came back. This script measures both effects on the images of a finished Au
    the L-inf distance of what it returns from the clean image (0 means the clean image came back)::
 
     python examples/autoattack_bookkeeping.py results/cifar10-fast/mixup \\
-        --data-dir ../shared/data/cifar10-jpg.tar.gz --rerun --out results/cifar10-fast/mixup/autoattack_bookkeeping.json
+        --data-dir ../shared/data/cifar10-jpg.tar.gz --rerun \\
+        --out results/cifar10-fast/mixup/autoattack_bookkeeping.json
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from varmixup_aug.harness import (PAPER_LAM, autoattack_rand, bits_to_bool, load
 def single_pass_error(attacker: MIPredictor, x: torch.Tensor, y: torch.Tensor, repeats: int) -> torch.Tensor:
     """Per image: the fraction of ``repeats`` independent attacker forward passes that misclassify it."""
     with torch.no_grad():
-        wrong = [(attacker.predict(x[i:i + 1].expand(repeats, -1, -1, -1)) != y[i]).double().mean() for i in range(len(y))]
+        wrong = [(attacker.predict(x[i:i + 1].expand(repeats, -1, -1, -1)) != y[i]).double().mean()
+                 for i in range(len(y))]
     return torch.stack(wrong)
 
 
@@ -98,7 +100,8 @@ def main() -> int:
             with torch.no_grad():
                 rec["rerun_judge_right"] = bool(judge.predict(adv)[0] == y[i])
             rec["rerun_seconds"] = round(time.perf_counter() - t0, 1)
-            print(f"| {rec['position']} | {rec['rerun_linf_255']} | {rec['rerun_judge_right']} | {rec['rerun_seconds']} |")
+            print(f"| {rec['position']} | {rec['rerun_linf_255']} | {rec['rerun_judge_right']} "
+                  f"| {rec['rerun_seconds']} |")
     if args.out:
         tmp = Path(f"{args.out}.tmp-{os.getpid()}")
         tmp.write_text(json.dumps(report, indent=1) + "\n")

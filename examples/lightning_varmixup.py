@@ -25,7 +25,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig

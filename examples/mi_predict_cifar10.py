@@ -32,7 +32,8 @@ def _status_kib(field: str) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a train-fast or train-classifier run folder, or its checkpoint file")
+    p.add_argument("--checkpoint", required=True,
+                   help="a train-fast or train-classifier run folder, or its checkpoint file")
     p.add_argument("--data-dir", default="../shared/data/cifar10-jpg.tar.gz")
     p.add_argument("--mode", default="ol", choices=["ol", "pl", "combined"])
     p.add_argument("--num-samples", type=int, default=30)

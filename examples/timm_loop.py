@@ -31,9 +31,10 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import timm
 import torch

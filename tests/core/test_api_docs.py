@@ -57,7 +57,8 @@ def test_a_public_name_outside_the_groups_is_an_error(monkeypatch) -> None:
 
 
 def test_stale_markers_are_replaced() -> None:
-    page = "# API\n<!-- api:options -->\nSTALE\n<!-- /api:options -->\ntext\n<!-- api:reference -->\n<!-- /api:reference -->\n"
+    page = ("# API\n<!-- api:options -->\nSTALE\n<!-- /api:options -->\ntext\n"
+            "<!-- api:reference -->\n<!-- /api:reference -->\n")
     out = make_api.render_page(page)
     assert "STALE" not in out and "| `num_classes` | `int` | (required) |" in out
     assert "#### Function `varmixup`" in out and out.endswith("<!-- /api:reference -->\n")

@@ -6,7 +6,8 @@ import dataclasses
 import inspect
 import re
 import typing
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import pytest
 import torch

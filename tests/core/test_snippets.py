@@ -101,7 +101,8 @@ def test_the_markers_and_the_context() -> None:
     text = ("```python\nimport os\nfrom pathlib import Path\n```\n\n<!-- no-typecheck -->\n```python\nf(x: int)\n```\n"
             "<!-- typecheck-context: n: int; m = 2 -->\n```python\nprint(os.sep, n + m)\n```\n```bash\nls\n```\n")
     found = snippets(page, text)
-    assert [(s.line, s.checked, s.context) for s in found] == [(1, True, ""), (7, False, ""), (11, True, "n: int; m = 2")]
+    assert [(s.line, s.checked, s.context) for s in found] == [(1, True, ""), (7, False, ""),
+                                                                (11, True, "n: int; m = 2")]
     source = found[2].module(["import os", "from pathlib import Path"])
     assert source.startswith(PREAMBLE) and source.endswith("import os\nfrom pathlib import Path\n\nn: int\nm = 2\n\n"
                                                            "print(os.sep, n + m)\n")
@@ -116,9 +117,10 @@ def test_readme_snippets_are_all_checked() -> None:
 def test_snippets_type_check(tmp_path: Path) -> None:
     sources = {name: source for page in PAGES for name, source in modules(page).items()}
     # One wrong module in the same run shows that mypy reads the package's signatures.
-    sources["wrong_snippet"] = PREAMBLE + "\nfrom varmixup_aug import VarMixup\nVarMixup(vae, num_classes='10', alhpa=1.0)\n"
+    sources["wrong_snippet"] = (PREAMBLE + "\nfrom varmixup_aug import VarMixup\n"
+                                "VarMixup(vae, num_classes='10', alhpa=1.0)\n")
     result = mypy(sources, tmp_path)
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
-    assert [e for e in errors if "wrong_snippet.py" not in e] == [], f"mypy on the snippets ({tmp_path}):\n{result.stdout}"
+    assert [e for e in errors if "wrong_snippet.py" not in e] == [], f"mypy on the snippets:\n{result.stdout}"
     assert any('Argument "num_classes" to "VarMixup" has incompatible type "str"' in e for e in errors), result.stdout
     assert any('Unexpected keyword argument "alhpa" for "VarMixup"' in e for e in errors), result.stdout

@@ -8,8 +8,9 @@ model that takes pixel-space images in ``[0, 1]``. An architecture is known by i
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -81,7 +81,8 @@ def _clean_table(runs: dict[str, dict[str, Any]]) -> str:
                      "-" if corr is None else _mean_with_interval(corr),
                      _acc(part_vector(ev, "clean", "mi_ol@paper")), _acc(part_vector(ev, "clean", "mi_combined@paper")),
                      "-" if lam is None else f"{lam['pl']['lam']:g} / {lam['ol']['lam']:g}"])
-    return _table(["method", "clean accuracy [95% CI]", "ECE % (15 bins) [95% CI]", "mean corruption accuracy (33 sets) [95% CI]",
+    return _table(["method", "clean accuracy [95% CI]", "ECE % (15 bins) [95% CI]",
+                   "mean corruption accuracy (33 sets) [95% CI]",
                    f"MI-OL clean (lam {PAPER_LAM:g})", f"MI-combined clean (lam {PAPER_LAM:g})",
                    "chosen lam PL / OL"], rows)
 

@@ -222,7 +222,7 @@ class FastCifarNet(nn.Module):
         self.whiten.weight.requires_grad_(False)
         self.act = nn.GELU()
         cins = (self.whiten.out_channels, *widths[:-1])
-        self.groups = nn.Sequential(*(_ConvGroup(c, w) for c, w in zip(cins, widths)))
+        self.groups = nn.Sequential(*(_ConvGroup(c, w) for c, w in zip(cins, widths, strict=True)))
         self.head = nn.Linear(widths[-1], num_classes, bias=False)
         self.head_scale = float(head_scale)
 

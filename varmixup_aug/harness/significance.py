@@ -17,9 +17,10 @@ noise of the images that were drawn.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from fractions import Fraction
 from itertools import combinations
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
