@@ -22,9 +22,7 @@ once (on local rank 0, in ``prepare_data``) into ``$VARMIXUP_AUG_CACHE`` (defaul
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
@@ -36,10 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from varmixup_aug import MIPredictor, VAEProtocol, VarMixupCollate, list_pretrained, load_pretrained_vae, load_vae
 from varmixup_aug.harness import open_image_dataset
 
-EXAMPLES = str(Path(__file__).resolve().parent)
-if EXAMPLES not in sys.path:  # the examples' shared helpers, whether run as a script or loaded by path
-    sys.path.insert(0, EXAMPLES)
-from _synthetic import synthetic_dataset  # noqa: E402
+from _synthetic import synthetic_dataset  # a sibling module: Python puts a script's folder on its import path
 
 
 class VarMixupDataModule(L.LightningDataModule):

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -48,10 +47,8 @@ from varmixup_aug import ConvVAE, VarMixup, list_pretrained, load_pretrained_vae
 from varmixup_aug.adapters import AutoencoderKLAdapter
 from varmixup_aug.harness import open_image_dataset
 
-EXAMPLES = str(Path(__file__).resolve().parent)
-if EXAMPLES not in sys.path:  # the examples' shared helpers, whether run as a script or loaded by path
-    sys.path.insert(0, EXAMPLES)
-from _synthetic import synthetic_dataset  # noqa: E402
+from _synthetic import synthetic_dataset  # a sibling module: Python puts a script's folder on its import path
+
 
 MixupFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 

@@ -106,3 +106,13 @@ def test_tests_import_shared_builders_from_helpers_not_conftest() -> None:
     bad = [str(p.relative_to(REPO)) for p in tests
            if any(m == "conftest" or (m or "").startswith("test_") for _, m in _imported_modules(p))]
     assert not bad, f"import builders from _helpers, not from conftest or another test module: {bad}"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.py")) + sorted((REPO / "benchmarks").glob("*.py")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_examples_and_benchmarks_leave_the_import_path_alone(path: Path) -> None:
+    """They run as ``python examples/x.py``: siblings (``_synthetic``, ``_common``) import as plain modules."""
+    tree = ast.parse(path.read_text())
+    edits = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr == "path"
+             and isinstance(node.value, ast.Name) and node.value.id == "sys"]
+    assert not edits, f"{path.name} touches sys.path on lines {edits}"

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import torch
 
-from _examples import load_example
+from _examples import EXAMPLES, load_example
 
 L = pytest.importorskip("lightning")
 
@@ -121,7 +121,9 @@ class TestVarMixupClassifier:
 
 class TestLightningDDP:
     def test_ranks_and_epochs_draw_differently(self, tmp_path):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        # examples/ on the path, as for a script run from there: the example imports its sibling _synthetic
+        path = os.pathsep.join(p for p in (str(EXAMPLES), os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
         start = time.monotonic()
         proc = subprocess.run([sys.executable, str(HERE), str(tmp_path)], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=DDP_TIMEOUT_S)
