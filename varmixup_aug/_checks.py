@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ._errors import VarMixupError
+from ._validate import check_label_values, label_stats, read_host
 
 __all__ = [
     "check_bool",
@@ -112,15 +113,8 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
 
 
 def check_label_range(name: str, labels: Tensor, num_classes: int) -> None:
-    """Integer class labels must lie in ``[0, num_classes)``; an empty tensor passes."""
-    if labels.numel() == 0:
-        return
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= num_classes:
-        raise VarMixupError(
-            f"{name} must lie in [0, num_classes) = [0, {num_classes}), got values in [{low}, {high}]; "
-            "check num_classes"
-        )
+    """Integer class labels must lie in ``[0, num_classes)``; an empty tensor passes. One host read."""
+    check_label_values(name, read_host(label_stats(labels, "index")), "index", num_classes)
 
 
 def check_seed(seed: Any, *, allow_none: bool = True) -> Any:

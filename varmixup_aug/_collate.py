@@ -100,10 +100,27 @@ def _class_index(y: Any) -> int:
     return int(value)
 
 
+def _is_row(y: Any) -> bool:
+    return isinstance(y, (Tensor, np.ndarray)) and y.ndim == 1
+
+
+def _same_label_kind(labels_in: Sequence[Any]) -> None:
+    """Every label of a batch a class index, or every label a soft-label row: a mix has no one target form."""
+    rows = [_is_row(y) for y in labels_in]
+    if any(rows) and not all(rows):
+        i, j = rows.index(False), rows.index(True)
+        raise VarMixupError(
+            f"labels in a batch must be all class indices or all soft-label (e.g. one-hot) vectors, got a class "
+            f"index at item {i} ({labels_in[i]!r}) and a vector of shape {tuple(labels_in[j].shape)} at item {j}; "
+            "make the dataset return one kind (e.g. int(row.argmax()) for one-hot rows)"
+        )
+
+
 def collate_labels(labels_in: Sequence[Any]) -> Tensor:
     """Labels of a batch: ``(B,)`` int64 class indices, or ``(B, K)`` float soft labels from 1-d tensors or
     numpy arrays (e.g. one-hot rows). Soft rows are checked by the mixing op (>= 0, summing to 1)."""
     first = labels_in[0]
+    _same_label_kind(labels_in)
     if isinstance(first, (Tensor, np.ndarray)) and first.ndim == 1:
         rows = []
         for y in labels_in:
@@ -282,10 +299,7 @@ class VarMixupCollate:
         images, labels = collate_images(batch)
         if self.device is not None:
             nb = self.device.type == "cuda"
-            if isinstance(images, Posterior):
-                images = Posterior(images.mu.to(self.device, non_blocking=nb), images.logvar.to(self.device, non_blocking=nb))
-            else:
-                images = images.to(self.device, non_blocking=nb)
+            images = images.to(self.device, non_blocking=nb)
             labels = labels.to(self.device, non_blocking=nb)
         return self.mixer(images, labels)
 
@@ -322,7 +336,7 @@ class VarMixupLoader:
         if not isinstance(mixer, VarMixup):
             raise VarMixupError(f"mixer must be a VarMixup, got {type(mixer).__name__}")
         self.loader, self.mixer = loader, mixer
-        self.device = module_device(mixer.vae) if device is None else torch.device(device)
+        self.device = module_device(mixer.vae) if device is None else resolve_device(device)
 
     def __len__(self) -> int:
         return len(self.loader)  # type: ignore[arg-type]
@@ -334,7 +348,7 @@ class VarMixupLoader:
                 raise VarMixupError("VarMixupLoader expects the loader to yield (images, labels) batches")
             images, labels = batch
             if isinstance(images, Posterior):
-                images = Posterior(images.mu.to(self.device, non_blocking=nb), images.logvar.to(self.device, non_blocking=nb))
+                images = images.to(self.device, non_blocking=nb)
             else:
                 images = to_float_images(images.to(self.device, non_blocking=nb))
             yield self.mixer(images, labels.to(self.device, non_blocking=nb))

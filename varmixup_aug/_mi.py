@@ -16,8 +16,9 @@ from torch.utils.data import Dataset
 
 from ._checks import check_bool, check_int, check_label_range, check_number, check_seed_and_generator, parse_mean_std
 from ._errors import VarMixupError
-from ._pool import PIXEL_TOLERANCE, PoolIndex
+from ._pool import PIXEL_MESSAGE, PoolIndex
 from ._tensors import module_device_dtype
+from ._validate import RANGE_TOLERANCE, check_image_values, float_images, image_stats, read_host, to_host
 
 __all__ = ["MIPredictor"]
 
@@ -201,14 +202,9 @@ class MIPredictor(nn.Module):
             self.eval()
 
     def _check_input(self, x: Any) -> None:
-        if not isinstance(x, Tensor):
-            raise VarMixupError(f"x must be a tensor (B, C, H, W), got {type(x).__name__}")
-        if x.ndim != 4 or x.shape[0] < 1:
-            raise VarMixupError(f"x must have shape (B, C, H, W) with B >= 1, got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise VarMixupError(
-                f"x must be floating point in [0, 1], got {x.dtype}; convert uint8 with x.float() / 255"
-            )
+        """The structure of ``x`` (no host sync); its values are checked by :meth:`_check_values`."""
+        float_images(x, name="x", uint8=False, kind="floating point in [0, 1]",
+                     uint8_hint="convert uint8 with x.float() / 255")
         if x.shape[1:] != self.pool_images.shape[1:]:
             raise VarMixupError(
                 f"x has images of shape {tuple(x.shape[1:])} but the pool images are "
@@ -219,16 +215,22 @@ class MIPredictor(nn.Module):
                 f"x is on {x.device} but the MIPredictor (pool) is on {self.pool_images.device}; "
                 f"move it with mi.to({str(x.device)!r})"
             )
-        # One host sync for both checks (NaN fails every comparison); the details are read only on failure.
-        low, high = -PIXEL_TOLERANCE, 1 + PIXEL_TOLERANCE
-        if not bool(((x >= low) & (x <= high)).all()):
-            if not bool(torch.isfinite(x).all()):
-                raise VarMixupError("x contains NaN or Inf")
-            raise VarMixupError(
-                f"x must lie in pixel space [0, 1] like the pool, got values in [{float(x.min()):.3g}, "
-                f"{float(x.max()):.3g}]; convert 0..255 images with x / 255, and pass unnormalised images with the "
-                "model's normalisation as normalize=(mean, std)"
-            )
+
+    @staticmethod
+    def _out_of_range(x: Tensor) -> Tensor:
+        """A 0-d int64 on ``x``'s device: 1 where ``x`` holds NaN, Inf or a value outside [0, 1] (with the one
+        tolerance). Read together with the predicted classes, so the check costs no sync of its own."""
+        with torch.no_grad():
+            low, high = -RANGE_TOLERANCE, 1 + RANGE_TOLERANCE  # NaN fails both comparisons
+            return (~((x >= low) & (x <= high)).all()).long()
+
+    @staticmethod
+    def _check_values(x: Tensor) -> None:
+        """After the flag was raised: which rule ``x`` breaks, read on the host (failures only)."""
+        check_image_values("x", tuple(read_host(image_stats(x.detach()))), (0.0, 1.0),  # type: ignore[arg-type]
+                           message="{name} must lie in pixel space [0, 1] like the pool, got values in [{min:.3g}, "
+                           "{max:.3g}]; convert 0..255 images with x / 255, and pass unnormalised images with the model's "
+                           "normalisation as normalize=(mean, std)")
 
     def _model_dtype_input(self, x: Tensor) -> Tensor:
         """``x`` in the dtype of the model (and pool): a float64 or float16 batch is cast (differentiably)."""
@@ -275,6 +277,7 @@ class MIPredictor(nn.Module):
     # ---- draws -----------------------------------------------------------------------------
 
     def _draw(self, y_hat: Tensor, generator: torch.Generator | None) -> dict[str, Tensor]:
+        """Pool indices for the predicted classes; ``y_hat`` is on the CPU (see :meth:`forward`)."""
         y = y_hat.detach().to("cpu", torch.long)
         b = y.shape[0]
         out: dict[str, Tensor] = {}
@@ -329,9 +332,9 @@ class MIPredictor(nn.Module):
                     f"draws[{key!r}] must be an integer tensor of shape (B, N) = ({batch}, {n}) for mode="
                     f"{self.mode!r}, got {got}; make it with MIPredictor.draw"
                 )
-            if int(d.min()) < 0 or int(d.max()) >= size:
-                raise VarMixupError(f"draws[{key!r}] must index the pool, [0, {size}), got values in "
-                                    f"[{int(d.min())}, {int(d.max())}]")
+            low, high = (int(v) for v in read_host([d.amin().reshape(1), d.amax().reshape(1)]))
+            if low < 0 or high >= size:
+                raise VarMixupError(f"draws[{key!r}] must index the pool, [0, {size}), got values in [{low}, {high}]")
             out[key] = d.to(self.pool_images.device, torch.long)
         return out
 
@@ -375,9 +378,15 @@ class MIPredictor(nn.Module):
             step = self.chunk_size or x.shape[0]
             logits = torch.cat([self._logits(c) for c in x.detach().split(step)])
         self._check_logits(logits, x.shape[0])
-        if draws is None:
-            picked = self._draw(logits.argmax(1), self._stream())
+        flag = self._out_of_range(x)
+        if draws is None:  # the call's one host read: the predicted classes (draws are made on the CPU) and the flag
+            host = to_host(torch.cat([logits.argmax(1), flag.reshape(1)]))
+            if bool(host[-1]):
+                self._check_values(x)
+            picked = self._draw(host[:-1], self._stream())
         else:
+            if bool(flag):
+                self._check_values(x)
             picked = self._check_draws(draws, x.shape[0])
         keys = [k for k in ("pl", "ol") if k in picked]
         weights = {"pl": self.lam, "ol": self.lam_ol}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import dataclasses
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -11,16 +12,31 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from ._checks import check_bool, check_int, check_label_range, check_vae, parse_mean_std
+from ._checks import check_bool, check_int, check_vae, parse_mean_std
 from ._errors import VarMixupError
 from ._options import MixupOptions, check_alpha_prob
 from ._random import StreamSource, sample_beta
 from ._tensors import module_device_dtype
 from ._vae import VAEProtocol, call_decode, call_encode, check_fits_vae, eval_mode
+from ._validate import (
+    CheckSchedule,
+    check_image_values,
+    check_label_values,
+    float_images,
+    image_stats,
+    label_kind,
+    label_stats,
+    read_host,
+)
 
 __all__ = ["MixupParams", "Posterior", "VarMixup", "apply_varmixup", "draw_mixup_params", "mix_targets", "varmixup"]
 
-_RANGE_TOLERANCE = 0.05
+# logvar is clamped to at most this before exp(0.5 * logvar) (as diffusers' DiagonalGaussianDistribution, whose
+# range is [-30, 20]): sigma <= e^10, so one image's huge logvar cannot overflow and turn the batch to NaN. Below,
+# exp underflows to 0 harmlessly (a point mass), so very negative and -inf log-variances are kept.
+LOGVAR_MAX = 20.0
+# The value checks of the functional varmixup on device tensors (see CheckSchedule); VarMixup keeps its own.
+_FUNCTION_CHECKS = CheckSchedule()
 
 
 class Posterior(NamedTuple):
@@ -33,6 +49,11 @@ class Posterior(NamedTuple):
 
     mu: Tensor
     logvar: Tensor
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> Posterior:
+        """Both tensors on ``device``."""
+        return Posterior(self.mu.to(device, non_blocking=non_blocking),
+                         self.logvar.to(device, non_blocking=non_blocking))
 
 
 @dataclass(frozen=True)
@@ -59,8 +80,8 @@ class MixupParams:
                 f"MixupParams needs lam, index and applied of shape (B,), got {tuple(self.lam.shape)}, "
                 f"{tuple(self.index.shape)}, {tuple(self.applied.shape)}"
             )
-        if torch.any((self.lam < 0) | (self.lam > 1)):
-            raise VarMixupError("MixupParams.lam must lie in [0, 1]")
+        if not bool(((self.lam >= 0) & (self.lam <= 1)).all()):  # NaN fails both comparisons
+            raise VarMixupError("MixupParams.lam must lie in [0, 1] (NaN is refused)")
         if not torch.equal(torch.sort(self.index.cpu()).values, torch.arange(b)):
             raise VarMixupError("MixupParams.index must be a permutation of range(B)")
 
@@ -117,9 +138,6 @@ def _one_hot(labels: Tensor, num_classes: int, dtype: torch.dtype, smoothing: fl
     return soft
 
 
-_SOFT_LABEL_TOLERANCE = 1e-3
-
-
 def _as_labels(labels: Any) -> Tensor:
     """Labels as a tensor: numpy arrays (class indices or soft-label rows) are converted, tensors kept."""
     if isinstance(labels, Tensor):
@@ -136,42 +154,6 @@ def _as_labels(labels: Any) -> Tensor:
     raise VarMixupError(f"labels must be a tensor (or a numpy array), got {type(labels).__name__}")
 
 
-def check_soft_labels(name: str, labels: Tensor) -> None:
-    """Soft labels ``(B, K)``: finite, >= 0, every row summing to 1 (within 1e-3). One host sync for all checks."""
-    row_sums = labels.sum(1, dtype=torch.float64)
-    bad = (~torch.isfinite(labels)).any() | (labels < 0).any() | ((row_sums - 1).abs() > _SOFT_LABEL_TOLERANCE).any()
-    if not bool(bad):
-        return
-    if not torch.isfinite(labels).all():
-        raise VarMixupError(f"{name} contain NaN or Inf")
-    if bool((labels < 0).any()):
-        raise VarMixupError(f"soft {name} must be >= 0, got a minimum of {float(labels.min()):.4g}")
-    worst = int((row_sums - 1).abs().argmax())
-    raise VarMixupError(
-        f"soft {name} must be probabilities: every row must sum to 1 (within {_SOFT_LABEL_TOLERANCE:g}), got row "
-        f"{worst} summing to {float(row_sums[worst]):.4g}; multi-hot rows are not mixup targets, divide each row by "
-        "its sum if that is what you mean"
-    )
-
-
-def _check_labels(labels: Tensor, batch_size: int, num_classes: int) -> None:
-    if labels.is_floating_point():
-        if labels.shape != (batch_size, num_classes):
-            hint = ("; class indices must be an integer tensor (e.g. labels.long() if they are whole numbers)"
-                    if labels.shape == (batch_size,) else "")
-            raise VarMixupError(
-                f"soft labels must have shape (B, num_classes) = ({batch_size}, {num_classes}), "
-                f"got {tuple(labels.shape)}{hint}"
-            )
-        check_soft_labels("labels", labels)
-        return
-    if labels.dtype == torch.bool or labels.is_complex():
-        raise VarMixupError(f"labels must be integer class indices or float soft labels, got {labels.dtype}")
-    if labels.shape != (batch_size,):
-        raise VarMixupError(f"labels must have shape (B,) = ({batch_size},), got {tuple(labels.shape)}")
-    check_label_range("labels", labels, num_classes)
-
-
 def mix_targets(
     labels: Tensor, params: MixupParams, *, num_classes: int, label_smoothing: float = 0.0,
     dtype: torch.dtype = torch.float32,
@@ -185,8 +167,8 @@ def mix_targets(
         dtype: floating dtype of the targets.
     """
     soft = _one_hot(labels, num_classes, dtype, label_smoothing)
-    lam = params.lam.to(device=soft.device, dtype=dtype)[:, None]
-    return lam * soft + (1.0 - lam) * soft[params.index.to(soft.device)]
+    lam = params.lam.to(device=soft.device, dtype=dtype, non_blocking=True)[:, None]
+    return lam * soft + (1.0 - lam) * soft[params.index.to(soft.device, non_blocking=True)]
 
 
 def _as_norm(normalization: tuple[Sequence[float], Sequence[float]] | None, channels: int, like: Tensor
@@ -200,19 +182,8 @@ def _as_norm(normalization: tuple[Sequence[float], Sequence[float]] | None, chan
 
 
 def _check_images(images: Tensor, vae: Any, space: str) -> None:
-    if not isinstance(images, Tensor):
-        raise VarMixupError(f"images must be a tensor (B, C, H, W), got {type(images).__name__}")
-    if images.ndim != 4:
-        raise VarMixupError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise VarMixupError(
-            f"images must be floating point, got {images.dtype}; convert uint8 with images.float() / 255 "
-            "or torchvision.transforms.v2.ToDtype(torch.float32, scale=True)"
-        )
-    if images.shape[0] < 1:
-        raise VarMixupError("images is an empty batch")
-    if not torch.isfinite(images).all():
-        raise VarMixupError("images contain NaN or Inf")
+    float_images(images, uint8=False, uint8_hint="convert uint8 with images.float() / 255 or "
+                 "torchvision.transforms.v2.ToDtype(torch.float32, scale=True)")
     if space == "input":
         return
     check_fits_vae(images, vae, resize_hint="resize them (e.g. torchvision.transforms.v2.Resize) before VarMixup")
@@ -229,7 +200,8 @@ def _check_vae(vae: Any, device: torch.device) -> None:
 
 def _posterior_noise(mu: Tensor, seed: int) -> Tensor:
     g = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.randn(mu.shape, generator=g, dtype=torch.float32).to(device=mu.device, dtype=mu.dtype)
+    return torch.randn(mu.shape, generator=g, dtype=torch.float32).to(device=mu.device, dtype=mu.dtype,
+                                                                      non_blocking=True)
 
 
 def _bcast(v: Tensor, like: Tensor) -> Tensor:
@@ -302,41 +274,82 @@ def varmixup(images: Tensor | Posterior, labels: Tensor, vae: VAEProtocol | None
                            posterior=posterior, space=space, residual=residual, label_smoothing=label_smoothing,
                            input_normalization=input_normalization, autocast_dtype=autocast_dtype,
                            mixup_off_epoch=mixup_off_epoch)
-    return apply_varmixup(images, labels, vae, options, generator=generator, params=params)
+    return apply_varmixup(images, labels, vae, options, generator=generator, params=params,
+                          checks=_FUNCTION_CHECKS)
 
 
 def apply_varmixup(images: Tensor | Posterior, labels: Tensor, vae: VAEProtocol | None, options: MixupOptions, *,
-                   generator: torch.Generator | None = None, params: MixupParams | None = None
-                   ) -> tuple[Tensor, Tensor]:
-    """:func:`varmixup` with its options already gathered in a :class:`MixupOptions`."""
+                   generator: torch.Generator | None = None, params: MixupParams | None = None,
+                   checks: CheckSchedule | None = None) -> tuple[Tensor, Tensor]:
+    """:func:`varmixup` with its options already gathered in a :class:`MixupOptions`.
+
+    ``checks`` says when the value checks run (see :class:`CheckSchedule`); None: on every batch."""
     labels = _as_labels(labels)
-    batch, device = _check_batch(images, labels, vae, options)
-    params = _batch_params(batch, options, generator, params)
+    batch, device, kind = _check_batch(images, labels, vae, options)
     from_latents = isinstance(images, Posterior)
+    values = checks is None or checks.due(images.mu if from_latents else images)
+    if values:
+        _check_values(images, labels, kind, vae, options)
+    if kind == "soft" and not labels.is_floating_point():
+        labels = labels.float()  # integer one-hot rows
+    params = _batch_params(batch, options, generator, params)
     out_dtype = images.mu.dtype if from_latents else images.dtype
-    targets = mix_targets(labels.to(device), params, num_classes=options.num_classes,
+    targets = mix_targets(labels.to(device, non_blocking=True), params, num_classes=options.num_classes,
                           label_smoothing=options.label_smoothing, dtype=torch.promote_types(out_dtype, torch.float32))
     if not from_latents and not bool(params.applied.any()):
         return images.clone(), targets
     if options.space == "input":
-        lam = _bcast(params.lam.to(device, images.dtype), images)
-        return lam * images + (1 - lam) * images[params.index.to(device)], targets
-    return _mix_in_latent_space(images, vae, options, params).to(out_dtype), targets
+        lam = _bcast(params.lam.to(device, images.dtype, non_blocking=True), images)
+        return lam * images + (1 - lam) * images[params.index.to(device, non_blocking=True)], targets
+    return _mix_in_latent_space(images, vae, options, params, check_outputs=values).to(out_dtype), targets
 
 
 def _check_batch(images: Tensor | Posterior, labels: Tensor, vae: Any, options: MixupOptions
-                 ) -> tuple[int, torch.device]:
-    """Check everything before any work is done; return the batch size and device."""
+                 ) -> tuple[int, torch.device, str]:
+    """Check the structure of everything before any work is done (no host sync); return the batch size, the
+    device and the label kind (``"index"`` or ``"soft"``)."""
     if isinstance(images, Posterior):
         _check_posterior(images, options)
         batch, device = images.mu.shape[0], images.mu.device
     else:
         _check_images(images, vae, options.space)
         batch, device = images.shape[0], images.device
-    _check_labels(labels, batch, options.num_classes)
+    kind = label_kind(labels, batch, options.num_classes)
     if options.space == "latent":
         _check_vae(vae, device)
-    return batch, device
+    return batch, device, kind
+
+
+_RANGE_MESSAGE = "images hold values in [{min:.3g}, {max:.3g}] but the VAE expects [{low:g}, {high:g}]; "
+
+
+def _check_values(images: Tensor | Posterior, labels: Tensor, kind: str, vae: Any, options: MixupOptions) -> None:
+    """Finiteness, the VAE's value range and the label values, read with one host read."""
+    from_latents = isinstance(images, Posterior)
+    parts = (image_stats(images.mu) + image_stats(images.logvar)) if from_latents else image_stats(images,
+                                                                                                     per_channel=True)
+    values = read_host(parts + label_stats(labels, kind))
+    n = 4 if from_latents else 2 * images.shape[1]
+    stats, label_values = values[:n], values[n:]
+    if from_latents:
+        if not all(math.isfinite(v) for v in stats):
+            raise VarMixupError("images (Posterior) contain NaN or Inf")
+    elif not all(math.isfinite(v) for v in stats):
+        raise VarMixupError("images contain NaN or Inf")
+    check_label_values("labels", label_values, kind, options.num_classes, labels)
+    if from_latents or options.space == "input":
+        return
+    channels = images.shape[1]
+    if options.input_normalization is None:
+        low_high, expect = (min(stats[:channels]), max(stats[channels:])), getattr(vae, "input_range", (0.0, 1.0))
+        hint = "pass input_normalization=(mean, std) if the images are normalised"
+    else:  # per channel: pixel = x * std + mean, std > 0
+        mean, std = (t.expand(channels).tolist() for t in parse_mean_std(options.input_normalization, channels,
+                                                                         name="input_normalization"))
+        low_high = (min(stats[c] * std[c] + mean[c] for c in range(channels)),
+                    max(stats[channels + c] * std[c] + mean[c] for c in range(channels)))
+        expect, hint = (0.0, 1.0), "check input_normalization"
+    check_image_values("images", low_high, (float(expect[0]), float(expect[1])), message=_RANGE_MESSAGE + hint)
 
 
 def _check_posterior(latents: Posterior, options: MixupOptions) -> None:
@@ -346,11 +359,14 @@ def _check_posterior(latents: Posterior, options: MixupOptions) -> None:
             "space='input' need the original images"
         )
     mu, logvar = latents
-    if mu.shape != logvar.shape or mu.ndim < 2:
-        raise VarMixupError(f"Posterior mu and logvar must share a shape (B, *latent), got "
+    if not (isinstance(mu, Tensor) and isinstance(logvar, Tensor)):
+        raise VarMixupError(f"Posterior mu and logvar must be tensors, got {type(mu).__name__} and "
+                            f"{type(logvar).__name__}")
+    if mu.shape != logvar.shape or mu.ndim < 2 or mu.shape[0] < 1:
+        raise VarMixupError(f"Posterior mu and logvar must share a shape (B, *latent) with B >= 1, got "
                             f"{tuple(mu.shape)} and {tuple(logvar.shape)}")
-    if not (torch.isfinite(mu).all() and torch.isfinite(logvar).all()):
-        raise VarMixupError("images (Posterior) contain NaN or Inf")
+    if not (mu.is_floating_point() and logvar.is_floating_point()):
+        raise VarMixupError(f"Posterior mu and logvar must be floating point, got {mu.dtype} and {logvar.dtype}")
 
 
 def _batch_params(batch: int, options: MixupOptions, generator: torch.Generator | None,
@@ -372,21 +388,12 @@ class _VAESpace(NamedTuple):
     dtype: torch.dtype
 
     def to_vae(self, images: Tensor) -> Tensor:
-        """User images to the VAE's range, after checking that they lie in the expected range."""
+        """User images to the VAE's range (clamped: the tolerance of the range check lets 1% through)."""
         pixels = images.to(self.dtype)
         if self.norm is not None:
             pixels = pixels * self.norm[1].to(self.dtype) + self.norm[0].to(self.dtype)
         lo_px, hi_px = (0.0, 1.0) if self.norm is not None else (self.low, self.high)
-        x_min, x_max = float(pixels.min()), float(pixels.max())
-        span = hi_px - lo_px
-        if x_min < lo_px - _RANGE_TOLERANCE * span or x_max > hi_px + _RANGE_TOLERANCE * span:
-            hint = ("pass input_normalization=(mean, std) if the images are normalised"
-                    if self.norm is None else "check input_normalization")
-            raise VarMixupError(
-                f"images hold values in [{x_min:.3g}, {x_max:.3g}] but the VAE expects [{lo_px:g}, {hi_px:g}]; "
-                + hint
-            )
-        x_vae = pixels.clamp(lo_px, hi_px)
+        x_vae = pixels.clamp(lo_px, hi_px)  # the range itself is checked with the batch's values
         if self.norm is not None:  # pixel [0, 1] -> VAE range
             x_vae = x_vae * (self.high - self.low) + self.low
         return x_vae
@@ -405,14 +412,17 @@ def _vae_space(vae: Any, options: MixupOptions, source: Tensor, channels: int) -
     return _VAESpace(low, high, norm, module_device_dtype(vae)[1] or torch.float32)
 
 
-def _mix_in_latent_space(images: Tensor | Posterior, vae: Any, options: MixupOptions, params: MixupParams
-                         ) -> Tensor:
-    """Encode (unless given latents), draw ``z``, decode the mixed latents, optionally add the residual."""
+def _mix_in_latent_space(images: Tensor | Posterior, vae: Any, options: MixupOptions, params: MixupParams, *,
+                         check_outputs: bool = True) -> Tensor:
+    """Encode (unless given latents), draw ``z``, decode the mixed latents, optionally add the residual.
+
+    With ``check_outputs``, what ``encode`` and ``decode`` returned is checked to be finite, item by item, with
+    one host read (see :func:`_check_vae_outputs`)."""
     from_latents = isinstance(images, Posterior)
     source = images.mu if from_latents else images
     channels = (getattr(vae, "channels", None) or 3) if from_latents else images.shape[1]
     space = _vae_space(vae, options, source, channels)
-    lam, index = params.lam.to(source.device), params.index.to(source.device)
+    lam, index = params.lam.to(source.device, non_blocking=True), params.index.to(source.device, non_blocking=True)
     amp = (torch.autocast(device_type=source.device.type, dtype=options.autocast_dtype)
            if options.autocast_dtype is not None else nullcontext())
     # The shape decode must return: the images' own, or (for cached latents) the VAE's declared size if any.
@@ -423,17 +433,48 @@ def _mix_in_latent_space(images: Tensor | Posterior, vae: Any, options: MixupOpt
         else:
             x_vae = space.to_vae(images)
             mu, logvar = (t.to(space.dtype) for t in call_encode(vae, x_vae))
-        z = mu + _posterior_noise(mu, params.noise_seed) * (0.5 * logvar).exp() if options.posterior == "sample" else mu
+        z = mu
+        if options.posterior == "sample":
+            z = mu + _posterior_noise(mu, params.noise_seed) * (0.5 * logvar.clamp(max=LOGVAR_MAX)).exp()
         lam_z = _bcast(lam.to(z.dtype), z)
         mixed = call_decode(vae, lam_z * z + (1 - lam_z) * z[index], expect).to(space.dtype)
+        decoded = [mixed]
         if options.residual:
             assert x_vae is not None  # Posterior input refuses residual=True
-            mixed = _add_residual(mixed, x_vae, call_decode(vae, z, expect).to(space.dtype), lam, index, space)
+            decoded.append(call_decode(vae, z, expect).to(space.dtype))
+            mixed = _add_residual(mixed, x_vae, decoded[1], lam, index, space)
+        if check_outputs:
+            _check_vae_outputs(None if from_latents else (mu, logvar), decoded, z.shape)
         mixed = space.from_vae(mixed)
         if not from_latents:
-            keep = _bcast(~params.applied.to(source.device), mixed)
+            keep = _bcast(~params.applied.to(source.device, non_blocking=True), mixed)
             mixed = torch.where(keep, images.to(space.dtype), mixed)
     return mixed
+
+
+def _bad_items(t: Tensor, *, nan_only: bool = False) -> Tensor:
+    """``(B,)``: whether item ``b`` of ``t`` holds a NaN (or, unless ``nan_only``, an infinity)."""
+    flat = t.reshape(t.shape[0], -1)
+    return (flat.isnan() if nan_only else ~flat.isfinite()).any(1)
+
+
+def _check_vae_outputs(posterior: tuple[Tensor, Tensor] | None, decoded: list[Tensor], latent_shape: Any) -> None:
+    """``encode``'s mu finite and logvar not NaN (+-Inf log-variances are clamped or harmless), every decoded
+    image finite; one host read for all, and an error naming the method and the first bad item."""
+    checks = []
+    if posterior is not None:
+        checks += [("vae.encode returned NaN or Inf in mu", _bad_items(posterior[0])),
+                   ("vae.encode returned NaN in logvar", _bad_items(posterior[1], nan_only=True))]
+    checks += [("vae.decode returned NaN or Inf", _bad_items(d)) for d in decoded]
+    values = read_host([bad for _, bad in checks])
+    batch = checks[0][1].shape[0]
+    for k, (what, _) in enumerate(checks):
+        bad = [i for i, v in enumerate(values[k * batch:(k + 1) * batch]) if v]
+        if bad:
+            fix = ("check the encoder's weights and the images it was given" if what.startswith("vae.encode")
+                   else f"for the latents of shape {tuple(latent_shape)}; check the decoder's weights, or run it "
+                        "without autocast if it overflows in float16")
+            raise VarMixupError(f"{what} for item {bad[0]} of the batch ({len(bad)} of {batch} items); {fix}")
 
 
 def _declared_shape(vae: Any, batch: int) -> tuple[int, ...] | None:
@@ -518,6 +559,7 @@ class VarMixup:
         self.vae = vae
         self.options = options
         self._streams = StreamSource(seed=seed, generator=generator)
+        self._checks = CheckSchedule()  # value checks on device: the first batch, then every CHECK_EVERY-th
         # [0]: mixup_enabled, [1]: 1 once set_epoch was called, [2]: that epoch. Shared memory, so that forked,
         # spawned and persistent DataLoader workers see the main process's writes (as StreamSource's epoch).
         self._switch = torch.tensor([1, 0, 0], dtype=torch.int64).share_memory_()
@@ -574,7 +616,7 @@ class VarMixup:
             source = images.mu if isinstance(images, Posterior) else images
             if isinstance(source, Tensor) and source.ndim >= 1 and source.shape[0] >= 1:
                 params = self.draw_params(source.shape[0])
-        return apply_varmixup(images, labels, self.vae, self.options, params=params)
+        return apply_varmixup(images, labels, self.vae, self.options, params=params, checks=self._checks)
 
     def _unmixed(self, images: Tensor | Posterior, labels: Tensor) -> tuple[Tensor, Tensor]:
         """The batch passed through: images as given (cached latents decoded from ``mu``), one-hot targets."""
@@ -585,7 +627,7 @@ class VarMixup:
         params = MixupParams(lam=torch.ones(b), index=torch.arange(b), applied=torch.zeros(b, dtype=torch.bool),
                              noise_seed=0)
         options = dataclasses.replace(self.options, posterior="mean") if isinstance(images, Posterior) else self.options
-        return apply_varmixup(images, labels, self.vae, options, params=params)
+        return apply_varmixup(images, labels, self.vae, options, params=params, checks=self._checks)
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options.as_kwargs().items())

@@ -12,10 +12,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._checks import check_label_range
 from ._errors import VarMixupError
+from ._tensors import numpy_images
+from ._validate import check_image_values, float_images, image_stats, read_host
 
-__all__ = ["PIXEL_TOLERANCE", "PoolIndex"]
+__all__ = ["PIXEL_MESSAGE", "PoolIndex"]
 
-PIXEL_TOLERANCE = 1e-3
+# MI's pool and input are pixel images in [0, 1], checked with the package's one tolerance (RANGE_TOLERANCE).
+PIXEL_MESSAGE = "{name} must lie in pixel space [0, 1], got values in [{min:.3g}, {max:.3g}]; "
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class PoolIndex:
         """Load and check ``pool`` (a map-style Dataset or an ``(images, labels)`` pair); return its images
         ``(P, C, H, W)`` sorted by class (stable) and their index."""
         images, labels = _load(pool, batch_size)
-        _check(images, labels, num_classes)
+        images = _check(images, labels, num_classes)
         labels = labels.long().cpu()
         order = torch.argsort(labels, stable=True)
         counts = torch.bincount(labels, minlength=num_classes)
@@ -84,9 +87,12 @@ class PoolIndex:
 
 
 def _load(pool: Any, batch_size: int) -> tuple[Tensor, Tensor]:
-    """``(images (P, C, H, W), labels (P,))`` from a tensor pair or a map-style dataset."""
-    if isinstance(pool, (tuple, list)) and len(pool) == 2 and all(isinstance(t, Tensor) for t in pool):
-        return pool[0], pool[1]
+    """``(images (P, C, H, W), labels (P,))`` from a tensor or numpy pair or a map-style dataset."""
+    if _is_pair(pool):
+        images, labels = pool
+        if not isinstance(images, Tensor):
+            images = numpy_images(images, name="pool images", batched=True)
+        return images, labels if isinstance(labels, Tensor) else torch.as_tensor(labels)
     if not (isinstance(pool, Dataset) or (hasattr(pool, "__getitem__") and hasattr(pool, "__len__"))):
         raise VarMixupError(
             f"pool must be a map-style Dataset of (image (C, H, W), label) or an (images, labels) tensor pair, "
@@ -120,26 +126,23 @@ def _load(pool: Any, batch_size: int) -> tuple[Tensor, Tensor]:
     return torch.cat(images), torch.cat(labels)
 
 
-def _check(images: Tensor, labels: Tensor, num_classes: int) -> None:
-    if images.ndim != 4:
-        raise VarMixupError(
-            f"pool images must have shape (P, C, H, W) (items (C, H, W)), got {tuple(images.shape)}"
-        )
-    if images.shape[0] == 0:
+def _is_pair(pool: Any) -> bool:
+    """An ``(images, labels)`` pair: a 2-sequence whose first element is a batch of images (tensor or numpy),
+    not a 2-item dataset of ``(image, label)`` items."""
+    if not (isinstance(pool, (tuple, list)) and len(pool) == 2):
+        return False
+    first = pool[0]
+    return isinstance(first, Tensor) or (type(first).__module__ == "numpy" and getattr(first, "ndim", 0) >= 2)
+
+
+def _check(images: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """The pool images as float (uint8 read as x / 255), checked like every image batch; the labels checked."""
+    if isinstance(images, Tensor) and images.ndim == 4 and images.shape[0] == 0:
         raise VarMixupError("pool is empty; MI needs clean labelled images to mix with")
-    if not images.is_floating_point():
-        raise VarMixupError(
-            f"pool images must be floating point in [0, 1], got {images.dtype}; convert uint8 with "
-            "images.float() / 255"
-        )
-    if not torch.isfinite(images).all():
-        raise VarMixupError("pool images contain NaN or Inf")
-    low, high = float(images.min()), float(images.max())
-    if low < -PIXEL_TOLERANCE or high > 1 + PIXEL_TOLERANCE:
-        raise VarMixupError(
-            f"pool images must lie in pixel space [0, 1], got values in [{low:.3g}, {high:.3g}]; pass "
-            "unnormalised images and give the model's normalisation as normalize=(mean, std)"
-        )
+    images = float_images(images, name="pool images", dims="(P, C, H, W)")
+    check_image_values("pool images", tuple(read_host(image_stats(images))), (0.0, 1.0),  # type: ignore[arg-type]
+                       message=PIXEL_MESSAGE + "pass unnormalised images and give the model's normalisation as "
+                       "normalize=(mean, std)")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise VarMixupError(
             f"pool labels must have shape (P,) = ({images.shape[0]},), got {tuple(labels.shape)}"
@@ -147,3 +150,4 @@ def _check(images: Tensor, labels: Tensor, num_classes: int) -> None:
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise VarMixupError(f"pool labels must be integer class indices, got {labels.dtype}")
     check_label_range("pool labels", labels, num_classes)
+    return images

@@ -12,7 +12,8 @@ from .._checks import check_int
 from .._errors import VarMixupError
 from .._mi import MIPredictor
 from .._random import mix_seed
-from .._tensors import module_device, to_float_images
+from .._tensors import module_device
+from .._validate import check_image_values, float_images, image_stats, read_host
 
 __all__ = [
     "accuracy_from_logits",
@@ -27,32 +28,18 @@ __all__ = [
     "predict_logits",
 ]
 
-PIXEL_TOLERANCE = 1e-4
-
-
 def batch_ranges(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
     for start in range(0, n, batch_size):
         yield start, min(n, start + batch_size)
 
 
 def as_float_images(images: Any, name: str = "images") -> Tensor:
-    if not isinstance(images, Tensor):
-        raise VarMixupError(f"{name} must be a tensor (N, C, H, W), got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[0] < 1:
-        raise VarMixupError(f"{name} must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}")
-    if images.dtype == torch.uint8:
-        return to_float_images(images)
-    if not images.is_floating_point():
-        raise VarMixupError(f"{name} must be float in [0, 1] or uint8, got {images.dtype}")
-    if not torch.isfinite(images).all():
-        raise VarMixupError(f"{name} contain NaN or Inf")
-    low, high = float(images.min()), float(images.max())
-    if low < -PIXEL_TOLERANCE or high > 1 + PIXEL_TOLERANCE:
-        raise VarMixupError(
-            f"{name} must lie in pixel space [0, 1], got values in [{low:.3g}, {high:.3g}]; pass unnormalised "
-            "images and put the normalisation inside the model"
-        )
-    return images
+    """Images ``(N, C, H, W)`` as float in [0, 1] (uint8 read as x / 255), checked by the core's one validator."""
+    x = float_images(images, name=name, dims="(N, C, H, W)", kind="float in [0, 1]")
+    check_image_values(name, tuple(read_host(image_stats(x))), (0.0, 1.0),  # type: ignore[arg-type]
+                       message="{name} must lie in pixel space [0, 1], got values in [{min:.3g}, {max:.3g}]; pass "
+                       "unnormalised images and put the normalisation inside the model")
+    return x
 
 
 def as_labels(labels: Any, n: int, name: str = "labels") -> Tensor:
