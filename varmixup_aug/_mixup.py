@@ -17,7 +17,7 @@ from ._errors import VarMixupError
 from ._options import MixupOptions, check_alpha_prob
 from ._random import StreamSource, sample_beta
 from ._tensors import module_device_dtype
-from ._vae import VAEProtocol, call_decode, call_encode, check_fits_vae, eval_mode
+from ._vae import VAEProtocol, call_decode, call_encode, check_fits_vae, declared_size, eval_mode
 from ._validate import (
     CheckSchedule,
     check_image_values,
@@ -478,9 +478,9 @@ def _check_vae_outputs(posterior: tuple[Tensor, Tensor] | None, decoded: list[Te
 
 
 def _declared_shape(vae: Any, batch: int) -> tuple[int, ...] | None:
-    channels, size = getattr(vae, "channels", None), getattr(vae, "image_size", None)
-    if isinstance(channels, int) and isinstance(size, int):
-        return (batch, channels, size, size)
+    channels, size = getattr(vae, "channels", None), declared_size(vae)
+    if isinstance(channels, int) and size is not None:
+        return (batch, channels, *size)
     return None
 
 

@@ -457,9 +457,22 @@ def check_fits_vae(images: Tensor, vae: Any, *, where: str = "", resize_hint: st
     channels = getattr(vae, "channels", None)
     if channels is not None and images.shape[1] != channels:
         raise VarMixupError(f"{prefix}images have {images.shape[1]} channels but the VAE expects {channels}")
-    size = getattr(vae, "image_size", None)
-    if size is not None and tuple(images.shape[-2:]) != (size, size):
+    size = declared_size(vae)
+    if size is not None and tuple(images.shape[-2:]) != size:
         raise VarMixupError(
-            f"{prefix}images are {images.shape[-2]}x{images.shape[-1]} but the VAE expects {size}x{size}; "
+            f"{prefix}images are {images.shape[-2]}x{images.shape[-1]} but the VAE expects {size[0]}x{size[1]}"
+            + (" (height x width)" if size[0] != size[1] or images.shape[-2] != images.shape[-1] else "") + "; "
             + resize_hint
         )
+
+
+def declared_size(vae: Any) -> tuple[int, int] | None:
+    """The VAE's ``image_size`` as ``(height, width)``: an int means a square; None when it declares none or
+    something that is not one or two positive ints."""
+    size = getattr(vae, "image_size", None)
+    if isinstance(size, int) and not isinstance(size, bool):
+        return (size, size)
+    if isinstance(size, (tuple, list, torch.Size)) and len(size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in size):
+        return (int(size[0]), int(size[1]))
+    return None
