@@ -67,9 +67,6 @@ def mix_seed(*parts: Any) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-_mix_seed = mix_seed  # the former private name, still imported by code written against it
-
-
 _MAX_WORKERS = 1024  # DataLoader workers per StreamSource that get an automatic epoch counter
 
 
