@@ -14,11 +14,25 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ._checks import check_bool, check_int, check_label_range, check_number, check_seed_and_generator, parse_mean_std
+from ._checks import (
+    check_bool,
+    check_int,
+    check_label_range,
+    check_number,
+    check_seed_and_generator,
+    parse_mean_std,
+)
 from ._errors import VarMixupError
-from ._pool import PIXEL_MESSAGE, PoolIndex
+from ._pool import PoolIndex
 from ._tensors import module_device_dtype
-from ._validate import RANGE_TOLERANCE, check_image_values, float_images, image_stats, read_host, to_host
+from ._validate import (
+    RANGE_TOLERANCE,
+    check_image_values,
+    float_images,
+    image_stats,
+    read_host,
+    to_host,
+)
 
 __all__ = ["MIPredictor"]
 

@@ -287,13 +287,14 @@ def apply_varmixup(images: Tensor | Posterior, labels: Tensor, vae: VAEProtocol 
     labels = _as_labels(labels)
     batch, device, kind = _check_batch(images, labels, vae, options)
     from_latents = isinstance(images, Posterior)
-    values = checks is None or checks.due(images.mu if from_latents else images)
+    source = images.mu if isinstance(images, Posterior) else images
+    values = checks is None or checks.due(source)
     if values:
         _check_values(images, labels, kind, vae, options)
     if kind == "soft" and not labels.is_floating_point():
         labels = labels.float()  # integer one-hot rows
     params = _batch_params(batch, options, generator, params)
-    out_dtype = images.mu.dtype if from_latents else images.dtype
+    out_dtype = source.dtype
     targets = mix_targets(labels.to(device, non_blocking=True), params, num_classes=options.num_classes,
                           label_smoothing=options.label_smoothing, dtype=torch.promote_types(out_dtype, torch.float32))
     if not from_latents and not bool(params.applied.any()):
@@ -325,19 +326,17 @@ _RANGE_MESSAGE = "images hold values in [{min:.3g}, {max:.3g}] but the VAE expec
 
 def _check_values(images: Tensor | Posterior, labels: Tensor, kind: str, vae: Any, options: MixupOptions) -> None:
     """Finiteness, the VAE's value range and the label values, read with one host read."""
-    from_latents = isinstance(images, Posterior)
-    parts = (image_stats(images.mu) + image_stats(images.logvar)) if from_latents else image_stats(images,
-                                                                                                     per_channel=True)
+    if isinstance(images, Posterior):
+        parts, what = image_stats(images.mu) + image_stats(images.logvar), "images (Posterior)"
+    else:
+        parts, what = image_stats(images, per_channel=True), "images"
     values = read_host(parts + label_stats(labels, kind))
-    n = 4 if from_latents else 2 * images.shape[1]
+    n = sum(p.numel() for p in parts)
     stats, label_values = values[:n], values[n:]
-    if from_latents:
-        if not all(math.isfinite(v) for v in stats):
-            raise VarMixupError("images (Posterior) contain NaN or Inf")
-    elif not all(math.isfinite(v) for v in stats):
-        raise VarMixupError("images contain NaN or Inf")
+    if not all(math.isfinite(v) for v in stats):
+        raise VarMixupError(f"{what} contain NaN or Inf")
     check_label_values("labels", label_values, kind, options.num_classes, labels)
-    if from_latents or options.space == "input":
+    if isinstance(images, Posterior) or options.space == "input":
         return
     channels = images.shape[1]
     if options.input_normalization is None:
@@ -418,21 +417,18 @@ def _mix_in_latent_space(images: Tensor | Posterior, vae: Any, options: MixupOpt
 
     With ``check_outputs``, what ``encode`` and ``decode`` returned is checked to be finite, item by item, with
     one host read (see :func:`_check_vae_outputs`)."""
-    from_latents = isinstance(images, Posterior)
-    source = images.mu if from_latents else images
-    channels = (getattr(vae, "channels", None) or 3) if from_latents else images.shape[1]
+    # The shape decode must return: the images' own, or (for cached latents) the VAE's declared size if any.
+    if isinstance(images, Posterior):
+        source, channels = images.mu, getattr(vae, "channels", None) or 3
+        expect = _declared_shape(vae, source.shape[0])
+    else:
+        source, channels, expect = images, images.shape[1], tuple(images.shape)
     space = _vae_space(vae, options, source, channels)
     lam, index = params.lam.to(source.device, non_blocking=True), params.index.to(source.device, non_blocking=True)
     amp = (torch.autocast(device_type=source.device.type, dtype=options.autocast_dtype)
            if options.autocast_dtype is not None else nullcontext())
-    # The shape decode must return: the images' own, or (for cached latents) the VAE's declared size if any.
-    expect = tuple(images.shape) if not from_latents else _declared_shape(vae, source.shape[0])
     with torch.no_grad(), amp, eval_mode(vae):
-        if from_latents:
-            x_vae, mu, logvar = None, images.mu.to(space.dtype), images.logvar.to(space.dtype)
-        else:
-            x_vae = space.to_vae(images)
-            mu, logvar = (t.to(space.dtype) for t in call_encode(vae, x_vae))
+        x_vae, mu, logvar = _encode(images, vae, space)
         z = mu
         if options.posterior == "sample":
             z = mu + _posterior_noise(mu, params.noise_seed) * (0.5 * logvar.clamp(max=LOGVAR_MAX)).exp()
@@ -444,12 +440,21 @@ def _mix_in_latent_space(images: Tensor | Posterior, vae: Any, options: MixupOpt
             decoded.append(call_decode(vae, z, expect).to(space.dtype))
             mixed = _add_residual(mixed, x_vae, decoded[1], lam, index, space)
         if check_outputs:
-            _check_vae_outputs(None if from_latents else (mu, logvar), decoded, z.shape)
+            _check_vae_outputs(None if x_vae is None else (mu, logvar), decoded, z.shape)
         mixed = space.from_vae(mixed)
-        if not from_latents:
+        if not isinstance(images, Posterior):
             keep = _bcast(~params.applied.to(source.device, non_blocking=True), mixed)
             mixed = torch.where(keep, images.to(space.dtype), mixed)
     return mixed
+
+
+def _encode(images: Tensor | Posterior, vae: Any, space: _VAESpace) -> tuple[Tensor | None, Tensor, Tensor]:
+    """``(x_vae, mu, logvar)``: the images in the VAE's range and their posterior (cached latents: no images)."""
+    if isinstance(images, Posterior):
+        return None, images.mu.to(space.dtype), images.logvar.to(space.dtype)
+    x_vae = space.to_vae(images)
+    mu, logvar = call_encode(vae, x_vae)
+    return x_vae, mu.to(space.dtype), logvar.to(space.dtype)
 
 
 def _bad_items(t: Tensor, *, nan_only: bool = False) -> Tensor:

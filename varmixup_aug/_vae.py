@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ._errors import VarMixupError
 
-__all__ = ["VAEProtocol", "ConvVAE", "VAEConfig", "call_decode", "call_encode", "eval_mode", "find_modules", "posterior_of"]
+__all__ = ["ConvVAE", "VAEConfig", "VAEProtocol", "call_decode", "call_encode", "eval_mode", "find_modules", "posterior_of"]
 
 
 @runtime_checkable
@@ -412,8 +412,8 @@ def _children(obj: Any) -> list[tuple[str, Any]]:
 
 def _cell_filled(cell: Any) -> bool:
     try:
-        cell.cell_contents
-    except ValueError:
+        _ = cell.cell_contents
+    except ValueError:  # a variable the function has not assigned yet
         return False
     return True
 

@@ -7,16 +7,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _helpers import tiny_conv_vae
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from varmixup_aug import (MIPredictor, MixupParams, Posterior, VarMixup, VarMixupCollate, VarMixupError,
-                          VarMixupLoader, varmixup)
+from varmixup_aug import (
+    MIPredictor,
+    MixupParams,
+    Posterior,
+    VarMixup,
+    VarMixupCollate,
+    VarMixupError,
+    VarMixupLoader,
+    varmixup,
+)
 from varmixup_aug._collate import collate_images
 from varmixup_aug._validate import RANGE_TOLERANCE
 from varmixup_aug.harness.scoring import as_float_images
-
-from _helpers import tiny_conv_vae
 
 
 class LinearVAE(nn.Module):
@@ -126,7 +133,7 @@ def test_one_tolerance_for_the_op_the_pool_mi_input_and_the_harness(overshoot) -
         "mi input": lambda: MIPredictor(model, pool, num_classes=3, num_samples=2)(x),
         "harness": lambda: as_float_images(x),
     }
-    for name, call in calls.items():
+    for call in calls.values():
         if overshoot < RANGE_TOLERANCE:
             call()  # accepted by every one
         else:
@@ -148,7 +155,7 @@ def test_uint8_is_read_as_x_over_255_wherever_images_are_only_read() -> None:
 
 
 def test_integer_one_hot_rows_are_soft_labels() -> None:
-    x, y = _batch()
+    y = _batch()[1]
     one_hot = torch.nn.functional.one_hot(y, 3)  # int64 rows
     assert torch.equal(_mix(LinearVAE(), y=one_hot)[1], _mix(LinearVAE(), y=y)[1])
     with pytest.raises(VarMixupError, match=r"one-hot or soft rows need num_classes = 5 columns, got num_classes=3"):
@@ -156,7 +163,7 @@ def test_integer_one_hot_rows_are_soft_labels() -> None:
 
 
 def test_a_batch_mixing_class_indices_and_one_hot_rows() -> None:
-    x, _ = _batch()
+    x = _batch()[0]
     items = [(x[0], 1), (x[1], np.eye(3, dtype=np.float32)[2]), (x[2], 0)]
     with pytest.raises(VarMixupError, match=r"labels in a batch must be all class indices or all soft-label \(e\.g\. "
                                             r"one-hot\) vectors, got a class index at item 0 \(1\) and a vector of "

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from _helpers import tiny_conv_vae
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -26,10 +27,15 @@ from torch.utils.data import DataLoader, TensorDataset
 import varmixup_aug._mi as mi_module
 import varmixup_aug._mixup as mixup_module
 import varmixup_aug._validate as validate
-from varmixup_aug import (MIPredictor, Posterior, VarMixup, VarMixupCollate, VarMixupError, VarMixupLoader,
-                          varmixup)
-
-from _helpers import tiny_conv_vae
+from varmixup_aug import (
+    MIPredictor,
+    Posterior,
+    VarMixup,
+    VarMixupCollate,
+    VarMixupError,
+    VarMixupLoader,
+    varmixup,
+)
 
 SYNC_OPS = {"aten._local_scalar_dense", "aten.nonzero", "aten.nonzero_static", "aten.argwhere",
             "aten.masked_select", "aten.unique", "aten._unique", "aten._unique2", "aten.unique_dim",
@@ -57,13 +63,13 @@ class SyncCounter:
     def tainted(self, args: Any) -> bool:
         return any(isinstance(t, Tensor) and id(t) in self.ids for t in tree_flatten(args)[0])
 
-    def __enter__(self) -> SyncCounter:
+    def __enter__(self):
         self._modes = [_Functions(self), _Dispatch(self)]
         for mode in self._modes:
             mode.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for mode in reversed(self._modes):
             mode.__exit__(*exc)
 
@@ -167,7 +173,7 @@ def test_varmixup_on_images_syncs_on_the_first_batch_only(on_device) -> None:
     assert len(first) == 2  # the batch's values, then what encode and decode returned: one read each
     for seed in range(1, 4):
         x, y = _batch(seed=seed)
-        assert _count(on_device, lambda: mixer(x, y), x, y, vae) == []
+        assert _count(on_device, lambda x=x, y=y: mixer(x, y), x, y, vae) == []
 
 
 def test_varmixup_on_cached_posteriors_and_the_function(on_device) -> None:
@@ -205,7 +211,7 @@ def test_mi_predictor_makes_one_host_read_per_call(on_device) -> None:
         mi = MIPredictor(model, pool, num_classes=3, mode=mode, num_samples=4, seed=0)
         x, _ = _batch()
         mi(x)
-        assert _count(on_device, lambda: mi(x), x, model, mi) == ["to_host"], mode  # the predicted classes
+        assert _count(on_device, lambda mi=mi, x=x: mi(x), x, model, mi) == ["to_host"], mode  # the predicted classes
 
 
 def test_torchvision_mixup_and_cutmix_make_none(on_device) -> None:
@@ -214,7 +220,7 @@ def test_torchvision_mixup_and_cutmix_make_none(on_device) -> None:
     for op in (v2.MixUp(num_classes=3), v2.CutMix(num_classes=3)):
         x, y = _batch()
         op(x, y)
-        assert _count(on_device, lambda: op(x, y), x, y) == []
+        assert _count(on_device, lambda op=op, x=x, y=y: op(x, y), x, y) == []
 
 
 def test_value_checks_on_a_device_run_on_the_first_and_every_k_th_batch(on_device, monkeypatch) -> None:
