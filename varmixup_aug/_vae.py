@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from ._errors import VarMixupError
 
-__all__ = ["ConvVAE", "VAEConfig", "VAEProtocol", "call_decode", "call_encode", "eval_mode", "find_modules", "posterior_of"]
+__all__ = ["ConvVAE", "VAEConfig", "VAEProtocol", "call_decode", "call_encode", "declared_size", "eval_mode",
+           "find_modules", "posterior_of"]
 
 
 @runtime_checkable
@@ -400,7 +401,7 @@ def _children(obj: Any) -> list[tuple[str, Any]]:
         return [("func", obj.func), *((str(i), a) for i, a in enumerate(obj.args)), *obj.keywords.items()]
     if isinstance(obj, types.FunctionType):
         cells = obj.__closure__ or ()
-        return [(name, cell.cell_contents) for name, cell in zip(obj.__code__.co_freevars, cells)
+        return [(name, cell.cell_contents) for name, cell in zip(obj.__code__.co_freevars, cells, strict=False)
                 if _cell_filled(cell)]
     attrs = getattr(obj, "__dict__", None)
     if not isinstance(attrs, dict):
