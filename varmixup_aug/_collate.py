@@ -18,7 +18,8 @@ from ._options import MixupOptions
 from ._tensors import module_device, resolve_device, to_float_image, to_float_images
 from ._vae import VAEProtocol
 
-__all__ = ["VarMixupCollate", "VarMixupLoader", "collate_images", "resolve_item_keys", "dict_item_pair"]
+__all__ = ["VarMixupCollate", "VarMixupLoader", "collate_images", "collate_unmixed", "dict_item_pair", "resolve_item_keys",
+           "to_uint8_images"]
 
 IMAGE_KEYS = ("image", "img", "pixel_values")
 LABEL_KEYS = ("label", "labels")
@@ -164,6 +165,33 @@ def collate_images(batch: Sequence[Any]) -> tuple[Tensor | Posterior, Tensor]:
     dtypes = {im.dtype for im in images}
     dtype = images[0].dtype if len(dtypes) == 1 else torch.float32
     return torch.stack([im.to(dtype) for im in images]), labels
+
+
+def collate_unmixed(batch: Sequence[Any], image_key: Any = None, label_key: Any = None) -> Any:
+    """What :class:`VarMixupCollate` collates, without mixing: ``(images, labels)`` for pairs, a dict for dict items
+    (images under the image key, ``(B,)`` int64 labels under the label key, every other key as in
+    :class:`VarMixupCollate`). For evaluation batches that must match the training batches' preprocessing."""
+    if len(batch) and isinstance(batch[0], Mapping):
+        ik, lk = resolve_item_keys(batch[0], image_key, label_key)
+        images, labels = collate_images([(item[ik], item[lk]) for item in batch])
+        out: dict[Any, Any] = {}
+        for key in batch[0]:
+            if key in (ik, lk):
+                out[key] = images if key == ik else labels
+            else:
+                kept, value = _collate_other(batch, key)
+                if kept:
+                    out[key] = value
+        return out
+    return collate_images(batch)
+
+
+def to_uint8_images(images: Tensor) -> Tensor:
+    """Float images in [0, 1] as ``uint8`` 0..255 (rounded, clamped), as timm's ``fast_collate`` and
+    ``FastCollateMixup`` hand them to timm's ``PrefetchLoader``, which normalises with ``mean * 255, std * 255``."""
+    if not images.is_floating_point():
+        raise VarMixupError(f"images must be float in [0, 1] to become uint8, got {images.dtype}")
+    return images.mul(255).round_().clamp_(0, 255).to(torch.uint8)
 
 
 class VarMixupCollate:

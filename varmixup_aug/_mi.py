@@ -48,6 +48,51 @@ def _check_count(name: str, n: Any) -> int:
     return check_int(name, n, requirement="be an int >= 1 (mixes averaged per input)", hint=f"e.g. {name}=30")
 
 
+_STORED_AT = "model_stored_at"
+
+
+def _same_tensor(a: Tensor, b: Tensor) -> bool:
+    return (a.device == b.device and a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
+            and a.storage_offset() == b.storage_offset()
+            and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr())
+
+
+def _store_model_once(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any]
+                      ) -> None:
+    """State-dict post-hook: when the wrapped model's tensors were already saved under another prefix of the same
+    state dict (``self.net`` of a LightningModule that also holds ``self.mi = MIPredictor(self.net, ...)``), drop
+    the copies under ``{prefix}model.`` and record that prefix in the metadata, so the network is stored once."""
+    own = prefix + "model."
+    keys = [k for k in state_dict if k.startswith(own)]
+    if not keys or not prefix:
+        return
+    first, rest = keys[0][len(own):], {k: v for k, v in state_dict.items() if not k.startswith(own)}
+    for other, value in rest.items():
+        if not (other.endswith(first) and isinstance(value, Tensor) and isinstance(state_dict[keys[0]], Tensor)
+                and _same_tensor(value, state_dict[keys[0]])):
+            continue
+        alias = other[: len(other) - len(first)]
+        if all(isinstance(state_dict[k], Tensor) and isinstance(rest.get(alias + k[len(own):]), Tensor)
+               and _same_tensor(rest[alias + k[len(own):]], state_dict[k]) for k in keys):
+            for k in keys:
+                del state_dict[k]
+            local_metadata[_STORED_AT] = alias
+            return
+
+
+def _load_model_stored_once(module: nn.Module, state_dict: dict[str, Any], prefix: str,
+                            local_metadata: dict[str, Any], strict: bool, missing_keys: list[str],
+                            unexpected_keys: list[str], error_msgs: list[str]) -> None:
+    """Load pre-hook for checkpoints written by :func:`_store_model_once`: the model's entries were stored under the
+    recorded prefix, where the same network of the parent module loads them; here it keeps its tensors."""
+    own = prefix + "model."
+    if not local_metadata.get(_STORED_AT) or any(k.startswith(own) for k in state_dict):
+        return
+    model = getattr(module, "model", None)
+    if isinstance(model, nn.Module):
+        state_dict.update({own + k: v for k, v in model.state_dict(keep_vars=True).items()})
+
+
 class MIPredictor(nn.Module):
     """A classifier wrapped in Mixup Inference; ``forward`` returns log mean-softmax ``(B, num_classes)``.
 
@@ -86,6 +131,12 @@ class MIPredictor(nn.Module):
     Train mode: MI is inference only. A model in train mode is switched to eval mode with a
     ``UserWarning`` (at construction, and in ``forward`` if it was switched back), since dropout
     and batch-norm updates from mixed images would corrupt the average and the model.
+
+    Checkpoints: ``mi.state_dict()`` holds the model's entries under ``model.``. Inside a parent module that holds
+    the same network under another name first (``self.net = net; self.mi = MIPredictor(self.net, ...)`` in a
+    LightningModule), the parent's state dict stores the network once, under ``net.``, and records that in its
+    metadata; loading it (``load_from_checkpoint``, ``load_state_dict``) works whether or not the parent has the
+    ``MIPredictor`` at that time. The pool is data, not state: build the predictor again after loading.
 
     Args:
         model: classifier, ``(B, C, H, W) -> (B, num_classes)`` logits; registered as ``self.model``.
@@ -142,6 +193,8 @@ class MIPredictor(nn.Module):
                  threshold: float = 0.2, lam_ol: float | None = None, num_samples_ol: int | None = None,
                  pool_batch_size: int = 256) -> None:
         super().__init__()
+        self.register_state_dict_post_hook(_store_model_once)
+        self.register_load_state_dict_pre_hook(_load_model_stored_once)
         if not isinstance(model, nn.Module):
             raise VarMixupError(f"model must be a torch.nn.Module, got {type(model).__name__}; wrap functions in one")
         num_classes = check_int("num_classes", num_classes, minimum=2)

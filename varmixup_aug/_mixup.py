@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 import dataclasses
 import math
 from contextlib import nullcontext
@@ -296,13 +296,19 @@ def apply_varmixup(images: Tensor | Posterior, labels: Tensor, vae: VAEProtocol 
     params = _batch_params(batch, options, generator, params)
     out_dtype = source.dtype
     targets = mix_targets(labels.to(device, non_blocking=True), params, num_classes=options.num_classes,
-                          label_smoothing=options.label_smoothing, dtype=torch.promote_types(out_dtype, torch.float32))
+                          label_smoothing=options.label_smoothing, dtype=_target_dtype(labels, out_dtype))
     if not from_latents and not bool(params.applied.any()):
         return images.clone(), targets
     if options.space == "input":
         lam = _bcast(params.lam.to(device, images.dtype, non_blocking=True), images)
         return lam * images + (1 - lam) * images[params.index.to(device, non_blocking=True)], targets
     return _mix_in_latent_space(images, vae, options, params, check_outputs=values).to(out_dtype), targets
+
+
+def _target_dtype(labels: Tensor, out_dtype: torch.dtype) -> torch.dtype:
+    """Soft labels keep their float dtype (as torchvision's MixUp does); class indices give the images' float dtype,
+    at least float32."""
+    return labels.dtype if labels.is_floating_point() else torch.promote_types(out_dtype, torch.float32)
 
 
 def _check_batch(images: Tensor | Posterior, labels: Tensor, vae: Any, options: MixupOptions
@@ -502,6 +508,14 @@ def _add_residual(mixed: Tensor, x_vae: Tensor, recon: Tensor, lam: Tensor, inde
 _OPTION_NAMES = frozenset(MixupOptions.__dataclass_fields__)
 
 
+def _is_tv_tensor(images: Any) -> bool:
+    if not (isinstance(images, Tensor) and type(images).__module__.startswith("torchvision.")):
+        return False
+    from torchvision import tv_tensors
+
+    return isinstance(images, tv_tensors.TVTensor)
+
+
 class VarMixup:
     """VarMixup for batches already on their device, like timm's ``Mixup``.
 
@@ -581,6 +595,31 @@ class VarMixup:
             raise AttributeError(f"VarMixup's options are fixed at construction; make a new {type(self).__name__}")
         super().__setattr__(name, value)
 
+    @classmethod
+    def from_timm_args(cls, vae: VAEProtocol | None, **kwargs: Any) -> VarMixup:
+        """A VarMixup from the ``mixup_args`` dict of timm's ``train.py``: ``VarMixup.from_timm_args(vae, **mixup_args)``
+        stands where ``timm.data.Mixup(**mixup_args)`` does.
+
+        timm's arguments (``mixup_alpha``, ``cutmix_alpha``, ``cutmix_minmax``, ``prob``, ``switch_prob``, ``mode``,
+        ``correct_lam``, ``label_smoothing``, ``num_classes``, ``multi_label``) take timm's defaults when missing;
+        ``mixup_alpha`` becomes ``alpha``, ``mode="batch"`` one ``lam`` per batch and ``mode="elem"`` one per sample
+        (with ``prob`` per sample). Every other keyword is VarMixup's own (``seed``, ``residual``,
+        ``input_normalization``, ``mixup_off_epoch``, ...). Refused, naming the argument: CutMix (``cutmix_alpha > 0``
+        or ``cutmix_minmax``: use ``varmixup_aug.integrations.timm.VarMixupCutMix``), ``mode`` ``"pair"``/``"half"``,
+        ``prob < 1`` with ``mode="batch"``, ``mixup_alpha=0`` and ``multi_label=True``.
+
+        Example:
+            >>> mixup_args = dict(mixup_alpha=0.8, cutmix_alpha=0.0, cutmix_minmax=None, prob=1.0, switch_prob=0.5,
+            ...                   mode="batch", label_smoothing=0.1, num_classes=10)
+            >>> VarMixup.from_timm_args(None, **mixup_args, space="input").alpha
+            0.8
+        """
+        from ._timm_args import TIMM_DEFAULTS, timm_to_varmixup_kwargs
+
+        timm_args = {k: v for k, v in kwargs.items() if k in TIMM_DEFAULTS}
+        extra = {k: v for k, v in kwargs.items() if k not in TIMM_DEFAULTS}
+        return cls(vae, **timm_to_varmixup_kwargs(timm_args, extra, with_cutmix=False, batch_prob=False))
+
     def set_epoch(self, epoch: int) -> None:
         """Key the seeded streams by ``epoch`` (like ``DistributedSampler.set_epoch``), in this process and in
         every DataLoader worker, persistent ones included; call it before iterating the epoch. Optional: without
@@ -613,8 +652,37 @@ class VarMixup:
         return draw_mixup_params(batch_size, alpha=o.alpha, lam_per_sample=o.lam_per_sample, prob=o.prob,
                                  generator=self._streams.get())
 
-    def __call__(self, images: Tensor | Posterior, labels: Tensor, *, params: MixupParams | None = None
-                 ) -> tuple[Tensor, Tensor]:
+    def __call__(self, images: Any, labels: Tensor | None = None, *, params: MixupParams | None = None) -> Any:
+        if labels is None:
+            return self._call_structure(images, params)
+        if _is_tv_tensor(images):  # torchvision's tv_tensors.Image in, tv_tensors.Image out
+            from torchvision import tv_tensors
+
+            mixed, targets = self._call_tensors(images.as_subclass(Tensor), labels, params)
+            return tv_tensors.wrap(mixed, like=images), targets
+        return self._call_tensors(images, labels, params)
+
+    def _call_structure(self, batch: Any, params: MixupParams | None) -> Any:
+        """One argument, as torchvision's ``v2.MixUp`` takes it: an ``(images, labels)`` tuple or list (returned as
+        the same type), or a dict whose image and label keys are found as in :class:`VarMixupCollate` (returned as a
+        copy with those two values replaced, every other key passed through)."""
+        if isinstance(batch, (tuple, list)) and len(batch) == 2:
+            out = self(batch[0], batch[1], params=params)
+            return type(batch)(out) if type(batch) in (tuple, list) else out
+        if isinstance(batch, Mapping):
+            from ._collate import resolve_item_keys
+
+            image_key, label_key = resolve_item_keys(batch)
+            images, targets = self(batch[image_key], batch[label_key], params=params)
+            return {**batch, image_key: images, label_key: targets}
+        what = f"a {type(batch).__name__}" + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        raise VarMixupError(
+            f"VarMixup needs the labels too: call it as mixer(images, labels), mixer((images, labels)) or "
+            f"mixer({{'image': images, 'label': labels}}); got {what} alone"
+        )
+
+    def _call_tensors(self, images: Tensor | Posterior, labels: Tensor, params: MixupParams | None
+                      ) -> tuple[Tensor, Tensor]:
         if not self.mixing:
             return self._unmixed(images, labels)
         if params is None:
