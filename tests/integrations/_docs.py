@@ -6,11 +6,12 @@ import re
 from pathlib import Path
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "integrations.md"
-_SNIPPET = re.compile(r"<!-- snippet: (?P<name>[\w-]+) -->\s*```python\n(?P<code>.*?)```", re.S)
+_SNIPPET = re.compile(r"<!-- snippet: (?P<name>[\w-]+) -->\n(?:<!--[^\n]*-->\n)*```python\n(?P<code>.*?)```", re.S)
 
 
 def doc_snippet(name: str) -> str:
-    """The ```python block that follows ``<!-- snippet: name -->`` in docs/integrations.md."""
+    """The ```python block that follows ``<!-- snippet: name -->`` in docs/integrations.md (other marker lines, such
+    as ``<!-- typecheck-context: ... -->``, may stand between them)."""
     found = {m["name"]: m["code"] for m in _SNIPPET.finditer(PAGE.read_text())}
     assert name in found, f"docs/integrations.md has no snippet {name!r}; it has {sorted(found)}"
     return found[name]
