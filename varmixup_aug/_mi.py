@@ -218,8 +218,9 @@ class MIPredictor(nn.Module):
         self._base_seed = seed if seed is not None else (generator.initial_seed() if generator is not None else 0)
         pool_batch_size = check_int("pool_batch_size", pool_batch_size)
         self.model = model
+        # A model in train mode is switched to eval mode, with a warning; one already in eval mode leaves this
+        # module's own flag as it is, so a parent (a LightningModule) that restores its modules' modes sees no change.
         self._ensure_eval(stacklevel=3)
-        self.eval()
         self._register_pool(*PoolIndex.load(pool, num_classes, batch_size=pool_batch_size), normalize)
 
     def _register_pool(self, images: Tensor, index: PoolIndex, normalize: Any) -> None:
