@@ -131,6 +131,7 @@ class MIPredictor(nn.Module):
     Train mode: MI is inference only. A model in train mode is switched to eval mode with a
     ``UserWarning`` (at construction, and in ``forward`` if it was switched back), since dropout
     and batch-norm updates from mixed images would corrupt the average and the model.
+    ``mi.training`` is the model's mode (``mi.train()``/``mi.eval()`` set it as usual).
 
     Checkpoints: ``mi.state_dict()`` holds the model's entries under ``model.``. Inside a parent module that holds
     the same network under another name first (``self.net = net; self.mi = MIPredictor(self.net, ...)`` in a
@@ -218,8 +219,6 @@ class MIPredictor(nn.Module):
         self._base_seed = seed if seed is not None else (generator.initial_seed() if generator is not None else 0)
         pool_batch_size = check_int("pool_batch_size", pool_batch_size)
         self.model = model
-        # A model in train mode is switched to eval mode, with a warning; one already in eval mode leaves this
-        # module's own flag as it is, so a parent (a LightningModule) that restores its modules' modes sees no change.
         self._ensure_eval(stacklevel=3)
         self._register_pool(*PoolIndex.load(pool, num_classes, batch_size=pool_batch_size), normalize)
 
@@ -239,6 +238,17 @@ class MIPredictor(nn.Module):
             for t in parse_mean_std(normalize, images.shape[1], name="normalize"))
         self.register_buffer("norm_mean", mean, persistent=False)
         self.register_buffer("norm_std", std, persistent=False)
+
+    @property  # type: ignore[override]
+    def training(self) -> bool:
+        """The wrapped model's mode: this module has none of its own, so a parent that records and restores its
+        modules' modes (Lightning around validation) never finds it in a mode its model is not in."""
+        model = self.__dict__.get("_modules", {}).get("model")
+        return bool(model.training) if model is not None else self.__dict__.get("_own_training", True)
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        self.__dict__["_own_training"] = mode
 
     # ---- helpers ---------------------------------------------------------------------------
 
