@@ -18,8 +18,8 @@ from ._options import MixupOptions
 from ._tensors import module_device, resolve_device, to_float_image, to_float_images
 from ._vae import VAEProtocol
 
-__all__ = ["VarMixupCollate", "VarMixupLoader", "collate_images", "collate_unmixed", "dict_item_pair", "resolve_item_keys",
-           "to_uint8_images"]
+__all__ = ["VarMixupCollate", "VarMixupLoader", "collate_images", "collate_unmixed", "dict_item_pair",
+           "resolve_item_keys", "to_uint8_images"]
 
 IMAGE_KEYS = ("image", "img", "pixel_values")
 LABEL_KEYS = ("label", "labels")

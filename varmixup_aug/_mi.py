@@ -52,7 +52,7 @@ _STORED_AT = "model_stored_at"
 
 
 def _same_tensor(a: Tensor, b: Tensor) -> bool:
-    return (a.device == b.device and a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
+    return bool(a.device == b.device and a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
             and a.storage_offset() == b.storage_offset()
             and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr())
 

@@ -597,8 +597,8 @@ class VarMixup:
 
     @classmethod
     def from_timm_args(cls, vae: VAEProtocol | None, **kwargs: Any) -> VarMixup:
-        """A VarMixup from the ``mixup_args`` dict of timm's ``train.py``: ``VarMixup.from_timm_args(vae, **mixup_args)``
-        stands where ``timm.data.Mixup(**mixup_args)`` does.
+        """A VarMixup from the ``mixup_args`` dict of timm's ``train.py``: ``VarMixup.from_timm_args(vae,
+        **mixup_args)`` stands where ``timm.data.Mixup(**mixup_args)`` does.
 
         timm's arguments (``mixup_alpha``, ``cutmix_alpha``, ``cutmix_minmax``, ``prob``, ``switch_prob``, ``mode``,
         ``correct_lam``, ``label_smoothing``, ``num_classes``, ``multi_label``) take timm's defaults when missing;
@@ -668,7 +668,9 @@ class VarMixup:
         copy with those two values replaced, every other key passed through)."""
         if isinstance(batch, (tuple, list)) and len(batch) == 2:
             out = self(batch[0], batch[1], params=params)
-            return type(batch)(out) if type(batch) in (tuple, list) else out
+            if type(batch) is list:
+                return list(out)
+            return tuple(out) if type(batch) is tuple else out
         if isinstance(batch, Mapping):
             from ._collate import resolve_item_keys
 

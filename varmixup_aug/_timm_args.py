@@ -34,11 +34,13 @@ def timm_to_varmixup_kwargs(timm_args: dict[str, Any], extra: dict[str, Any], *,
     """
     unknown = sorted(set(timm_args) - set(TIMM_DEFAULTS))
     if unknown:
-        raise VarMixupError(f"unknown timm Mixup argument(s) {', '.join(unknown)}; timm's are {', '.join(TIMM_DEFAULTS)}")
+        raise VarMixupError(f"unknown timm Mixup argument(s) {', '.join(unknown)}; timm's are "
+                            f"{', '.join(TIMM_DEFAULTS)}")
     args = {**TIMM_DEFAULTS, **timm_args}
     for ours, theirs in _RENAMED.items():
         if ours in extra:
-            raise VarMixupError(f"{ours} is set by timm's {theirs} here; pass {theirs}=... (got {ours}={extra[ours]!r})")
+            raise VarMixupError(f"{ours} is set by timm's {theirs} here; pass {theirs}=... "
+                                f"(got {ours}={extra[ours]!r})")
     mixup_alpha = check_number("mixup_alpha", args["mixup_alpha"], low=0,
                                requirement="be a number >= 0 (timm's --mixup)")
     if mixup_alpha <= 0:

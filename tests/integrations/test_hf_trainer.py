@@ -137,7 +137,7 @@ def test_gradient_accumulation_gives_one_big_batch(tmp_path: Any) -> None:
         expected = soft_ce(model.eval()(pixel_values=first["pixel_values"]).logits, first["labels"])
     assert loss_big == pytest.approx(float(expected), rel=1e-4)
     assert loss_acc == pytest.approx(loss_big, rel=1e-4)
-    for (name, a), b in zip(after_big.named_parameters(), after_acc.parameters()):
+    for (name, a), b in zip(after_big.named_parameters(), after_acc.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,7 +50,7 @@ def test_snippet_trains_saves_and_reloads(trained: dict[str, Any]) -> None:
     assert isinstance(model.mi, MIPredictor) and model.mi.model is model.net
     assert not [w for w in trained["warnings"] if "eval mode" in w], trained["warnings"]
     restored = trained["restored"]
-    for (name, a), b in zip(model.net.state_dict().items(), restored.net.state_dict().values()):
+    for (name, a), b in zip(model.net.state_dict().items(), restored.net.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
     assert restored.net.training  # a fresh module, ready to train
 
@@ -74,7 +73,7 @@ def test_a_module_building_the_predictor_in_init_loads_the_checkpoint(trained: d
 
     loaded = WithPredictor.load_from_checkpoint(trained["path"])
     assert loaded.mi.model is loaded.net
-    for a, b in zip(trained["restored"].net.parameters(), loaded.mi.model.parameters()):
+    for a, b in zip(trained["restored"].net.parameters(), loaded.mi.model.parameters(), strict=True):
         assert torch.equal(a, b)
     x, trained_mi = trained["pool"][0][:4], trained["trainer"].lightning_module.mi.eval()
     draws = loaded.mi.draw(trained_mi.model(x).argmax(1), generator=torch.Generator().manual_seed(0))

@@ -137,7 +137,7 @@ def test_prefetcher_inputs_match_timms_own_path_when_unmixed() -> None:
     ours = [x for x, _ in loader]
     timms = [x for x, _ in prefetch_loader(PILImages(), None)]  # timm's fast_collate, no mixing
     expected = normalised(torch.from_numpy(ds.arrays).permute(0, 3, 1, 2))
-    for a, b, e in zip(ours, timms, expected.split(4)):
+    for a, b, e in zip(ours, timms, expected.split(4), strict=True):
         assert torch.equal(a, b)
         torch.testing.assert_close(a, e)
 

@@ -70,7 +70,8 @@ def soft_target_loss(outputs: Any, labels: Tensor | None, num_items_in_batch: Te
         per_item = labels.shape[1]
     else:
         if labels.shape != logits.shape[:1]:
-            raise VarMixupError(f"integer labels must have shape (B,) = ({logits.shape[0]},), got {tuple(labels.shape)}")
+            raise VarMixupError(f"integer labels must have shape (B,) = ({logits.shape[0]},), got "
+                                f"{tuple(labels.shape)}")
         total = torch.nn.functional.cross_entropy(log_p, labels.long(), ignore_index=-100, reduction="sum")
         count = (labels != -100).sum().clamp(min=1)
         per_item = 1

@@ -65,8 +65,9 @@ class VarMixupCutMix:
         timm_args, extra = _split(kwargs)
         args = {**TIMM_DEFAULTS, **timm_args}
         if args["mode"] != "batch":
-            raise VarMixupError(f"mode must be 'batch' for VarMixupCutMix (it switches per batch), got {args['mode']!r}; "
-                                "for per-sample mixing without CutMix use VarMixup.from_timm_args(vae, mode='elem', ...)")
+            raise VarMixupError(f"mode must be 'batch' for VarMixupCutMix (it switches per batch), got "
+                                f"{args['mode']!r}; for per-sample mixing without CutMix use "
+                                "VarMixup.from_timm_args(vae, mode='elem', ...)")
         self.varmixup = VarMixup(vae, **timm_to_varmixup_kwargs(timm_args, extra, with_cutmix=True, batch_prob=True))
         self.prob, self.switch_prob = float(args["prob"]), float(args["switch_prob"])
         self.cutmix_active = cutmix_active(args)
@@ -118,8 +119,8 @@ def _item_images(batch: Sequence[Any]) -> Tensor:
     images = [torch.as_tensor(item[0]) for item in batch]
     if images[0].dtype != torch.uint8 or images[0].ndim != 3:
         raise VarMixupError(
-            f"VarMixupFastCollate takes timm's prefetcher items, uint8 (C, H, W) images, got {images[0].dtype} of shape "
-            f"{tuple(images[0].shape)}; for float images (use_prefetcher=False) use VarMixupCollate, or "
+            f"VarMixupFastCollate takes timm's prefetcher items, uint8 (C, H, W) images, got {images[0].dtype} of "
+            f"shape {tuple(images[0].shape)}; for float images (use_prefetcher=False) use VarMixupCollate, or "
             "VarMixupCutMix on the batches"
         )
     return to_float_images(torch.stack(images))
