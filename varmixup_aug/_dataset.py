@@ -27,7 +27,6 @@ __all__ = ["VarMixupDataset", "BatchRandomCropFlip"]
 
 _CACHE_KEY = "varmixup_aug_latents"
 _CACHE_VERSION = 2
-_RANGE_TOLERANCE = 0.01
 # Random-augmentation detector: _PROBE_ITEMS distinct items, each read _PROBE_READS times. A transform that
 # changes an item with probability p on each read passes only if all reads of every probed item agree; for a
 # p=0.5 flip of a non-symmetric image that is 0.5**((_PROBE_READS - 1) * _PROBE_ITEMS) = 0.5**24 < 1e-7.
@@ -154,22 +153,17 @@ def _checked_collate(batch: list[tuple[int, Any]]) -> tuple[Tensor, Tensor]:
 
 def _check_images(images: Tensor, vae: Any, first: int) -> None:
     """Dtype, shape, channels, size, finiteness and value range, as the mixing op checks a batch."""
+    from ._validate import check_image_values, float_images, image_stats, read_host  # the package's one validator
+
     where = f"dataset items {first}..{first + images.shape[0] - 1}"
-    if not images.is_floating_point():
-        raise VarMixupError(f"{where}: images must be float or uint8, got {images.dtype}")
-    if images.ndim != 4:
+    if isinstance(images, Tensor) and images.ndim != 4:
         raise VarMixupError(f"{where}: images must be (C, H, W), got {tuple(images.shape[1:])}")
+    images = float_images(images, name=f"{where}: images")
     check_fits_vae(images, vae, where=where, resize_hint="resize them in the dataset's transform")
-    if not torch.isfinite(images).all():
-        raise VarMixupError(f"{where}: images contain NaN or Inf")
     low, high = getattr(vae, "input_range", (0.0, 1.0))
-    x_min, x_max = float(images.min()), float(images.max())
-    span = high - low
-    if x_min < low - _RANGE_TOLERANCE * span or x_max > high + _RANGE_TOLERANCE * span:
-        raise VarMixupError(
-            f"{where}: images hold values in [{x_min:.3g}, {x_max:.3g}] but the VAE expects [{low:g}, {high:g}]; "
-            "cached latents need un-normalised images (drop Normalize from the transform)"
-        )
+    check_image_values(f"{where}: images", tuple(read_host(image_stats(images))), (float(low), float(high)),
+                       message="{name} hold values in [{min:.3g}, {max:.3g}] but the VAE expects [{low:g}, {high:g}]; "
+                       "cached latents need un-normalised images (drop Normalize from the transform)")
 
 
 class _Pairs(Dataset):

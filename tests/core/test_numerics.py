@@ -17,6 +17,7 @@ from varmixup_aug import (
     Posterior,
     VarMixup,
     VarMixupCollate,
+    VarMixupDataset,
     VarMixupError,
     VarMixupLoader,
     varmixup,
@@ -132,6 +133,7 @@ def test_one_tolerance_for_the_op_the_pool_mi_input_and_the_harness(overshoot) -
         "pool": lambda: MIPredictor(model, (torch.cat([x, pool[0]]), torch.cat([y, pool[1]])), num_classes=3),
         "mi input": lambda: MIPredictor(model, pool, num_classes=3, num_samples=2)(x),
         "harness": lambda: as_float_images(x),
+        "dataset": lambda: VarMixupDataset(TensorDataset(x, y), LinearVAE(), progress=False),
     }
     for call in calls.values():
         if overshoot < RANGE_TOLERANCE:
