@@ -119,7 +119,7 @@ def _load_file(path: Path, device: torch.device | str | None, dtype: torch.dtype
     vae = _build_vae(path, header)
     vae.load_state_dict(_read_state(path, vae.state_dict(), header["architecture"]))
     vae.trained_on = header.get("trained_on", "unknown")  # type: ignore[attr-defined]
-    vae.checkpoint_metadata = header  # type: ignore[attr-defined]
+    vae.checkpoint_metadata = header  # type: ignore[assignment]  # nn.Module types attributes as Tensor | Module
     vae.eval().requires_grad_(False)
     return vae.to(device=device, dtype=dtype)
 

@@ -93,12 +93,13 @@ def _class_index(y: Any) -> int:
         raise VarMixupError(f"labels must be integer class indices, got {type(y).__name__} {y!r}{hint}")
     if isinstance(value, numbers.Integral):
         return int(value)
-    if not (math.isfinite(value) and float(value).is_integer()):
+    number = float(value)  # a Real: numbers.Real promises __float__, not __int__
+    if not (math.isfinite(number) and number.is_integer()):
         raise VarMixupError(
             f"labels must be integer class indices, got {value!r}; a fractional label is not truncated: pass "
             "integer classes, or one soft-label vector per item"
         )
-    return int(value)
+    return int(number)
 
 
 def _is_row(y: Any) -> bool:
@@ -209,8 +210,8 @@ class VarMixupCollate:
     non-persistent workers draws stream ``(seed, rank, k, e)`` (a shared-memory counter per worker
     id, made at construction, counts the epochs), a persistent worker's stream moves on across
     epochs, so the same ``seed`` repeats a run without seeding torch and no epoch repeats another.
-    :meth:`set_epoch` (optional) keys the streams by the epoch number instead. A CUDA ``device`` is refused inside a worker,
-    because initialising CUDA in a forked process breaks it; to generate on the GPU with
+    :meth:`set_epoch` (optional) keys the streams by the epoch number instead. A CUDA ``device`` is refused
+    inside a worker, because initialising CUDA in a forked process breaks it; to generate on the GPU with
     workers, collate with workers and mix in the main process with :class:`VarMixupLoader`.
 
     Dict items (Hugging Face ``datasets``): items may be dicts such as ``{"img": PIL image, "label": 3,
@@ -249,7 +250,8 @@ class VarMixupCollate:
         >>> from torch.utils.data import DataLoader, TensorDataset
         >>> from varmixup_aug import VarMixupCollate
         >>> ds = TensorDataset(torch.rand(8, 3, 32, 32), torch.arange(8) % 4)
-        >>> loader = DataLoader(ds, batch_size=4, collate_fn=VarMixupCollate(None, num_classes=4, space="input", seed=0))
+        >>> collate = VarMixupCollate(None, num_classes=4, space="input", seed=0)
+        >>> loader = DataLoader(ds, batch_size=4, collate_fn=collate)
         >>> x, t = next(iter(loader))
         >>> tuple(x.shape), tuple(t.shape)
         ((4, 3, 32, 32), (4, 4))

@@ -56,7 +56,7 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     by a process that no longer exists. Returns the removed paths.
     """
     path = Path(path)
-    removed = []
+    removed: list[Path] = []
     host = socket.gethostname()
     try:
         entries = list(path.parent.glob(glob.escape(_temp_prefix(path)) + "*"))

@@ -307,8 +307,8 @@ class MIPredictor(nn.Module):
         """After the flag was raised: which rule ``x`` breaks, read on the host (failures only)."""
         check_image_values("x", tuple(read_host(image_stats(x.detach()))), (0.0, 1.0),  # type: ignore[arg-type]
                            message="{name} must lie in pixel space [0, 1] like the pool, got values in [{min:.3g}, "
-                           "{max:.3g}]; convert 0..255 images with x / 255, and pass unnormalised images with the model's "
-                           "normalisation as normalize=(mean, std)")
+                           "{max:.3g}]; convert 0..255 images with x / 255, and pass unnormalised images with the "
+                           "model's normalisation as normalize=(mean, std)")
 
     def _model_dtype_input(self, x: Tensor) -> Tensor:
         """``x`` in the dtype of the model (and pool): a float64 or float16 batch is cast (differentiably)."""
@@ -470,7 +470,7 @@ class MIPredictor(nn.Module):
         weights = {"pl": self.lam, "ol": self.lam_ol}
         logps = self._mixed_log_probs(x, [(picked[k], weights[k]) for k in keys])
         # log mean_n p_n, computed stably in log space.
-        avg = {k: torch.logsumexp(lp, dim=1) - math.log(lp.shape[1]) for k, lp in zip(keys, logps)}
+        avg = {k: torch.logsumexp(lp, dim=1) - math.log(lp.shape[1]) for k, lp in zip(keys, logps, strict=True)}
         if self.mode != "combined":
             return avg[keys[0]]
         with torch.no_grad():

@@ -286,7 +286,6 @@ def apply_varmixup(images: Tensor | Posterior, labels: Tensor, vae: VAEProtocol 
     ``checks`` says when the value checks run (see :class:`CheckSchedule`); None: on every batch."""
     labels = _as_labels(labels)
     batch, device, kind = _check_batch(images, labels, vae, options)
-    from_latents = isinstance(images, Posterior)
     source = images.mu if isinstance(images, Posterior) else images
     values = checks is None or checks.due(source)
     if values:
@@ -297,11 +296,12 @@ def apply_varmixup(images: Tensor | Posterior, labels: Tensor, vae: VAEProtocol 
     out_dtype = source.dtype
     targets = mix_targets(labels.to(device, non_blocking=True), params, num_classes=options.num_classes,
                           label_smoothing=options.label_smoothing, dtype=_target_dtype(labels, out_dtype))
-    if not from_latents and not bool(params.applied.any()):
-        return images.clone(), targets
-    if options.space == "input":
-        lam = _bcast(params.lam.to(device, images.dtype, non_blocking=True), images)
-        return lam * images + (1 - lam) * images[params.index.to(device, non_blocking=True)], targets
+    if not isinstance(images, Posterior):  # cached latents are refused with space="input" (_check_posterior)
+        if not bool(params.applied.any()):
+            return images.clone(), targets
+        if options.space == "input":
+            lam = _bcast(params.lam.to(device, images.dtype, non_blocking=True), images)
+            return lam * images + (1 - lam) * images[params.index.to(device, non_blocking=True)], targets
     return _mix_in_latent_space(images, vae, options, params, check_outputs=values).to(out_dtype), targets
 
 
