@@ -12,7 +12,7 @@ from torch import Tensor
 from ._checks import check_int, check_seed_and_generator
 from ._errors import VarMixupError
 
-__all__ = ["sample_beta", "sample_gamma", "distributed_rank", "mix_seed", "StreamSource"]
+__all__ = ["sample_beta", "sample_gamma", "distributed_rank", "derive_seed", "mix_seed", "StreamSource"]
 
 
 def sample_gamma(concentration: float, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -65,6 +65,11 @@ def mix_seed(*parts: Any) -> int:
     """A 63-bit seed derived from ``parts`` (a seed and names), the same in every process and run."""
     digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def derive_seed(*parts: Any) -> int:
+    """:func:`mix_seed` below ``2**62``: a seed for ``torch.Generator().manual_seed`` or an ``MIPredictor``."""
+    return mix_seed(*parts) % 2**62
 
 
 _MAX_WORKERS = 1024  # DataLoader workers per StreamSource that get an automatic epoch counter

@@ -151,3 +151,32 @@ class TestResultsMerge:
         rows = json.loads(path.read_text())
         assert list(rows) == ["erm", "mixup", "varmixup", "varmixup-residual", "other"]
         assert path.with_suffix(".md").read_text().count("| 50.0 | 10.0 |") == 5
+
+
+class TestEvalContext:
+    """The context ``evaluate`` and ``evidence`` share: checked inputs and seeded MI predictors."""
+
+    def _ctx(self, pool: bool):
+        from varmixup_aug.harness.eval_context import EvalContext
+
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3))
+        x = torch.rand(6, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+        y = torch.arange(6) % 3
+        return EvalContext.start(model, (x * 255).byte(), y, (x, y) if pool else None, seed=7, progress=False)
+
+    def test_inputs_are_checked_and_mi_is_seeded_by_its_tag(self):
+        from varmixup_aug._random import derive_seed
+
+        ctx = self._ctx(pool=True)
+        assert ctx.x.dtype == torch.float32 and ctx.num_classes == 3 and not ctx.model.training
+        a = ctx.make_mi("ol", "clean", "ol", lam=0.5, num_samples=2)
+        b = ctx.make_mi("ol", "clean", "ol", lam=0.5, num_samples=2)
+        assert torch.equal(a.predict(ctx.x), b.predict(ctx.x))
+        assert a._base_seed == derive_seed(7, "mi", "clean", "ol")
+        assert ctx.make_mi("ol", "other", lam=0.5, num_samples=2)._base_seed != a._base_seed
+        assert ctx.logits(ctx.x, 4).shape == (6, 3)
+
+    def test_mi_without_a_pool(self):
+        with pytest.raises(VarMixupError, match="Mixup Inference needs a pool of clean training images"):
+            self._ctx(pool=False).make_mi("pl", "clean", lam=0.5, num_samples=2)

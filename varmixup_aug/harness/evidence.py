@@ -26,9 +26,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,12 +37,13 @@ from tqdm.auto import tqdm
 
 from .. import MIPredictor, VarMixupError
 from .._io import atomic_path
-from .._random import mix_seed
+from .._random import derive_seed
 from .attacks import adversarial_examples
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from .lam_selection import select_mi_lam
 from .report import load_evaluation_data
-from .scoring import mi_correct
+from .eval_context import EvalContext
+from .scoring import eps_key, mi_correct
 
 __all__ = ["EVIDENCE_PARTS", "EvidenceConfig", "autoattack_rand", "run_evidence", "vector_accuracy"]
 
@@ -100,11 +102,6 @@ class EvidenceConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def eps_name(eps: float) -> str:
-    """``8/255 -> "8/255"``."""
-    return f"{round(eps * 255, 3):g}/255"
-
-
 def _bits(t: Tensor) -> str:
     return "".join("1" if b else "0" for b in t.bool().tolist())
 
@@ -156,41 +153,26 @@ def _chunks(n: int, size: int) -> Iterator[tuple[int, int, int]]:
 
 
 @dataclass
-class _Context:
-    """What every part needs: the model, its data, the MI pool and the chosen ``lam``."""
+class _Context(EvalContext):
+    """One ``evidence`` run: the shared context, its settings and store, and the ``lam`` sets."""
 
-    model: nn.Module
-    x: Tensor
-    y: Tensor
-    pool: tuple[Tensor, Tensor]
-    num_classes: int
     cfg: EvidenceConfig
     store: _Store
-    progress: bool
     lams: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def mi(self, mode: str, lam_set: str, tag: str, *, samples: int | None = None) -> MIPredictor:
         lam = self.lams[lam_set]
-        seed = _seed(self.cfg.seed, "mi", tag, mode, lam_set)
         if mode == "combined":
-            return MIPredictor(self.model, self.pool, num_classes=self.num_classes, mode="combined",
-                               lam=lam["pl"], lam_ol=lam["ol"], num_samples=self.cfg.mi_samples_pl,
-                               num_samples_ol=self.cfg.mi_samples_ol, threshold=self.cfg.combined_threshold,
-                               seed=seed)
+            return self.make_mi("combined", tag, mode, lam_set, lam=lam["pl"], num_samples=self.cfg.mi_samples_pl,
+                                lam_ol=lam["ol"], num_samples_ol=self.cfg.mi_samples_ol,
+                                threshold=self.cfg.combined_threshold)
         n = samples or (self.cfg.mi_samples_pl if mode == "pl" else self.cfg.mi_samples_ol)
-        return MIPredictor(self.model, self.pool, num_classes=self.num_classes, mode=mode, lam=lam[mode],
-                           num_samples=n, seed=seed)
+        return self.make_mi(mode, tag, mode, lam_set, lam=lam[mode], num_samples=n)
 
-
-def _seed(*parts: Any) -> int:
-    return mix_seed(*parts) % 2**62
-
-
-def _plain_correct(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    with torch.no_grad():
-        probs = model(x).softmax(1)
-    conf, pred = probs.max(1)
-    return pred == y, conf
+    def plain_correct(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Whether the plain model is right on each image, and its confidence (one call for the chunk)."""
+        conf, pred = self.logits(x, x.shape[0]).softmax(1).max(1)
+        return pred == y, conf
 
 
 def _mi_vectors(ctx: _Context, x: Tensor, y: Tensor, tag: str) -> dict[str, str]:
@@ -237,7 +219,7 @@ def _part_lam_selection(ctx: _Context, held: tuple[Tensor, Tensor] | None) -> No
 def _part_clean(ctx: _Context) -> None:
     def work(i: int, s: int, e: int) -> dict[str, Any]:
         x, y = ctx.x[s:e], ctx.y[s:e]
-        correct, conf = _plain_correct(ctx.model, x, y)
+        correct, conf = ctx.plain_correct(x, y)
         return {"none": _bits(correct), "confidence": [round(float(c), 5) for c in conf],
                 **_mi_vectors(ctx, x, y, f"clean:{i}")}
 
@@ -250,7 +232,7 @@ def _part_corruptions(ctx: _Context) -> None:
     def work(i: int, s: int, e: int) -> dict[str, Any]:
         name, severity = jobs[i]
         xc = corrupt(ctx.x, name, severity, seed=ctx.cfg.seed)
-        return {"corruption": name, "severity": severity, "none": _bits(_plain_correct(ctx.model, xc, ctx.y)[0])}
+        return {"corruption": name, "severity": severity, "none": _bits(ctx.plain_correct(xc, ctx.y)[0])}
 
     _run_chunks(ctx, "corruptions", len(jobs), 1, work, "corruptions")
 
@@ -261,24 +243,24 @@ def _part_oblivious(ctx: _Context) -> None:
             x, y = ctx.x[s:e], ctx.y[s:e]
             adv = adversarial_examples(ctx.model, x, y, attack="pgd", eps=eps, steps=ctx.cfg.pgd_steps,
                                        step_size=eps / 4, batch_size=e - s,
-                                       seed=_seed(ctx.cfg.seed, "oblivious", eps_name(eps), i))
-            return {"none": _bits(_plain_correct(ctx.model, adv, y)[0]),
-                    **_mi_vectors(ctx, adv, y, f"oblivious:{eps_name(eps)}:{i}")}
+                                       seed=derive_seed(ctx.cfg.seed, "oblivious", eps_key(eps), i))
+            return {"none": _bits(ctx.plain_correct(adv, y)[0]),
+                    **_mi_vectors(ctx, adv, y, f"oblivious:{eps_key(eps)}:{i}")}
 
-        _run_chunks(ctx, f"oblivious:{eps_name(eps)}", ctx.x.shape[0], ctx.cfg.chunk_size, work,
-                    f"PGD-{ctx.cfg.pgd_steps} {eps_name(eps)}")
+        _run_chunks(ctx, f"oblivious:{eps_key(eps)}", ctx.x.shape[0], ctx.cfg.chunk_size, work,
+                    f"PGD-{ctx.cfg.pgd_steps} {eps_key(eps)}")
 
 
 def _subset(ctx: _Context) -> list[int]:
     """A fixed subset of the test images for the adaptive attacks (the same for every model)."""
     n = ctx.x.shape[0]
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(ctx.cfg.seed, "adaptive-subset")))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(ctx.cfg.seed, "adaptive-subset")))
     return perm[:min(n, ctx.cfg.published_n)].tolist()
 
 
 def _judge(ctx: _Context, adv: Tensor, y: Tensor, tag: str) -> dict[str, str]:
     judge = ctx.mi("ol", "paper", f"{tag}:judge")
-    return {"mi_ol@paper": _bits(mi_correct(judge, adv, y, 50)), "none": _bits(_plain_correct(ctx.model, adv, y)[0])}
+    return {"mi_ol@paper": _bits(mi_correct(judge, adv, y, 50)), "none": _bits(ctx.plain_correct(adv, y)[0])}
 
 
 def _part_published(ctx: _Context) -> None:
@@ -286,15 +268,15 @@ def _part_published(ctx: _Context) -> None:
     xs, ys = ctx.x[keep], ctx.y[keep]
     for eps in ctx.cfg.published_eps:
         def work(i: int, s: int, e: int, eps: float = eps) -> dict[str, Any]:
-            tag = f"published:{eps_name(eps)}:{i}"
+            tag = f"published:{eps_key(eps)}:{i}"
             attacker = ctx.mi("ol", "paper", f"{tag}:attacker", samples=ctx.cfg.published_mi_samples)
             adv = adversarial_examples(attacker, xs[s:e], ys[s:e], attack="pgd", eps=eps,
                                        steps=ctx.cfg.published_steps, step_size=ctx.cfg.published_step_size,
-                                       batch_size=e - s, seed=_seed(ctx.cfg.seed, tag))
+                                       batch_size=e - s, seed=derive_seed(ctx.cfg.seed, tag))
             return {"indices": keep[s:e], **_judge(ctx, adv, ys[s:e], tag)}
 
-        _run_chunks(ctx, f"published:{eps_name(eps)}", len(keep), ctx.cfg.published_chunk_size, work,
-                    f"published PGD-{ctx.cfg.published_steps} MI-OL {eps_name(eps)}")
+        _run_chunks(ctx, f"published:{eps_key(eps)}", len(keep), ctx.cfg.published_chunk_size, work,
+                    f"published PGD-{ctx.cfg.published_steps} MI-OL {eps_key(eps)}")
 
 
 def autoattack_rand(model: nn.Module, images: Tensor, labels: Tensor, *, eps: float, steps: int = 100,
@@ -335,13 +317,13 @@ def _part_autoattack(ctx: _Context) -> None:
         tag = f"autoattack:{i}"
         attacker = ctx.mi("ol", "paper", f"{tag}:attacker", samples=ctx.cfg.autoattack_mi_samples)
         with torch.random.fork_rng():
-            torch.manual_seed(_seed(ctx.cfg.seed, tag))
+            torch.manual_seed(derive_seed(ctx.cfg.seed, tag))
             adv = autoattack_rand(attacker, xs[s:e], ys[s:e], eps=ctx.cfg.autoattack_eps,
                                   steps=ctx.cfg.autoattack_steps, eot_iter=ctx.cfg.autoattack_eot,
-                                  seed=_seed(ctx.cfg.seed, tag) % 2**31)
+                                  seed=derive_seed(ctx.cfg.seed, tag) % 2**31)
         return {"indices": keep[s:e], **_judge(ctx, adv, ys[s:e], tag)}
 
-    _run_chunks(ctx, f"autoattack:{eps_name(ctx.cfg.autoattack_eps)}", len(keep), ctx.cfg.autoattack_chunk_size,
+    _run_chunks(ctx, f"autoattack:{eps_key(ctx.cfg.autoattack_eps)}", len(keep), ctx.cfg.autoattack_chunk_size,
                 work, "AutoAttack-rand")
 
 
@@ -378,10 +360,8 @@ def run_evidence(
               "checkpoint": str(checkpoint), "method": data["meta"].get("method"),
               "test_indices": data["test_indices"]}
     store = _Store(Path(out_json), header)
-    with torch.no_grad():
-        num_classes = int(model(data["x"][:1]).shape[1])
-    ctx = _Context(model, data["x"], data["y"], data["pool"], num_classes, cfg, store, progress,
-                   lams={"paper": {"pl": PAPER_LAM, "ol": PAPER_LAM}})
+    ctx = _Context.start(model, data["x"], data["y"], data["pool"], seed=cfg.seed, progress=progress, cfg=cfg,
+                         store=store, lams={"paper": {"pl": PAPER_LAM, "ol": PAPER_LAM}})
     _part_lam_selection(ctx, data["held"])  # every MI part reports the selected lam too
     runners: dict[str, Callable[[], None]] = {
         "clean": lambda: _part_clean(ctx), "corruptions": lambda: _part_corruptions(ctx),

@@ -36,17 +36,13 @@ from .calibration import calibration_bins, expected_calibration_error, reliabili
 from .classifier_checkpoint import checkpoint_file, load_classifier, read_classifier_metadata
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from .data import load_tensor_dataset, open_image_dataset
+from .eval_context import EvalContext
 from .lam_selection import select_mi_lam
 from .scoring import (
     accuracy_from_logits,
-    as_float_images,
-    as_labels,
-    check_pool,
     eps_key,
     fixed_subset,
-    infer_num_classes,
     mi_correct,
-    predict_logits,
 )
 
 __all__ = ["EvalConfig", "evaluate_checkpoint", "evaluate_robustness", "load_evaluation_data", "markdown_table"]
@@ -164,7 +160,7 @@ def evaluate_robustness(model: nn.Module, images: Tensor, labels: Tensor, pool: 
         A JSON-serialisable dict with the parts above plus ``settings``, ``n_test`` and ``timing_s``.
     """
     cfg = config or EvalConfig()
-    run = _Run.start(model, images, labels, pool, cfg, progress)
+    run = _Run.start(model, images, labels, pool, seed=cfg.seed, progress=progress, cfg=cfg)
     result: dict[str, Any] = {"name": name, "n_test": int(run.x.shape[0]), "num_classes": run.num_classes,
                               "settings": cfg.to_dict()}
     timing: dict[str, float] = {}
@@ -198,25 +194,10 @@ def _timed(timing: dict[str, float], key: str) -> Iterator[None]:
 
 
 @dataclass
-class _Run:
-    """One evaluation: the model, the checked images and labels, the MI pool and the settings."""
+class _Run(EvalContext):
+    """One ``evaluate`` run: the shared context and its :class:`EvalConfig`."""
 
-    model: nn.Module
-    x: Tensor
-    y: Tensor
-    pool: tuple[Tensor, Tensor] | None
     cfg: EvalConfig
-    num_classes: int
-    progress: bool
-
-    @classmethod
-    def start(cls, model: nn.Module, images: Tensor, labels: Tensor, pool: tuple[Tensor, Tensor] | None,
-              cfg: EvalConfig, progress: bool) -> _Run:
-        x = as_float_images(images)
-        y = as_labels(labels, x.shape[0])
-        pool_xy = check_pool(pool) if pool is not None else None
-        model.eval()
-        return cls(model, x, y, pool_xy, cfg, infer_num_classes(model, x), progress)
 
     @property
     def with_mi(self) -> bool:
@@ -224,19 +205,17 @@ class _Run:
 
     def mi(self, mode: str, part: str, samples: int | None = None) -> MIPredictor:
         """An MI predictor of ``mode`` with draws seeded by ``part``."""
-        assert self.pool is not None
         lam = self.cfg.mi_lam_pl if mode == "pl" else self.cfg.mi_lam_ol
-        return MIPredictor(self.model, self.pool, num_classes=self.num_classes, mode=mode, lam=float(lam),
-                           num_samples=samples or self.cfg.mi_samples, chunk_size=self.cfg.mi_chunk_size,
-                           seed=mix_seed(self.cfg.seed, "mi", part, mode) % 2**62)
+        return self.make_mi(mode, part, mode, lam=lam, num_samples=samples or self.cfg.mi_samples,
+                            chunk_size=self.cfg.mi_chunk_size)
 
-    def logits(self, images: Tensor) -> Tensor:
-        return predict_logits(self.model, images, batch_size=self.cfg.batch_size)
+    def plain_logits(self, images: Tensor) -> Tensor:
+        return self.logits(images, self.cfg.batch_size)
 
     def scores(self, adv: Tensor, part: str, logits: Tensor | None = None) -> dict[str, float]:
         """Accuracy on ``adv`` (the first images) of the plain model and, if MI runs, of MI-PL and MI-OL."""
         y = self.y[: adv.shape[0]]
-        out = {"none": accuracy_from_logits(self.logits(adv) if logits is None else logits, y)}
+        out = {"none": accuracy_from_logits(self.plain_logits(adv) if logits is None else logits, y)}
         if self.with_mi:
             for mode in ("pl", "ol"):
                 correct = mi_correct(self.mi(mode, part), adv, y, self.cfg.mi_batch_size)
@@ -246,7 +225,7 @@ class _Run:
 
 def _clean_part(run: _Run, out_dir: str | os.PathLike[str] | None, name: str) -> tuple[dict[str, Any], Tensor]:
     """Clean accuracy, calibration (ECE, reliability bins and diagram) and MI's clean accuracy."""
-    logits = run.logits(run.x)
+    logits = run.plain_logits(run.x)
     conf, pred = logits.softmax(1).max(1)
     correct = pred == run.y
     bins = calibration_bins(conf, correct, n_bins=run.cfg.ece_bins)
@@ -272,7 +251,8 @@ def _corruptions_part(run: _Run) -> dict[str, Any]:
     per: dict[str, dict[str, float]] = {}
     jobs = [(c, s) for c in cfg.corruptions for s in cfg.severities]
     for c, s in tqdm(jobs, desc="corruptions", unit="set", disable=not run.progress, leave=False):
-        per.setdefault(c, {})[str(s)] = accuracy_from_logits(run.logits(corrupt(run.x, c, s, seed=cfg.seed)), run.y)
+        logits = run.plain_logits(corrupt(run.x, c, s, seed=cfg.seed))
+        per.setdefault(c, {})[str(s)] = accuracy_from_logits(logits, run.y)
     for c in per:
         per[c]["mean"] = sum(per[c][str(s)] for s in cfg.severities) / len(cfg.severities)
     return {"accuracy": per, "mean": sum(v["mean"] for v in per.values()) / len(per), "severities": list(cfg.severities)}
@@ -285,7 +265,7 @@ def _oblivious_part(run: _Run, attack: str, key: str, keep: list[int]) -> dict[s
         adv = adversarial_examples(run.model, run.x, run.y, attack=attack, eps=eps, steps=cfg.pgd_steps,
                                    batch_size=cfg.batch_size, seed=mix_seed(cfg.seed, key, eps_key(eps)),
                                    progress=run.progress, desc=f"{key} {eps_key(eps)}")
-        adv_logits = run.logits(adv)
+        adv_logits = run.plain_logits(adv)
         entry = run.scores(adv, f"{key}:{eps_key(eps)}", adv_logits)
         if len(keep) < run.x.shape[0]:
             entry["none_on_adaptive_subset"] = accuracy_from_logits(adv_logits[keep], run.y[keep])
@@ -313,7 +293,7 @@ def _adaptive_part(run: _Run, attack: str, key: str, keep: list[int]) -> dict[st
                                        progress=run.progress, desc=f"{key} MI-{mode.upper()} {eps_key(eps)}")
             judge = run.mi(mode, f"{tag}:judge")
             entry[f"mi_{mode}"] = float(mi_correct(judge, adv, ya, cfg.mi_batch_size).double().mean())
-            entry[f"none_on_mi_{mode}_adv"] = accuracy_from_logits(run.logits(adv), ya)
+            entry[f"none_on_mi_{mode}_adv"] = accuracy_from_logits(run.plain_logits(adv), ya)
         out[eps_key(eps)] = entry
     return out
 
