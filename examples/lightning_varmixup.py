@@ -173,7 +173,7 @@ class VarMixupClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.net = small_cnn(3, num_classes, width)
 
-    _mi: MIPredictor | None  # set (outside the module tree) for each validation epoch
+    mi: MIPredictor  # built for each validation epoch; the checkpoint stores the network once, under net.
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -187,24 +187,19 @@ class VarMixupClassifier(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         datamodule = self.trainer.datamodule  # type: ignore[attr-defined]  # set by Trainer.fit(datamodule=...)
         hp = self.hparams
-        mi = MIPredictor(self.net, pool=datamodule.mi_pool(), num_classes=hp["num_classes"], mode=hp["mi_mode"],
-                         num_samples=hp["mi_samples"], lam=hp["mi_lam"], seed=hp["seed"])
-        # Not a submodule: it wraps self.net, which the checkpoint already holds.
-        object.__setattr__(self, "_mi", mi)
+        # A submodule like any other: built here, where Lightning has put the network in eval mode.
+        self.mi = MIPredictor(self.net, pool=datamodule.mi_pool(), num_classes=hp["num_classes"], mode=hp["mi_mode"],
+                              num_samples=hp["mi_samples"], lam=hp["mi_lam"], seed=hp["seed"])
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self.net(images)
-        assert self._mi is not None, "made in on_validation_epoch_start"
-        mi_log_probs = self._mi(images)
+        mi_log_probs = self.mi(images)
         self.log_dict({
             "val_loss": F.cross_entropy(logits, labels),
             "val_acc": (logits.argmax(1) == labels).float().mean(),
             "val_mi_acc": (mi_log_probs.argmax(1) == labels).float().mean(),
         }, prog_bar=True, sync_dist=True)
-
-    def on_validation_epoch_end(self) -> None:
-        object.__setattr__(self, "_mi", None)
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         optimizer = torch.optim.SGD(self.parameters(), lr=self.hparams["lr"], momentum=0.9, nesterov=True,
