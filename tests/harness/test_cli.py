@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -99,3 +100,73 @@ class TestTrainVAECommand:
         proc = subprocess.run([sys.executable, "-m", "varmixup_aug", "--help"], capture_output=True, text=True,
                               cwd=REPO, timeout=120)
         assert proc.returncode == 0 and "train-vae" in proc.stdout and "demo" in proc.stdout
+
+
+@pytest.mark.usefixtures("one_thread")
+class TestDemo:
+    """``varmixup-aug demo`` on the tiny ImageFolder: a fixed number of seeded steps, then Mixup Inference."""
+
+    def _args(self, image_folder, out, *extra: str) -> list[str]:
+        return ["demo", "--data-dir", str(image_folder), "--vae", str(image_folder / "vae.safetensors"),
+                "--batch-size", "16", "--max-steps", "3", "--num-workers", "0", "--eval-limit", "20",
+                "--mi-images", "8", "--mi-pool", "40", "--mi-samples", "2", "--no-progress", "--device", "cpu",
+                "--out-dir", str(out), *extra]
+
+    def test_trains_the_given_steps_and_repeats_its_result(self, image_folder, tmp_path, monkeypatch, capsys):
+        monkeypatch.chdir(tmp_path)  # the committed mixup model is not here: MI wraps the trained model
+        results = []
+        for run in ("a", "b"):
+            assert main(self._args(image_folder, tmp_path / run)) == 0
+            results.append(json.loads((tmp_path / run / "demo_result.json").read_text()))
+        out = capsys.readouterr().out
+        assert "results/cifar10-fast/mixup not found" in out and "trained 3 steps (48 VarMixup images" in out
+        assert "model: the SmallCNN trained above (3 VarMixup steps)" in out and "PGD-10 2/255" in out
+        for r in results:
+            r.pop("train_seconds"), r["mixup_inference"].pop("seconds")
+        a, b = results
+        assert a == b  # seeded: the same steps, losses, accuracies and MI draws
+        assert a["steps"] == 3 and a["test_images"] == 20
+        mi = a["mixup_inference"]
+        assert mi["images"] == 8 and mi["pool"] == 40 and mi["eps"] == pytest.approx(2 / 255)
+        assert set(mi["accuracy"]) == {"clean", "PGD-10 2/255"}
+        assert all(set(v) == {"plain", "mi_ol"} for v in mi["accuracy"].values())
+
+    def test_minutes_is_only_a_cap(self, image_folder, tmp_path, capsys):
+        assert main(self._args(image_folder, tmp_path / "d", "--minutes", "1e-6", "--no-mi")) == 0
+        assert "trained 1 steps" in capsys.readouterr().out  # the cap ran out after the first step
+        assert "mixup_inference" not in json.loads((tmp_path / "d" / "demo_result.json").read_text())
+
+    def test_a_checkpoint_is_wrapped_and_bad_flags_fail_before_training(self, image_folder, tmp_path, capsys):
+        from varmixup_aug.harness.cli import demo
+
+        mixup = REPO / "results" / "cifar10-fast" / "mixup"
+        assert main(self._args(image_folder, tmp_path / "m", "--mi-model", str(mixup), "--max-steps", "1")) == 0
+        assert f"model: mixup FastCifarNet ({mixup})" in capsys.readouterr().out
+        assert json.loads((tmp_path / "m" / "demo_result.json").read_text())["mixup_inference"]["model"].startswith(
+            "mixup FastCifarNet")
+        two_classes = tmp_path / "two"
+        for split in ("train", "test"):
+            for c in range(2):
+                (two_classes / split / f"c{c}").mkdir(parents=True)
+                for i in range(2):
+                    (two_classes / split / f"c{c}" / f"{i}.png").write_bytes(
+                        (image_folder / split / f"class{c}" / f"{i}.png").read_bytes())
+        args = self._args(image_folder, tmp_path / "e", "--mi-model", str(mixup))
+        args[args.index("--data-dir") + 1] = str(two_classes)
+        assert main(args) == 2
+        err = capsys.readouterr()
+        assert "predicts 10 classes but the data has 2; pass --mi-model trained" in err.err
+        assert "training" not in err.out and not (tmp_path / "e" / "demo_result.json").exists()
+        with pytest.raises(VarMixupError, match=r"--eps must be one L-inf radius in \[0, 1\] such as 2/255"):
+            demo._one_eps("2/255,8/255")
+        with pytest.raises(VarMixupError, match=r"--eps must be one L-inf radius"):
+            demo._one_eps("8")
+        with pytest.raises(VarMixupError, match="--eps must be comma-separated numbers"):
+            demo._one_eps("two")
+        assert main(self._args(image_folder, tmp_path / "f", "--eps", "8")) == 2
+        assert "--eps must be one L-inf radius" in capsys.readouterr().err
+        cpu = torch.device("cpu")
+        with pytest.raises(VarMixupError, match=r"--mi-lam must be in \(0, 1\] \(the MI paper uses 0.5\), got 1.5"):
+            demo._mi_model(argparse.Namespace(eps="2/255", mi_lam=1.5, mi_model="trained"), 10, cpu)
+        with pytest.raises(VarMixupError, match="predicts 10 classes but the data has 2; pass --mi-model trained"):
+            demo._mi_model(argparse.Namespace(eps="2/255", mi_lam=0.5, mi_model=str(mixup)), 2, cpu)

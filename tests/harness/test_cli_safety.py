@@ -155,7 +155,7 @@ class TestDemoAndUmask:
                     shutil.copy(image_folder / split / f"class{c}" / f"{i}.png", root / split / f"c{c}" / f"{i}.png")
         args = ["demo", "--data-dir", str(root), "--vae", str(image_folder / "vae.safetensors"), "--batch-size", "128",
                 "--max-steps", "2", "--num-workers", "0", "--out-dir", str(tmp_path / "demo"), "--no-progress",
-                "--device", "cpu"]
+                "--device", "cpu", "--no-mi"]
         assert main(args) == 0
         assert "using batches of 6" in capsys.readouterr().out
 

@@ -1,7 +1,10 @@
-"""``varmixup-aug demo``: the whole path on real data, in a few minutes on a CPU.
+"""``varmixup-aug demo``: both halves of the library on real data, in about five minutes on a CPU.
 
 Loads the shipped VAE, builds a VarMixup DataLoader over the training split, writes the
-picture grids, trains a small classifier for a bounded time and prints clean test accuracy.
+picture grids, trains a small classifier for a fixed number of seeded steps and prints its clean
+test accuracy. Then it wraps a classifier (the committed mixup-trained model when present, else the
+one just trained) in ``MIPredictor`` and prints clean and PGD accuracy with and without MI-OL on a
+fixed subset of the test split.
 """
 
 from __future__ import annotations
@@ -17,24 +20,38 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from ... import VarMixupError
-from ._flags import add_run_flags, add_vae_flags, finite_float, positive_float, positive_int, start_run, vae_from_flags
+from ._flags import add_run_flags, add_vae_flags, float_list, positive_float, positive_int, start_run, vae_from_flags
+
+DEFAULT_STEPS = 300  # about 3.5 minutes of training on a quiet 2-core CPU
+MI_MODEL = "results/cifar10-fast/mixup"  # the reproduction's mixup-trained FastCifarNet, relative to the repository
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("demo", help="VarMixup end to end: pictures, a short training run, test accuracy",
-                       description=__doc__)
+    p = sub.add_parser("demo", help="VarMixup end to end: pictures, a short training run, test accuracy, "
+                       "Mixup Inference under PGD", description=__doc__)
     p.add_argument("--data-dir", default=None,
                    help="ImageFolder dir or .tar.gz of one (e.g. ../shared/data/cifar10-jpg.tar.gz); "
                    "default: download CIFAR-10 with torchvision")
     add_vae_flags(p)
-    p.add_argument("--minutes", type=positive_float, default=3.0, help="training time budget")
-    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps")
+    p.add_argument("--max-steps", type=positive_int, default=DEFAULT_STEPS,
+                   help="training steps (the stop rule: the result does not depend on the machine's load)")
+    p.add_argument("--minutes", type=positive_float, default=None,
+                   help="optional cap on the training time (then the result depends on the machine's speed)")
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--lr", type=positive_float, default=0.05)
     p.add_argument("--alpha", type=positive_float, default=1.0)
     p.add_argument("--residual", action="store_true", help="use the residual VarMixup form")
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--eval-limit", type=positive_int, default=None, help="evaluate on a fixed subset of the test split")
+    p.add_argument("--mi-model", default=MI_MODEL,
+                   help="classifier checkpoint (run folder or file) for the Mixup Inference part, or 'trained' "
+                   f"for the model the demo trains; default {MI_MODEL}, the trained model if it is missing")
+    p.add_argument("--mi-images", type=positive_int, default=200, help="fixed subset of test images for MI")
+    p.add_argument("--mi-pool", type=positive_int, default=1000, help="clean train images in the MI pool")
+    p.add_argument("--mi-samples", type=positive_int, default=30, help="MI-OL mixes per image")
+    p.add_argument("--mi-lam", type=positive_float, default=0.5, help="MI-OL lam (the MI paper's 0.5)")
+    p.add_argument("--eps", default="2/255", help="L-inf radius of the PGD-10 attack")
+    p.add_argument("--no-mi", action="store_true", help="skip the Mixup Inference part")
     p.add_argument("--out-dir", default="outputs/demo")
     p.add_argument("--seed", type=int, default=0)
     add_run_flags(p, threads=False)
@@ -56,20 +73,28 @@ def run(args: argparse.Namespace) -> int:
               f"using batches of {len(train_set)}")
         args.batch_size = len(train_set)
 
+    mi_model = None if args.no_mi else _mi_model(args, num_classes, device)  # bad flags fail before training
     vae = vae_from_flags(args)
     print(f"VAE: {getattr(vae, 'trained_on', 'unknown')}, {sum(p.numel() for p in vae.parameters()):,} parameters")
     grid, recon = write_pictures(vae, source, out_dir)  # from real test pairs
     print(f"wrote {grid} and {recon}")
 
     model = SmallCNN(num_classes).to(device).to(memory_format=torch.channels_last)
+    start = time.monotonic()
     steps, losses = _train(args, model, _varmixup_loader(args, train_set, vae, num_classes, device), device, progress)
+    train_s = time.monotonic() - start
     correct, total = _test(args, model, test_set, device, progress)
-    result = {"steps": steps, "images_seen": steps * args.batch_size,
-              "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])), "test_images": total,
-              "test_accuracy": correct / total, "device": str(device)}
-    (out_dir / "demo_result.json").write_text(json.dumps(result, indent=2))
-    print(f"trained {steps} steps ({steps * args.batch_size} VarMixup images); "
+    result: dict[str, Any] = {
+        "steps": steps, "images_seen": steps * args.batch_size,
+        "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])), "test_images": total,
+        "test_accuracy": correct / total, "device": str(device), "train_seconds": round(train_s, 1)}
+    print(f"trained {steps} steps ({steps * args.batch_size} VarMixup images, {train_s:.0f} s); "
           f"clean test accuracy {100 * correct / total:.2f}% on {total} test images")
+    if not args.no_mi:
+        name = mi_model[1] if mi_model else f"the SmallCNN trained above ({steps} VarMixup steps)"
+        result["mixup_inference"] = _mixup_inference(args, mi_model[0] if mi_model else model.eval(), name, source,
+                                                     num_classes, device, progress)
+    (out_dir / "demo_result.json").write_text(json.dumps(result, indent=2))
     return 0
 
 
@@ -105,14 +130,14 @@ def _varmixup_loader(args: argparse.Namespace, train_set: Any, vae: Any, num_cla
 
 def _train(args: argparse.Namespace, model: torch.nn.Module, loader: Any, device: torch.device, progress: bool
            ) -> tuple[int, list[float]]:
-    """Train until ``--max-steps`` or ``--minutes`` runs out; return the steps and their losses."""
-    steps_budget = args.max_steps or 10**9
+    """Train for ``--max-steps`` steps (fewer if the optional ``--minutes`` cap runs out first); return the steps
+    and their losses."""
+    steps_budget = args.max_steps
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     loss_fn = torch.nn.CrossEntropyLoss()
-    deadline = time.monotonic() + args.minutes * 60
+    deadline = time.monotonic() + args.minutes * 60 if args.minutes else float("inf")
     losses: list[float] = []
-    bar = tqdm(total=min(steps_budget, 10**6) if args.max_steps else None, desc="training (VarMixup)",
-               unit="step", disable=not progress)
+    bar = tqdm(total=steps_budget, desc="training (VarMixup)", unit="step", disable=not progress)
     model.train()
     while True:  # epochs, until the budget runs out (at least one step)
         steps_before = len(losses)
@@ -148,3 +173,89 @@ def _test(args: argparse.Namespace, model: torch.nn.Module, test_set: Any, devic
             correct += int((pred == y).sum())
             total += y.numel()
     return correct, total
+
+
+def _mixup_inference(args: argparse.Namespace, model: torch.nn.Module, name: str, source: str, num_classes: int,
+                     device: torch.device, progress: bool) -> dict[str, Any]:
+    """Clean and PGD-10 accuracy of a classifier, plain and through ``MIPredictor`` (MI-OL), on a fixed test subset.
+
+    The attack is the MI paper's oblivious protocol: PGD-10 on the plain model, then MI on its adversarial
+    images. Adaptive attacks through MI (in ``varmixup-aug evidence``) take most of MI's gain away.
+    """
+    from ... import MIPredictor
+    from .. import load_tensor_dataset, open_image_dataset
+
+    eps = _one_eps(args.eps)
+    x, y = load_tensor_dataset(open_image_dataset(source, "test"), limit=args.mi_images, progress=False)
+    pool_x, pool_y = load_tensor_dataset(open_image_dataset(source, "train"), limit=args.mi_pool, progress=False)
+    x, pool = x.float() / 255, (pool_x.float() / 255, pool_y)
+    mi = MIPredictor(model, pool, num_classes=num_classes, mode="ol", lam=args.mi_lam, num_samples=args.mi_samples,
+                     seed=args.seed)
+    start = time.monotonic()
+    adv = _attack(model, x, y, eps, args.seed, progress)
+    rows = {"clean": x, f"PGD-10 {args.eps}": adv} if adv is not None else {"clean": x}
+    acc = {what: {"plain": _accuracy(model, images, y, device),
+                  "mi_ol": _accuracy(mi, images, y, device, desc=f"MI-OL, {what}" if progress else None)}
+           for what, images in rows.items()}
+    seconds = time.monotonic() - start
+    print(f"Mixup Inference (MI-OL, lam {args.mi_lam}, {args.mi_samples} mixes, pool of {pool_y.numel()} train "
+          f"images) on {y.numel()} test images, model: {name}; PGD-10 attacks the plain model (the MI paper's "
+          f"oblivious protocol); {seconds:.0f} s")
+    for what, a in acc.items():
+        print(f"  {what:<16} plain {100 * a['plain']:5.1f}%   MI-OL {100 * a['mi_ol']:5.1f}%")
+    return {"model": name, "images": y.numel(), "eps": eps, "lam": args.mi_lam, "mi_samples": args.mi_samples,
+            "pool": pool_y.numel(), "accuracy": acc, "seconds": round(seconds, 1)}
+
+
+def _one_eps(text: str) -> float:
+    values = float_list(text, "--eps")
+    if len(values) != 1 or not 0 <= values[0] <= 1:
+        raise VarMixupError(f"--eps must be one L-inf radius in [0, 1] such as 2/255, got {text!r}")
+    return values[0]
+
+
+def _mi_model(args: argparse.Namespace, num_classes: int, device: torch.device) -> tuple[torch.nn.Module, str] | None:
+    """The ``--mi-model`` checkpoint and its name; ``None`` (the demo's own model) for ``trained`` or a missing
+    default. Also checks ``--eps``, so that bad flags fail before training."""
+    from .. import load_classifier
+
+    _one_eps(args.eps)
+    if not 0 < args.mi_lam <= 1:
+        raise VarMixupError(f"--mi-lam must be in (0, 1] (the MI paper uses 0.5), got {args.mi_lam}")
+    path = Path(args.mi_model)
+    if args.mi_model == "trained":
+        return None
+    if args.mi_model == MI_MODEL and not path.exists():
+        print(f"{MI_MODEL} not found (it is in the repository: run the demo from its root); "
+              "Mixup Inference will wrap the model trained here")
+        return None
+    with torch.random.fork_rng(devices=[]):  # building the model must not move the training's seeded RNG
+        model = load_classifier(path, device=device)
+    classes = model.checkpoint_metadata.get("model", {}).get("num_classes")
+    if classes != num_classes:
+        raise VarMixupError(f"--mi-model {path} predicts {classes} classes but the data has {num_classes}; "
+                            "pass --mi-model trained to use the model the demo trains")
+    return model, f"{model.checkpoint_metadata.get('method')} {type(model).__name__} ({path})"
+
+
+def _attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int, progress: bool
+            ) -> torch.Tensor | None:
+    try:
+        import torchattacks  # noqa: F401
+    except ImportError:
+        print("torchattacks is not installed (pip install \".[eval]\"): skipping the PGD rows")
+        return None
+    from .. import adversarial_examples
+
+    return adversarial_examples(model, x, y, attack="pgd", eps=eps, steps=10, seed=seed, progress=progress,
+                                desc="PGD-10")
+
+
+def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, *,
+              desc: str | None = None, batch_size: int = 50) -> float:
+    correct = 0
+    with torch.inference_mode():
+        for s in tqdm(range(0, x.shape[0], batch_size), desc=desc, disable=desc is None, leave=False):
+            pred = model(x[s:s + batch_size].to(device)).argmax(1).cpu()
+            correct += int((pred == y[s:s + batch_size]).sum())
+    return correct / y.numel()
