@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ... import VarMixupError
 from ._flags import add_run_flags, add_vae_flags, float_list, positive_float, positive_int, start_run, vae_from_flags
 
-DEFAULT_STEPS = 300  # about 3.5 minutes of training on a quiet 2-core CPU
+DEFAULT_STEPS = 300  # the earlier 3-minute demo made 255 steps on a quiet 2-core CPU: about 3.5 minutes
 MI_MODEL = "results/cifar10-fast/mixup"  # the reproduction's mixup-trained FastCifarNet, relative to the repository
 
 
@@ -109,7 +109,9 @@ def _datasets(source: str) -> tuple[Any, Any, int]:
     test_tf = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
     train_set = open_image_dataset(source, "train", transform=train_tf)
     test_set = open_image_dataset(source, "test", transform=test_tf)
-    classes = getattr(train_set, "classes", None) or sorted({int(y) for _, y in Subset(train_set, range(100))})
+    classes = getattr(train_set, "classes", None)
+    if not classes:  # a dataset without .classes: the labels of its first 100 items
+        classes = sorted({int(train_set[i][1]) for i in range(min(100, len(train_set)))})
     return train_set, test_set, len(classes)
 
 
@@ -217,7 +219,7 @@ def _one_eps(text: str) -> float:
 def _mi_model(args: argparse.Namespace, num_classes: int, device: torch.device) -> tuple[torch.nn.Module, str] | None:
     """The ``--mi-model`` checkpoint and its name; ``None`` (the demo's own model) for ``trained`` or a missing
     default. Also checks ``--eps``, so that bad flags fail before training."""
-    from .. import load_classifier
+    from .. import load_classifier, read_classifier_metadata
 
     _one_eps(args.eps)
     if not 0 < args.mi_lam <= 1:
@@ -229,13 +231,14 @@ def _mi_model(args: argparse.Namespace, num_classes: int, device: torch.device) 
         print(f"{MI_MODEL} not found (it is in the repository: run the demo from its root); "
               "Mixup Inference will wrap the model trained here")
         return None
-    with torch.random.fork_rng(devices=[]):  # building the model must not move the training's seeded RNG
-        model = load_classifier(path, device=device)
-    classes = model.checkpoint_metadata.get("model", {}).get("num_classes")
+    meta = read_classifier_metadata(path)
+    classes = meta.get("model", {}).get("num_classes")
     if classes != num_classes:
         raise VarMixupError(f"--mi-model {path} predicts {classes} classes but the data has {num_classes}; "
                             "pass --mi-model trained to use the model the demo trains")
-    return model, f"{model.checkpoint_metadata.get('method')} {type(model).__name__} ({path})"
+    with torch.random.fork_rng(devices=[]):  # building the model must not move the training's seeded RNG
+        model = load_classifier(path, device=device)
+    return model, f"{meta.get('method')} {meta.get('architecture')} ({path})"
 
 
 def _attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int, progress: bool
