@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import MIPredictor, VarMixupError
+from .._checks import check_int
 from .._io import atomic_path
 from .._random import derive_seed
 from .attacks import adversarial_examples
@@ -91,9 +92,7 @@ class EvidenceConfig:
             raise VarMixupError(f"parts {unknown} are unknown; choose from {list(EVIDENCE_PARTS)}")
         for name in ("n_test", "chunk_size", "pool_size", "published_n", "published_chunk_size",
                      "autoattack_chunk_size", "select_n"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise VarMixupError(f"{name} must be an int >= 1, got {v!r}")
+            object.__setattr__(self, name, check_int(name, getattr(self, name)))
         for eps in (*self.oblivious_eps, *self.published_eps, self.autoattack_eps):
             if not math.isfinite(eps) or not 0 <= eps <= 1:
                 raise VarMixupError(f"eps values must be in [0, 1] (pixel units, e.g. 8/255), got {eps!r}")
@@ -296,10 +295,7 @@ def autoattack_rand(model: nn.Module, images: Tensor, labels: Tensor, *, eps: fl
     """
     import torchattacks
 
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise VarMixupError(f"steps must be an int >= 1, got {steps!r}")
-    if isinstance(eot_iter, bool) or not isinstance(eot_iter, int) or eot_iter < 1:
-        raise VarMixupError(f"eot_iter must be an int >= 1, got {eot_iter!r}")
+    steps, eot_iter = check_int("steps", steps), check_int("eot_iter", eot_iter)
     attacks = [torchattacks.APGD(model, eps=eps, steps=steps, loss=loss, eot_iter=eot_iter, n_restarts=1, seed=seed)
                for loss in ("ce", "dlr")]
     atk = torchattacks.MultiAttack(attacks)

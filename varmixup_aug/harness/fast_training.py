@@ -34,8 +34,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import MixupParams, VarMixupError, draw_mixup_params, varmixup
+from .._checks import check_int
 from .._io import load_training_state, read_header, save_training_state, write_safetensors
-from .._random import mix_seed
+from .._random import derive_seed
 from .classifier_checkpoint import CHECKPOINT_NAME, FORMAT_NAME, FORMAT_VERSION, METADATA_KEY
 from .models import FastCifarNet
 
@@ -146,9 +147,7 @@ class FastTrainConfig:
         if self.method not in FAST_METHODS:
             raise VarMixupError(f"method must be one of {FAST_METHODS}, got {self.method!r}")
         for name in ("epochs", "batch_size", "checkpoint_every", "lookahead_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise VarMixupError(f"{name} must be an int >= 1, got {v!r}")
+            setattr(self, name, check_int(name, getattr(self, name)))
         for name in ("lr", "alpha"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
@@ -299,7 +298,7 @@ class _Run:
         self.total = cfg.epochs * self.steps_per_epoch
         p = cfg.translate
         self.padded = F.pad(images, (p, p, p, p), mode="reflect") if p else images
-        flip_seed = mix_seed(cfg.seed, "flip") % 2**62
+        flip_seed = derive_seed(cfg.seed, "flip")
         self.base_flip = torch.rand(self.n, generator=torch.Generator().manual_seed(flip_seed)) < 0.5
         self.transform = make_batch_transform(cfg, num_classes, vae)
         self.global_step, self.history, self.elapsed = 0, [], 0.0
@@ -319,10 +318,10 @@ class _Run:
         """The augmented, transformed batch of the current step; every draw is seeded by its position."""
         cfg = self.cfg
         epoch, step = divmod(self.global_step, self.steps_per_epoch)
-        perm_seed = mix_seed(cfg.seed, "perm", epoch) % 2**62
+        perm_seed = derive_seed(cfg.seed, "perm", epoch)
         perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(perm_seed))
         idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-        g = torch.Generator().manual_seed(mix_seed(cfg.seed, "step", self.global_step) % 2**62)
+        g = torch.Generator().manual_seed(derive_seed(cfg.seed, "step", self.global_step))
         if cfg.translate:
             flip = self.base_flip[idx] ^ bool(epoch % 2)  # each image flips every other epoch
             x = batch_crop_flip(self.padded, idx, size=self.size, flip=flip, generator=g)

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .._checks import check_number
 from .._errors import VarMixupError
 from .._mi import MIPredictor
-from .._random import mix_seed
+from .._random import derive_seed, mix_seed
 from .attacks import adversarial_examples
 from .scoring import (
     accuracy_from_logits,
@@ -77,7 +77,7 @@ def select_mi_lam(model: nn.Module, images: Tensor, labels: Tensor, pool: tuple[
         rows = []
         for lam in grid:
             mi = MIPredictor(model, pool, num_classes=num_classes, mode=mode, num_samples=num_samples,
-                             lam=float(lam), seed=mix_seed(seed, "select", mode, float(lam)) % 2**62)
+                             lam=float(lam), seed=derive_seed(seed, "select", mode, float(lam)))
             rows.append({"lam": float(lam), "clean_accuracy": _mi_accuracy(mi, x, y, mi_batch_size),
                          "pgd_accuracy": _mi_accuracy(mi, adv, y, mi_batch_size)})
             bar.update(1)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from .._checks import check_int
 from .._errors import VarMixupError
 from .._mi import MIPredictor
-from .._random import mix_seed
+from .._random import derive_seed
 from .._tensors import module_device
 from .._validate import check_image_values, float_images, image_stats, read_host
 
@@ -96,5 +96,5 @@ def infer_num_classes(model: nn.Module, x: Tensor) -> int:
 def fixed_subset(n: int, limit: int | None, seed: int, salt: str) -> list[int]:
     if limit is None or limit >= n:
         return list(range(n))
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(seed, salt) % 2**62))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, salt)))
     return sorted(perm[:limit].tolist())

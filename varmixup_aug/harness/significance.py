@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .. import VarMixupError
+from .._checks import check_int
 
 __all__ = [
     "bootstrap_index_blocks",
@@ -63,10 +64,8 @@ def wilson_interval(correct: int, total: int, *, confidence: float = 0.95) -> tu
         >>> round(lo, 4), round(hi, 4)
         (0.4038, 0.5962)
     """
-    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
-        raise VarMixupError(f"total must be an int >= 1, got {total!r}")
-    if isinstance(correct, bool) or not isinstance(correct, int) or not 0 <= correct <= total:
-        raise VarMixupError(f"correct must be an int in [0, total={total}], got {correct!r}")
+    total = check_int("total", total)
+    correct = check_int("correct", correct, minimum=0, maximum=total, requirement=f"be an int in [0, total={total}]")
     z = _z(confidence)
     p = correct / total
     denom = 1 + z * z / total
@@ -105,12 +104,7 @@ def bootstrap_index_blocks(n: int, *, samples: int = 10000, seed: int = 0,
 
     The blocks are the same draws (one seeded stream), so memory stays at ``rows * n`` indices.
     """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 100:
-        raise VarMixupError(f"samples must be an int >= 100, got {samples!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise VarMixupError(f"n must be an int >= 1, got {n!r}")
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-        raise VarMixupError(f"rows must be an int >= 1, got {rows!r}")
+    samples, n, rows = check_int("samples", samples, minimum=100), check_int("n", n), check_int("rows", rows)
     generator = torch.Generator().manual_seed(seed)
     return (torch.randint(0, n, (min(rows, samples - start), n), generator=generator)
             for start in range(0, samples, rows))

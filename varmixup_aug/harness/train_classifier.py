@@ -34,7 +34,7 @@ from .._checks import check_int, check_label_range, check_number
 from .._collate import VarMixupCollate, collate_images
 from .._errors import VarMixupError
 from .._io import atomic_path
-from .._random import mix_seed
+from .._random import derive_seed
 from .._tensors import resolve_device, to_float_images
 from .data import import_albumentations
 from .classifier_checkpoint import (
@@ -192,7 +192,7 @@ class AugmentedImages(Dataset):
         self._compose: Any = None
 
     def _seed_table(self, epoch: int) -> list[int]:
-        g = torch.Generator().manual_seed(mix_seed(self.seed, "augment", epoch) % 2**62)
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "augment", epoch))
         return torch.randint(0, 2**32, (len(self.labels),), generator=g, dtype=torch.int64).tolist()
 
     def set_epoch(self, epoch: int) -> None:
@@ -244,7 +244,7 @@ def _lr_at(cfg: TrainClassifierConfig, step: int, planned: int, steps_per_epoch:
 
 
 def _make_collate(cfg: TrainClassifierConfig, vae: Any, num_classes: int, epoch: int) -> Any:
-    seed = mix_seed(cfg.seed, "mix", epoch) % 2**62
+    seed = derive_seed(cfg.seed, "mix", epoch)
     if cfg.method == "erm":
         return collate_images
     if cfg.method == "mixup":
@@ -423,7 +423,7 @@ def _resume(run: _Training, allow_changed_settings: bool = False) -> None:
 def _epoch_loader(run: _Training, dataset: AugmentedImages, vae: Any) -> DataLoader:
     """The epoch's batches from where the run stands: a seeded order, augmentation and mixing."""
     cfg, epoch = run.cfg, run.epoch
-    perm = torch.randperm(run.n, generator=torch.Generator().manual_seed(mix_seed(cfg.seed, "perm", epoch) % 2**62))
+    perm = torch.randperm(run.n, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "perm", epoch)))
     order = perm[run.step_in_epoch * cfg.batch_size: run.steps_per_epoch * cfg.batch_size].tolist()
     dataset.set_epoch(epoch)
     collate = _make_collate(cfg, vae, run.num_classes, epoch)
@@ -432,7 +432,7 @@ def _epoch_loader(run: _Training, dataset: AugmentedImages, vae: Any) -> DataLoa
             collate.mixer.draw_params(cfg.batch_size)
     return DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, drop_last=True, collate_fn=collate,
                       num_workers=cfg.num_workers, pin_memory=run.device.type == "cuda",
-                      generator=torch.Generator().manual_seed(mix_seed(cfg.seed, "loader", epoch) % 2**62))
+                      generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "loader", epoch)))
 
 
 def _train_epoch(run: _Training, loader: DataLoader, loss_fn: nn.Module, bar: Any) -> None:
