@@ -116,3 +116,21 @@ def test_examples_and_benchmarks_leave_the_import_path_alone(path: Path) -> None
     edits = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr == "path"
              and isinstance(node.value, ast.Name) and node.value.id == "sys"]
     assert not edits, f"{path.name} touches sys.path on lines {edits}"
+
+
+HARNESS_MODULES = sorted((PACKAGE / "harness").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", HARNESS_MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_harness_imports_the_core_by_its_absolute_path(path: Path) -> None:
+    """Core names come from ``varmixup_aug`` when public, else from ``varmixup_aug._module``; never relatively."""
+    core_level = 3 if path.parent.name == "cli" else 2
+    public = set(varmixup_aug.__all__)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        assert node.level < core_level, f"{path.name}:{node.lineno} imports the core relatively; use varmixup_aug"
+        module = node.module or ""
+        if node.level == 0 and module.startswith("varmixup_aug._"):
+            leaked = [a.name for a in node.names if a.name in public]
+            assert not leaked, f"{path.name}:{node.lineno} imports public {leaked} from {module}; use varmixup_aug"

@@ -4,7 +4,7 @@ It uses the core package (``varmixup_aug``); the core never imports it. ``__all_
 surface: the CLI, the examples and the benchmarks use only these names and the core's.
 """
 
-from .._tensors import resolve_device
+from varmixup_aug._tensors import resolve_device
 from .attacks import ATTACKS, adversarial_examples
 from .calibration import calibration_bins, expected_calibration_error, reliability_diagram
 from .classifier_checkpoint import load_classifier, read_classifier_metadata

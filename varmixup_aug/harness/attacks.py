@@ -10,10 +10,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._checks import check_int, check_number
-from .._errors import VarMixupError
-from .._random import mix_seed
-from .._tensors import module_device
+from varmixup_aug import VarMixupError
+from varmixup_aug._checks import check_int, check_number
+from varmixup_aug._random import mix_seed
+from varmixup_aug._tensors import module_device
 from .scoring import as_float_images, as_labels, batch_ranges
 
 __all__ = ["ATTACKS", "adversarial_examples"]

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import check_int
-from .._errors import VarMixupError
-from .._io import atomic_path
+from varmixup_aug import VarMixupError
+from varmixup_aug._checks import check_int
+from varmixup_aug._io import atomic_path
 
 __all__ = ["bootstrap_ece", "calibration_bins", "expected_calibration_error", "reliability_diagram"]
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import VarMixupError
+from varmixup_aug import VarMixupError
 from .calibration import bootstrap_ece, expected_calibration_error
 from .evidence_results import bits_to_bool, clean_confidences, corruption_scores, part_indices, part_vector
 from .significance import bootstrap_index_blocks, mcnemar_exact, paired_bootstrap_mean_interval, percentile_interval

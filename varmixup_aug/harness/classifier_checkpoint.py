@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._errors import VarMixupError
-from .._io import load_training_state, read_header, read_tensors, save_training_state
+from varmixup_aug import VarMixupError
+from varmixup_aug._io import load_training_state, read_header, read_tensors, save_training_state
 from .models import FastCifarNet, PreActResNet
 
 __all__ = [

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import check_seed
-from .._errors import VarMixupError
-from .._random import mix_seed
+from varmixup_aug import VarMixupError
+from varmixup_aug._checks import check_seed
+from varmixup_aug._random import mix_seed
 from .data import import_albumentations
 from .scoring import as_float_images
 

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from .._errors import VarMixupError
+from varmixup_aug import VarMixupError
 
 if TYPE_CHECKING:
     from torchvision.datasets import VisionDataset

@@ -35,10 +35,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .. import MIPredictor, VarMixupError
-from .._checks import check_int
-from .._io import atomic_path
-from .._random import derive_seed
+from varmixup_aug import MIPredictor, VarMixupError
+from varmixup_aug._checks import check_int
+from varmixup_aug._io import atomic_path
+from varmixup_aug._random import derive_seed
 from .attacks import adversarial_examples
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from .lam_selection import select_mi_lam

@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .. import MixupParams, VarMixupError, draw_mixup_params, varmixup
-from .._checks import check_int
-from .._io import load_training_state, read_header, save_training_state, write_safetensors
-from .._random import derive_seed
+from varmixup_aug import MixupParams, VarMixupError, draw_mixup_params, varmixup
+from varmixup_aug._checks import check_int
+from varmixup_aug._io import load_training_state, read_header, save_training_state, write_safetensors
+from varmixup_aug._random import derive_seed
 from .classifier_checkpoint import CHECKPOINT_NAME, FORMAT_NAME, FORMAT_VERSION, METADATA_KEY
 from .models import FastCifarNet
 

@@ -8,10 +8,9 @@ from typing import Any, Literal, cast
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._checks import check_number
-from .._errors import VarMixupError
-from .._mi import MIPredictor
-from .._random import derive_seed, mix_seed
+from varmixup_aug import MIPredictor, VarMixupError
+from varmixup_aug._checks import check_number
+from varmixup_aug._random import derive_seed, mix_seed
 from .attacks import adversarial_examples
 from .scoring import (
     accuracy_from_logits,

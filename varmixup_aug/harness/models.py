@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_int, parse_mean_std
-from .._errors import VarMixupError
+from varmixup_aug import VarMixupError
+from varmixup_aug._checks import check_int, parse_mean_std
 
 __all__ = ["SmallCNN", "PreActResNet", "PreActBlock", "FastCifarNet", "Normalize", "CIFAR10_MEAN", "CIFAR10_STD"]
 

@@ -11,8 +11,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from .._mixup import MixupParams, varmixup
-from .._tensors import module_device_dtype, to_float_images
+from varmixup_aug import MixupParams, varmixup
+from varmixup_aug._tensors import module_device_dtype, to_float_images
 
 __all__ = ["mixup_grid", "reconstruction_grid", "write_pictures"]
 

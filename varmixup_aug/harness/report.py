@@ -26,11 +26,10 @@ from torch import Tensor, nn
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
-from .._checks import check_int, check_number, check_seed
-from .._errors import VarMixupError
-from .._mi import MIPredictor
-from .._random import mix_seed
-from .._tensors import resolve_device, to_float_images
+from varmixup_aug import MIPredictor, VarMixupError
+from varmixup_aug._checks import check_int, check_number, check_seed
+from varmixup_aug._random import mix_seed
+from varmixup_aug._tensors import resolve_device, to_float_images
 from .attacks import adversarial_examples
 from .calibration import calibration_bins, expected_calibration_error, reliability_diagram
 from .classifier_checkpoint import checkpoint_file, load_classifier, read_classifier_metadata

@@ -8,12 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_int
-from .._errors import VarMixupError
-from .._mi import MIPredictor
-from .._random import derive_seed
-from .._tensors import module_device
-from .._validate import check_image_values, float_images, image_stats, read_host
+from varmixup_aug import MIPredictor, VarMixupError
+from varmixup_aug._checks import check_int
+from varmixup_aug._random import derive_seed
+from varmixup_aug._tensors import module_device
+from varmixup_aug._validate import check_image_values, float_images, image_stats, read_host
 
 __all__ = [
     "accuracy_from_logits",

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import VarMixupError
-from .._checks import check_int
+from varmixup_aug import VarMixupError
+from varmixup_aug._checks import check_int
 
 __all__ = [
     "bootstrap_index_blocks",

@@ -30,12 +30,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .._checks import check_int, check_label_range, check_number
-from .._collate import VarMixupCollate, collate_images
-from .._errors import VarMixupError
-from .._io import atomic_path
-from .._random import derive_seed
-from .._tensors import resolve_device, to_float_images
+from varmixup_aug import VarMixupCollate, VarMixupError
+from varmixup_aug._checks import check_int, check_label_range, check_number
+from varmixup_aug._collate import collate_images
+from varmixup_aug._io import atomic_path
+from varmixup_aug._random import derive_seed
+from varmixup_aug._tensors import resolve_device, to_float_images
 from .data import import_albumentations
 from .classifier_checkpoint import (
     CHECKPOINT_NAME,

@@ -14,12 +14,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checkpoint import save_vae
-from .._checks import check_int, check_number
-from .._errors import VarMixupError
-from .._io import load_training_state, read_header, save_training_state
-from .._tensors import module_device, resolve_device, to_float_images
-from .._vae import ConvVAE, VAEConfig
+from varmixup_aug import ConvVAE, VAEConfig, VarMixupError, save_vae
+from varmixup_aug._checks import check_int, check_number
+from varmixup_aug._io import load_training_state, read_header, save_training_state
+from varmixup_aug._tensors import module_device, resolve_device, to_float_images
 
 __all__ = ["TrainVAEConfig", "train_vae", "evaluate_vae"]
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ... import VarMixupError
+from varmixup_aug import VarMixupError
 
 _COMMANDS = ["demo", "train_vae", "pictures"]
 _COMMANDS += ["train_classifier", "evaluate", "train_fast", "evidence"]

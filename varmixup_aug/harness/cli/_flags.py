@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ... import VarMixupError
+from varmixup_aug import VarMixupError
 
 __all__ = [
     "add_out_flags", "add_run_flags", "add_vae_flags", "finite_float", "float_list", "int_list", "positive_float",
@@ -37,7 +37,7 @@ def add_vae_flags(parser: Any, *, used_by: str = "") -> None:
 
 def vae_from_flags(args: argparse.Namespace) -> Any:
     """The VAE that ``--vae`` names (:func:`varmixup_aug.load_vae`), else the shipped ``--pretrained`` one."""
-    from ... import load_pretrained_vae, load_vae
+    from varmixup_aug import load_pretrained_vae, load_vae
 
     return load_vae(args.vae) if args.vae else load_pretrained_vae(args.pretrained)
 

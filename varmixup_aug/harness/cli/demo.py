@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from ... import VarMixupError
+from varmixup_aug import VarMixupError
 from ._flags import add_run_flags, add_vae_flags, float_list, positive_float, positive_int, start_run, vae_from_flags
 
 DEFAULT_STEPS = 300  # the earlier 3-minute demo made 255 steps on a quiet 2-core CPU: about 3.5 minutes
@@ -119,7 +119,7 @@ def _varmixup_loader(args: argparse.Namespace, train_set: Any, vae: Any, num_cla
                      ) -> Any:
     """On the CPU the workers run the VAE inside the collate; on a GPU the workers collate and the VAE runs on
     the GPU in this process."""
-    from ... import VarMixup, VarMixupCollate, VarMixupLoader
+    from varmixup_aug import VarMixup, VarMixupCollate, VarMixupLoader
 
     mix_args = dict(num_classes=num_classes, alpha=args.alpha, residual=args.residual, seed=args.seed)
     loader_args = dict(batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers, drop_last=True,
@@ -184,7 +184,7 @@ def _mixup_inference(args: argparse.Namespace, model: torch.nn.Module, name: str
     The attack is the MI paper's oblivious protocol: PGD-10 on the plain model, then MI on its adversarial
     images. Adaptive attacks through MI (in ``varmixup-aug evidence``) take most of MI's gain away.
     """
-    from ... import MIPredictor
+    from varmixup_aug import MIPredictor
     from .. import load_tensor_dataset, open_image_dataset
 
     eps = _one_eps(args.eps)

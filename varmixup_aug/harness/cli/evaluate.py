@@ -64,7 +64,7 @@ _ORDER = ["erm", "mixup", "varmixup", "varmixup-residual"]
 
 
 def _select_eps(text: str) -> float:
-    from ... import VarMixupError
+    from varmixup_aug import VarMixupError
 
     values = float_list(text, "--select-eps")
     if len(values) != 1 or not 0 < values[0] <= 1:
@@ -107,7 +107,7 @@ def _merge_row(path: Path, name: str, result: dict[str, Any], md: Path | None) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from ... import VarMixupError
+    from varmixup_aug import VarMixupError
     from .. import evaluate_checkpoint, markdown_table
 
     progress = start_run(args)
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _eval_config(args: argparse.Namespace) -> Any:
     """The EvalConfig of the flags: --skip, --corruptions and the attack and MI settings."""
-    from ... import VarMixupError
+    from varmixup_aug import VarMixupError
     from .. import CORRUPTIONS, EvalConfig
 
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}

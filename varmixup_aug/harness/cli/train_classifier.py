@@ -53,7 +53,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ... import VarMixupError
+    from varmixup_aug import VarMixupError
     from .. import TrainClassifierConfig, load_train_split, train_classifier
 
     progress = start_run(args)
