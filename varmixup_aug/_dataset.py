@@ -161,7 +161,8 @@ def _check_images(images: Tensor, vae: Any, first: int) -> None:
     images = float_images(images, name=f"{where}: images")
     check_fits_vae(images, vae, where=where, resize_hint="resize them in the dataset's transform")
     low, high = getattr(vae, "input_range", (0.0, 1.0))
-    check_image_values(f"{where}: images", tuple(read_host(image_stats(images))), (float(low), float(high)),
+    seen_low, seen_high = read_host(image_stats(images))
+    check_image_values(f"{where}: images", (seen_low, seen_high), (float(low), float(high)),
                        message="{name} hold values in [{min:.3g}, {max:.3g}] but the VAE expects [{low:g}, {high:g}]; "
                        "cached latents need un-normalised images (drop Normalize from the transform)")
 

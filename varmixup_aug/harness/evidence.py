@@ -159,7 +159,8 @@ class _Context(EvalContext):
     store: _Store
     lams: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def mi(self, mode: str, lam_set: str, tag: str, *, samples: int | None = None) -> MIPredictor:
+    def mi(self, mode: Literal["pl", "ol", "combined"], lam_set: str, tag: str, *, samples: int | None = None
+           ) -> MIPredictor:
         lam = self.lams[lam_set]
         if mode == "combined":
             return self.make_mi("combined", tag, mode, lam_set, lam=lam["pl"], num_samples=self.cfg.mi_samples_pl,

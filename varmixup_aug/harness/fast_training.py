@@ -24,9 +24,10 @@ import json
 import warnings
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -223,7 +224,7 @@ def make_batch_transform(cfg: FastTrainConfig, num_classes: int, vae: Any
         if cfg.method == "vae-recon":
             params = MixupParams(lam=torch.ones_like(params.lam), index=torch.arange(x.shape[0]),
                                  applied=torch.ones_like(params.applied), noise_seed=params.noise_seed)
-        space = "input" if cfg.method == "mixup" else "latent"
+        space: Literal["latent", "input"] = "input" if cfg.method == "mixup" else "latent"
         return varmixup(x, y, None if space == "input" else vae, num_classes=num_classes, space=space,
                         residual=cfg.method == "varmixup-residual", label_smoothing=ls, params=params,
                         autocast_dtype=cfg.autocast_dtype)
@@ -301,7 +302,8 @@ class _Run:
         flip_seed = derive_seed(cfg.seed, "flip")
         self.base_flip = torch.rand(self.n, generator=torch.Generator().manual_seed(flip_seed)) < 0.5
         self.transform = make_batch_transform(cfg, num_classes, vae)
-        self.global_step, self.history, self.elapsed = 0, [], 0.0
+        self.history: list[dict[str, Any]] = []
+        self.global_step, self.elapsed = 0, 0.0
 
     def resume_from(self, path: Path, allow_changed_settings: bool = False) -> None:
         meta = read_header(path, _STATE_KEY, writer="train-fast")

@@ -24,7 +24,7 @@ _HEADER = 14
 def _to_pil(x: Tensor) -> Image.Image:
     arr = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     img = Image.fromarray(arr if arr.shape[2] == 3 else arr[:, :, 0])
-    return img.resize((img.width * _SCALE, img.height * _SCALE), Image.NEAREST)
+    return img.resize((img.width * _SCALE, img.height * _SCALE), Image.Resampling.NEAREST)
 
 
 def _compose(rows: list[list[Tensor | None]], headers: list[str], path: str | os.PathLike[str]) -> Path:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -92,7 +92,7 @@ class EvalConfig:
     mi_batch_size: int = 50
     adaptive_batch_size: int = 32
     adaptive_limit: int | None = None
-    adaptive_modes: tuple[str, ...] = ("pl", "ol")
+    adaptive_modes: tuple[Literal["pl", "ol"], ...] = ("pl", "ol")
     mi_chunk_size: int = 1024
     seed: int = 0
     run_corruptions: bool = True
@@ -121,7 +121,8 @@ class EvalConfig:
         if not self.adaptive_modes or any(m not in ("pl", "ol") for m in self.adaptive_modes) \
                 or len(set(self.adaptive_modes)) != len(self.adaptive_modes):
             raise VarMixupError(
-                f"adaptive_modes must be a non-empty subset of ('pl', 'ol') without repeats, got {self.adaptive_modes!r}"
+                "adaptive_modes must be a non-empty subset of ('pl', 'ol') without repeats, "
+                f"got {self.adaptive_modes!r}"
             )
         for name in ("mi_lam_pl", "mi_lam_ol"):
             check_number(name, getattr(self, name), low=0, high=1, low_open=True)
@@ -202,7 +203,7 @@ class _Run(EvalContext):
     def with_mi(self) -> bool:
         return self.cfg.run_mi and self.pool is not None
 
-    def mi(self, mode: str, part: str, samples: int | None = None) -> MIPredictor:
+    def mi(self, mode: Literal["pl", "ol"], part: str, samples: int | None = None) -> MIPredictor:
         """An MI predictor of ``mode`` with draws seeded by ``part``."""
         lam = self.cfg.mi_lam_pl if mode == "pl" else self.cfg.mi_lam_ol
         return self.make_mi(mode, part, mode, lam=lam, num_samples=samples or self.cfg.mi_samples,
@@ -254,7 +255,8 @@ def _corruptions_part(run: _Run) -> dict[str, Any]:
         per.setdefault(c, {})[str(s)] = accuracy_from_logits(logits, run.y)
     for c in per:
         per[c]["mean"] = sum(per[c][str(s)] for s in cfg.severities) / len(cfg.severities)
-    return {"accuracy": per, "mean": sum(v["mean"] for v in per.values()) / len(per), "severities": list(cfg.severities)}
+    return {"accuracy": per, "mean": sum(v["mean"] for v in per.values()) / len(per),
+            "severities": list(cfg.severities)}
 
 
 def _oblivious_part(run: _Run, attack: str, key: str, keep: list[int]) -> dict[str, dict[str, float]]:
@@ -431,7 +433,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], data_dir: str | os.P
                 f"select_lam needs the held-out split stored by train-classifier, but {checkpoint} has none; "
                 "pass --mi-lam-pl/--mi-lam-ol instead"
             )
-        selection = select_mi_lam(data["model"], *data["held"], data["pool"], grid=lam_grid, eps=select_eps,
+        held_x, held_y = data["held"]
+        selection = select_mi_lam(data["model"], held_x, held_y, data["pool"], grid=lam_grid, eps=select_eps,
                                   max_clean_drop=max_clean_drop, num_samples=select_mi_samples or cfg.mi_samples,
                                   **_selection_settings(cfg), progress=progress)
         cfg = replace(cfg, mi_lam_pl=selection["pl"]["lam"], mi_lam_ol=selection["ol"]["lam"])

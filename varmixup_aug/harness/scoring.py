@@ -42,7 +42,8 @@ def as_float_images(images: Any, name: str = "images") -> Tensor:
 
 
 def as_labels(labels: Any, n: int, name: str = "labels") -> Tensor:
-    if not isinstance(labels, Tensor) or labels.shape != (n,) or labels.is_floating_point() or labels.dtype == torch.bool:
+    if (not isinstance(labels, Tensor) or labels.shape != (n,) or labels.is_floating_point()
+            or labels.dtype == torch.bool):
         got = f"{tuple(labels.shape)} {labels.dtype}" if isinstance(labels, Tensor) else type(labels).__name__
         raise VarMixupError(f"{name} must be an integer tensor of shape (N,) = ({n},), got {got}")
     return labels.long()
@@ -75,7 +76,8 @@ def predict_logits(model: nn.Module, images: Tensor, *, batch_size: int = 500) -
 
 def mi_correct(mi: MIPredictor, images: Tensor, labels: Tensor, batch_size: int) -> Tensor:
     device = mi.pool_images.device
-    out = [mi.predict(images[s:e].to(device)).cpu() == labels[s:e] for s, e in batch_ranges(images.shape[0], batch_size)]
+    out = [mi.predict(images[s:e].to(device)).cpu() == labels[s:e]
+           for s, e in batch_ranges(images.shape[0], batch_size)]
     return torch.cat(out)
 
 

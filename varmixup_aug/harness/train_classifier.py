@@ -131,7 +131,8 @@ class TrainClassifierConfig:
         return d
 
 
-def split_holdout(n: int, holdout: int, *, seed: int = 0, limit_train: int | None = None) -> tuple[list[int], list[int]]:
+def split_holdout(n: int, holdout: int, *, seed: int = 0, limit_train: int | None = None
+                  ) -> tuple[list[int], list[int]]:
     """Split ``range(n)`` into training and held-out indices with a fixed shuffle.
 
     The first ``holdout`` items of ``randperm(n)`` (seeded by ``seed``) are held out; the

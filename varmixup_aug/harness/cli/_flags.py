@@ -76,7 +76,8 @@ def float_list(text: str, flag: str) -> tuple[float, ...]:
             else:
                 out.append(float(item))
         except ValueError as exc:
-            raise VarMixupError(f"{flag} must be comma-separated numbers like 2/255,4/255 or 0.5, got {text!r}") from exc
+            raise VarMixupError(f"{flag} must be comma-separated numbers like 2/255,4/255 or 0.5, got {text!r}"
+                                ) from exc
     return tuple(out)
 
 
@@ -115,7 +116,8 @@ def positive_int_list(text: str) -> str:
     try:
         values = [int(item) for item in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated positive ints like 32,64,128, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive ints like 32,64,128, got {text!r}"
+                                         ) from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"must be comma-separated positive ints like 32,64,128, got {text!r}")
     return text

@@ -44,8 +44,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-clean-drop", type=float, default=0.05,
                    help="lam selection: largest allowed MI clean-accuracy loss (fraction)")
     p.add_argument("--select-limit", type=int, default=1000, help="held-out images used for the lam selection")
-    p.add_argument("--select-mi-samples", type=int, default=None, help="MI rounds during selection (default: --mi-samples)")
-    p.add_argument("--pool-size", type=int, default=5000, help="clean train images (outside the held-out split) in the MI pool")
+    p.add_argument("--select-mi-samples", type=int, default=None,
+                   help="MI rounds during selection (default: --mi-samples)")
+    p.add_argument("--pool-size", type=int, default=5000,
+                   help="clean train images (outside the held-out split) in the MI pool")
     p.add_argument("--corruptions", default="all", help="comma-separated names, 'all' or 'none'")
     p.add_argument("--severities", default="1,2,3")
     p.add_argument("--skip", default="",

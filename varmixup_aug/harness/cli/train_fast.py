@@ -35,7 +35,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--limit-train", type=int, default=None, help="train on a fixed subset of this many images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--widths", default="64,256,256", help="widths of the three conv groups")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (the schedule spans --epochs)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many steps (the schedule spans --epochs)")
     p.add_argument("--checkpoint-every", type=int, default=25, help="steps between training-state saves")
     p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
                    help="auto: bf16 autocast (fp32 weights, optimiser and loss; the VAE decodes in bf16 too) where "
@@ -67,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     report = train_fast_classifier(cfg, train_x, train_y, num_classes=len(split["classes"]), vae=vae,
                                    test_images=test_x, test_labels=test_y, data_info=info, resume=args.resume,
                                    allow_changed_settings=args.allow_changed_settings, progress=progress)
-    print(f"{args.method} ({report['precision']}): {report['steps']} steps ({report['epochs_completed']:.2f} epochs) in "
+    print(f"{args.method} ({report['precision']}): {report['steps']} steps "
+          f"({report['epochs_completed']:.2f} epochs) in "
           f"{report['wall_time_s']:.0f} s; test accuracy {100 * report['test_accuracy']:.2f}% on "
           f"{report['test_images']} images")
     print(f"wrote {report['checkpoint']}")

@@ -24,7 +24,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, help="output checkpoint, e.g. vae.safetensors")
     p.add_argument("--image-size", type=positive_int, default=32)
     p.add_argument("--latent-dim", type=positive_int, default=256)
-    p.add_argument("--widths", type=positive_int_list, default="64,128,256", help="comma-separated channel widths per stage")
+    p.add_argument("--widths", type=positive_int_list, default="64,128,256",
+                   help="comma-separated channel widths per stage")
     p.add_argument("--blocks-per-stage", type=int, default=0)
     p.add_argument("--beta", type=positive_float, default=0.01,
                    help="KL weight; equals 2*sigma^2 of a Gaussian decoder on [0,1] pixels (default 0.01)")
@@ -36,8 +37,10 @@ def add_parser(sub: Any) -> None:
     add_out_flags(p, what="training run (OUT, OUT.train-state.safetensors, OUT.report.json)")
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--checkpoint-every", type=positive_int, default=200, help="steps between training-state saves")
-    p.add_argument("--limit-train", type=positive_int, default=None, help="use a fixed random subset of the train split")
-    p.add_argument("--limit-eval", type=positive_int, default=None, help="use a fixed random subset of the held-out split")
+    p.add_argument("--limit-train", type=positive_int, default=None,
+                   help="use a fixed random subset of the train split")
+    p.add_argument("--limit-eval", type=positive_int, default=None,
+                   help="use a fixed random subset of the held-out split")
     p.add_argument("--num-workers", type=int, default=2, help="workers for decoding the images once")
     add_run_flags(p)
     p.set_defaults(run=run)
