@@ -9,7 +9,7 @@ settings; both check the images, labels and MI pool here, score the plain model 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from torch import Tensor, nn
 
@@ -45,7 +45,8 @@ class EvalContext:
         model.eval()
         return cls(model, x, y, pool_xy, infer_num_classes(model, x), seed, progress, **settings)
 
-    def make_mi(self, mode: str, *tag: Any, lam: float, num_samples: int, **options: Any) -> MIPredictor:
+    def make_mi(self, mode: Literal["ol", "pl", "combined"], *tag: Any, lam: float, num_samples: int,
+                **options: Any) -> MIPredictor:
         """An :class:`MIPredictor` of ``mode`` on the pool, its draws seeded by ``(seed, "mi", *tag)``.
 
         ``options`` go to :class:`MIPredictor` as they are (``lam_ol``, ``num_samples_ol``, ``threshold``,

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -207,6 +207,7 @@ def _part_lam_selection(ctx: _Context, held: tuple[Tensor, Tensor] | None) -> No
     if "result" not in entry:
         if held is None:
             raise VarMixupError("lam selection needs the checkpoint's held-out training images; it stores none")
+        assert ctx.pool is not None  # run_evidence always loads a pool (load_evaluation_data)
         sel = select_mi_lam(ctx.model, held[0], held[1], ctx.pool, grid=ctx.cfg.lam_grid, eps=ctx.cfg.select_eps,
                             steps=ctx.cfg.pgd_steps, max_clean_drop=ctx.cfg.max_clean_drop,
                             num_samples=ctx.cfg.select_mi_samples, seed=ctx.cfg.seed, progress=ctx.progress)
