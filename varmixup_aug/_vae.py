@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import types
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -249,20 +250,32 @@ class ConvVAE(nn.Module):
 
 
 
+_MAIN_PID = os.getpid()
+
+
+def _forked() -> bool:
+    """Whether this process was forked from the one that imported the package (e.g. a DataLoader worker)."""
+    return os.getpid() != _MAIN_PID
+
+
 class _CompiledDecode:
     """``ConvVAE._decode`` compiled with inductor and frozen weights, compiled again when a weight changed."""
 
     def __init__(self) -> None:
         self._fn: Any = None
         self._key: tuple[Any, ...] | None = None
+        self._pid = os.getpid()
 
     def __call__(self, vae: ConvVAE, z: Tensor) -> Tensor:
         # Frozen weights are constants of the compiled graph: a new tensor or an in-place change (its version
         # counter) means a new compile.
         key = tuple((id(t), t._version) for t in (*vae.parameters(), *vae.buffers()))
-        if self._fn is None or key != self._key:
-            self._fn = torch.compile(vae._decode, options={"freezing": True})
-            self._key = key
+        if self._fn is None or key != self._key or self._pid != os.getpid():
+            # A forked process (a DataLoader worker) must not use the parent's pool of compile workers: it
+            # would wait on it for ever. It compiles in its own process instead.
+            options = {"freezing": True, **({"compile_threads": 1} if _forked() else {})}
+            self._fn = torch.compile(vae._decode, options=options)
+            self._key, self._pid = key, os.getpid()
         return self._fn(z)
 
 

@@ -6,10 +6,17 @@ import pickle
 
 import pytest
 import torch
+from _helpers import tiny_conv_vae
 from torch.utils.data import DataLoader
 
-from _helpers import tiny_conv_vae
-from varmixup_aug import ConvVAE, Posterior, VarMixup, VarMixupCollate, VarMixupError, VarMixupLoader
+from varmixup_aug import (
+    ConvVAE,
+    Posterior,
+    VarMixup,
+    VarMixupCollate,
+    VarMixupError,
+    VarMixupLoader,
+)
 
 
 @pytest.fixture()
@@ -71,3 +78,16 @@ class TestCompiledDecoder:
     def test_rejects_a_non_bool(self, vae) -> None:
         with pytest.raises(VarMixupError, match=r"enabled must be True or False, got str 'yes'"):
             vae.compile_decoder("yes")
+
+
+@pytest.mark.slow
+def test_a_forked_worker_compiles_after_its_parent(vae) -> None:
+    # The parent compiles for batch 2, the forked worker for batch 4: it must not wait on the parent's
+    # pool of compile workers (the DataLoader's timeout turns a hang into an error).
+    vae.compile_decoder()
+    items = [(Posterior(torch.randn(4), torch.zeros(4)), i % 3) for i in range(8)]
+    collate = VarMixupCollate(vae, num_classes=3, seed=0)
+    collate(items[:2])
+    loader = DataLoader(items, batch_size=4, num_workers=1, collate_fn=collate, multiprocessing_context="fork",
+                        timeout=240)
+    assert [tuple(x.shape) for x, _ in loader] == [(4, 3, 8, 8)] * 2

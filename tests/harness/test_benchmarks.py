@@ -70,3 +70,31 @@ class TestInterleaved:
         assert calls == ["b", "o"] * 3
         assert result["base_s"] == 1.0 and result["other_s"] == 4.0
         assert result["ratio_other"] == 3.0  # per round 2, 4, 3: median 3
+
+
+class TestPerfSuite:
+    def test_committed_docs_match_the_committed_json(self):
+        proc = run_script("summary.py", "--check")
+        assert proc.returncode == 0, proc.stderr
+
+    def test_quick_run_feeds_the_summary(self, tmp_path):
+        import shutil
+
+        out = tmp_path / "perf.json"
+        proc = run_script("perf.py", "--quick", "--out", str(out))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "Roofline" in proc.stdout and "Training epoch" in proc.stdout
+        result = json.loads(out.read_text())
+        assert set(result["runs"]) == {"roofline", "cached_generation", "training_step", "training_epoch"}
+        assert result["roofline"]["flops_per_batch"]["decode"] > 0
+        assert result["cached_generation"]["rows"]["varmixup_fp32"]["max_abs_diff_from_fp32"] == 0
+        (tmp_path / "docs").mkdir()
+        shutil.copy(REPO / "README.md", tmp_path / "README.md")
+        shutil.copy(REPO / "docs" / "benchmarks.md", tmp_path / "docs" / "benchmarks.md")
+        args = ("--results", str(out), "--root", str(tmp_path))
+        stale = run_script("summary.py", "--check", *args)
+        assert stale.returncode == 1 and "stale" in stale.stderr  # other figures than the committed ones
+        assert run_script("summary.py", *args).returncode == 0
+        assert run_script("summary.py", "--check", *args).returncode == 0
+        text = (tmp_path / "docs" / "benchmarks.md").read_text()
+        assert f"{result['cached_generation']['rows']['varmixup_bf16']['images_per_s']:,.0f} |" in text
