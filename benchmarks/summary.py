@@ -137,17 +137,12 @@ def epoch(result: dict[str, Any]) -> str:
 
 def readme_summary(result: dict[str, Any]) -> str:
     g, steps_ = result["cached_generation"]["rows"], result["training_step"]
-    fast, small = steps_["fast_cifar_net/fp32"]["ratio"], steps_["small_cnn/fp32"]["ratio"]
-    fast16 = steps_["fast_cifar_net/bf16"]["ratio"]
+    fast, small = steps_["fast_cifar_net/fp32"]["ratio"][BEST], steps_["small_cnn/fp32"]["ratio"][BEST]
     units = ", ".join(result["machine"]["cpu_bf16_units"]) or "no bf16 units"
-    busy = "Measured on a busy machine, so to be measured again: " if _busy(result) else ""
-    return (f"{busy}On this project's {result['machine']['cpus']}-core CPU ({units}), the VAE in bf16 "
-            f"(`autocast_dtype=torch.bfloat16`) with the compiled decoder (`vae.compile_decoder()`) generates "
-            f"{g[BEST]['images_per_s']:,.0f} VarMixup images per second from cached latents, "
-            f"{g[BEST]['speedup_over_fp32']:.1f}x the fp32 rate; a training step with such a batch costs "
-            f"{fast[BEST]:.2f}x a step with torchvision's MixUp for `FastCifarNet` ({fast16[BEST]:.2f}x with the "
-            f"classifier in bf16 too) and {small[BEST]:.2f}x for the small CNN. Tables, the conv roofline and "
-            "what is left in [docs/benchmarks.md](docs/benchmarks.md).")
+    busy = ", measured on a busy machine: to be measured again" if _busy(result) else ""
+    return (f"With the VAE in bf16 and `vae.compile_decoder()`, {g[BEST]['images_per_s']:,.0f} images/s from cached "
+            f"latents ({g[BEST]['speedup_over_fp32']:.1f}x fp32); a step costs {fast:.2f}x torchvision's MixUp for "
+            f"`FastCifarNet`, {small:.2f}x for SmallCNN ({result['machine']['cpus']} cores, {units}){busy}.")
 
 
 BLOCKS = {"docs/benchmarks.md": {"perf:targets": targets, "perf:roofline": roofline, "perf:generation": generation,

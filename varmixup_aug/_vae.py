@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -273,7 +273,9 @@ class _CompiledDecode:
         if self._fn is None or key != self._key or self._pid != os.getpid():
             # A forked process (a DataLoader worker) must not use the parent's pool of compile workers: it
             # would wait on it for ever. It compiles in its own process instead.
-            options = {"freezing": True, **({"compile_threads": 1} if _forked() else {})}
+            options: dict[str, str | int | bool | Callable[..., Any]] = {"freezing": True}
+            if _forked():
+                options["compile_threads"] = 1
             self._fn = torch.compile(vae._decode, options=options)
             self._key, self._pid = key, os.getpid()
         return self._fn(z)

@@ -43,8 +43,8 @@ from .models import FastCifarNet
 
 __all__ = [
     "FAST_METHODS",
-    "PRECISIONS",
     "FastTrainConfig",
+    "PRECISIONS",
     "batch_crop_flip",
     "cpu_bf16_units",
     "make_batch_transform",
