@@ -4,92 +4,54 @@ from __future__ import annotations
 
 import hashlib
 import numbers
+import operator
 import os
 import tempfile
+import warnings
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from . import _fingerprint as fingerprints
+from ._cache import (
+    CACHE_VERSION,
+    SHARD_BYTES,
+    Layout,
+    Spec,
+    check_disk,
+    find_manifest,
+    missing_shards,
+    open_shards,
+    plan_shards,
+    prepare_folder,
+    read_owner,
+    write_manifest,
+    write_owner,
+    write_shard,
+)
 from ._checks import check_int, check_vae
 from ._collate import _check_key, collate_images, dict_item_pair
 from ._errors import VarMixupError
-from ._io import read_header, read_tensors, remove_stale_temps, write_safetensors
+from ._lock import file_lock
 from ._mixup import Posterior
 from ._random import StreamSource
 from ._tensors import module_device_dtype, to_float_image
-from ._vae import VAEProtocol, check_fits_vae
+from ._vae import VAEProtocol, call_encode, check_fits_vae, eval_mode
 
 __all__ = ["VarMixupDataset", "BatchRandomCropFlip"]
 
-_CACHE_KEY = "varmixup_aug_latents"
-_CACHE_VERSION = 2
+_FILE_MODES = ("stat", "content")
 # Random-augmentation detector: _PROBE_ITEMS distinct items, each read _PROBE_READS times. A transform that
 # changes an item with probability p on each read passes only if all reads of every probed item agree; for a
 # p=0.5 flip of a non-symmetric image that is 0.5**((_PROBE_READS - 1) * _PROBE_ITEMS) = 0.5**24 < 1e-7.
 _PROBE_ITEMS = 8
 _PROBE_READS = 4
-
-
-def _hash_tensor(h: Any, name: str, t: Tensor, *, batched: bool = False) -> None:
-    """Hash dtype, shape and bytes; with ``batched``, item by item, so the batch size does not matter."""
-    t = t.detach().to("cpu").contiguous()
-    for item in (t if batched else [t]):
-        h.update(f"{name}:{item.dtype}:{tuple(item.shape)}".encode())
-        if item.numel():
-            h.update(item.reshape(-1).view(torch.uint8).numpy().tobytes())
-
-
-def _find_modules(obj: Any, prefix: str, out: dict[str, Any], seen: set[int], depth: int) -> None:
-    """The nn.Modules and tensors reachable from ``obj`` through attributes, lists, tuples and dicts."""
-    if id(obj) in seen or depth > 4:
-        return
-    seen.add(id(obj))
-    if isinstance(obj, (torch.nn.Module, Tensor)):
-        out[prefix] = obj
-        return
-    if isinstance(obj, dict):
-        items = [(str(k), v) for k, v in obj.items()]
-    elif isinstance(obj, (list, tuple)):
-        items = [(str(i), v) for i, v in enumerate(obj)]
-    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
-        items = list(vars(obj).items())
-    else:
-        return
-    for key, value in items:
-        _find_modules(value, f"{prefix}.{key}" if prefix else key, out, seen, depth + 1)
-
-
-def _vae_fingerprint(vae: Any, cache_key: str | None) -> str:
-    """A hash of the VAE's type, config and every weight and buffer, found inside any wrapper object.
-
-    Raises when no weights can be found and no ``cache_key`` names them.
-    """
-    h = hashlib.sha256(f"{type(vae).__module__}.{type(vae).__qualname__}".encode())
-    config = getattr(vae, "config", None)
-    if config is not None:
-        h.update(repr(config).encode())
-    if cache_key is not None:
-        h.update(b"cache_key:" + cache_key.encode())
-    found: dict[str, Any] = {}
-    _find_modules(vae, "", found, set(), 0)
-    for prefix in sorted(found):
-        obj = found[prefix]
-        h.update(f"{prefix}:{type(obj).__qualname__}".encode())
-        state = obj.state_dict(keep_vars=False) if isinstance(obj, torch.nn.Module) else {"": obj}
-        for name in sorted(state):
-            if isinstance(state[name], Tensor):
-                _hash_tensor(h, f"{prefix}.{name}", state[name])
-    if not found and cache_key is None:
-        raise VarMixupError(
-            f"cannot fingerprint the weights of the VAE ({type(vae).__name__}): it is not an nn.Module and holds "
-            "no nn.Module or tensor in its attributes, so a cache could serve latents of other weights; pass "
-            "cache_key='<a string that changes whenever the weights change>' or cache_path=None"
-        )
-    return h.hexdigest()
 
 
 def _file_samples(dataset: Any) -> list[tuple[Any, Any]] | None:
@@ -101,20 +63,6 @@ def _file_samples(dataset: Any) -> list[tuple[Any, Any]] | None:
     if not all(isinstance(s, (tuple, list)) and len(s) == 2 and isinstance(s[0], (str, os.PathLike)) for s in samples):
         return None
     return list(samples)
-
-
-def _file_fingerprint(dataset: Any, samples: list[tuple[Any, Any]]) -> str:
-    """Every file's path, size and modification time, every label, and the transforms' repr."""
-    h = hashlib.sha256(f"files:{type(dataset).__qualname__}:{len(samples)}".encode())
-    for name in ("transform", "target_transform", "transforms", "loader"):
-        h.update(f"{name}={getattr(dataset, name, None)!r}".encode())
-    for path, label in samples:
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise VarMixupError(f"dataset file {path} cannot be read ({exc})") from exc
-        h.update(f"{os.fspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{label!r}\n".encode())
-    return h.hexdigest()
 
 
 def _check_label(label: Any, index: int) -> int:
@@ -220,20 +168,34 @@ class VarMixupDataset(Dataset):
     item on half of the reads (a p=0.5 flip) passes with probability 0.5**24 < 1e-7. Apply geometric
     augmentation after decoding instead, batch-wise on the device, with :class:`BatchRandomCropFlip`.
     Every batch is checked before it is encoded as the mixing op checks one (dtype, shape, channels,
-    size, NaN/Inf, the VAE's value range); labels must be non-negative integers.
+    size, NaN/Inf, the VAE's value range); labels must be non-negative integers. The VAE is called
+    through the package's VAE layer: ``encode`` may return ``(mu, logvar)`` or a
+    ``torch.distributions.Normal``, and it runs in eval mode.
 
-    Cache: with ``cache_path`` (a file, or a folder that gets one file per fingerprint),
-    the posteriors are saved as safetensors, keyed by a fingerprint of the dataset and the
-    VAE weights; a later run with the same data and VAE loads them instead of encoding. The
-    dataset fingerprint covers every item: for a file-backed dataset (``samples``/``imgs``, e.g.
-    ImageFolder) every file's path, size and mtime, every label and the transforms' repr (one
-    ``stat`` per file); for any other dataset the bytes of every image and label (one extra read
-    of the dataset, no encoding). The VAE fingerprint covers every weight and buffer of every
-    ``nn.Module`` (or tensor) found in the VAE's attributes, plus ``cache_key``; a VAE with none
-    needs ``cache_key``. An existing ``cache_path`` file not written by this class is refused,
-    never overwritten; the folder is checked for writability before encoding; the write is atomic.
-    Under ``torch.distributed`` rank 0 encodes and writes the file while the other ranks
-    wait and then read it, so the encoder runs once in total; ``cache_path`` is then required.
+    Cache (``cache_path``, a manifest file or a folder that gets one manifest per fingerprint; see
+    ``docs/latent-cache.md``): the posteriors are streamed to disk in shards of at most ``shard_bytes``
+    (safetensors, each written atomically), so the builder holds one shard in memory, and are then read
+    memory-mapped, by the builder as by any later process. The cache is keyed by a fingerprint of the
+    data, the transforms and the VAE weights that is the same in every process and on every rank:
+
+    - a file-backed dataset (``samples``/``imgs``, e.g. ImageFolder): every file's path, size, mtime, ctime
+      and inode (``file_fingerprint="stat"``, one ``stat`` per file; a file replaced by ``cp -p`` gets a
+      new ctime) or the sha256 of its bytes (``"content"``, one read of every file; the same on every
+      machine), every label, and the dataset's other attributes: transforms and loader by their
+      parameters and by code (bytecode, constants, closure values, the globals they read);
+    - any other dataset: the bytes of every image and label it returns (one extra read, no encoding);
+    - the VAE: every weight and buffer of every ``nn.Module`` it holds (attributes, bound methods, dicts,
+      lists), plus ``cache_key``.
+
+    What cannot be fingerprinted (an object with no visible state, a VAE without modules) is refused
+    unless ``cache_key`` is given. A second process with the same arguments opens the cache without
+    encoding; concurrent builders take a file lock (one builds, the others wait up to ``lock_timeout``
+    seconds and reuse it); an interrupted build resumes from its finished shards; a truncated or corrupt
+    cache of ours is reported in a warning and encoded again; an existing ``cache_path`` file not written
+    by this class is refused, never overwritten. Before encoding, the folder must be writable and its
+    file system must have room for the cache. Under ``torch.distributed`` every rank computes the
+    fingerprint (they must agree), the ranks encode their share of the shards in parallel, and every rank
+    then reads all of them; ``cache_path`` is then required, on a file system all ranks share.
 
     Dict items (Hugging Face ``datasets``): items may be dicts; the image is read from ``image_key``
     (default: the one of ``image``/``img``/``pixel_values`` present) and the label from ``label_key``
@@ -245,29 +207,40 @@ class VarMixupDataset(Dataset):
         dataset: map-style dataset of ``(image, int label)`` pairs or of dicts (see above); images as
             tensors, PIL images or HWC numpy arrays (uint8 is scaled to [0, 1]), in the VAE's input range.
         vae: the VAE (:class:`VAEProtocol`).
-        cache_path: where to cache the posteriors, or ``None``.
+        cache_path: where to cache the posteriors, or ``None`` (encode into memory).
         batch_size: encoding batch size.
         device: where to run the encoder (default: the VAE's device).
         num_workers: DataLoader workers for reading the dataset while encoding.
         progress: show a tqdm bar.
-        cache_key: a string that identifies the VAE's weights, mixed into the fingerprint; needed
-            for a VAE that holds no ``nn.Module`` or tensor the fingerprint can find.
+        cache_key: a string mixed into the fingerprint that changes whenever something it cannot see
+            changes: needed for a VAE that holds no ``nn.Module``, and for transforms or dataset attributes
+            that cannot be fingerprinted (those then count by their type only).
         image_key, label_key: the keys of dict items; ``None`` recognises the usual names.
+        file_fingerprint: ``"stat"`` or ``"content"``, how the files of a file-backed dataset are checked.
+        shard_bytes: the most bytes of posteriors per shard file (default 64 MiB).
+        lock_timeout: seconds to wait for another process that is building the same cache.
 
-    Shapes: ``mu``, ``logvar``: ``(N, *latent)``; ``labels``: ``(N,)``.
+    Shapes: ``mu``, ``logvar``: ``(N, *latent)`` in the encoder's dtype; ``labels``: ``(N,)`` int64.
+    ``mu`` and ``logvar`` of a cache of several shards are concatenated (copied) when read; items are not.
     """
 
     def __init__(self, dataset: Dataset, vae: VAEProtocol, *, cache_path: str | os.PathLike[str] | None = None,
                  batch_size: int = 256, device: torch.device | str | None = None, num_workers: int = 0,
                  progress: bool = True, cache_key: str | None = None, image_key: Any = None,
-                 label_key: Any = None) -> None:
+                 label_key: Any = None, file_fingerprint: str = "stat", shard_bytes: int = SHARD_BYTES,
+                 lock_timeout: float = 3600.0) -> None:
         check_vae(vae)
         self.image_key = _check_key("image_key", image_key)
         self.label_key = _check_key("label_key", label_key)
         check_int("batch_size", batch_size)
         check_int("num_workers", num_workers, minimum=0)
+        check_int("shard_bytes", shard_bytes)
         if cache_key is not None and (not isinstance(cache_key, str) or not cache_key):
             raise VarMixupError(f"cache_key must be a non-empty string, got {cache_key!r}")
+        if file_fingerprint not in _FILE_MODES:
+            raise VarMixupError(f"file_fingerprint must be one of {_FILE_MODES}, got {file_fingerprint!r}")
+        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not lock_timeout >= 0:
+            raise VarMixupError(f"lock_timeout must be a number of seconds >= 0, got {lock_timeout!r}")
         try:
             n = len(dataset)  # type: ignore[arg-type]
         except TypeError as exc:
@@ -285,67 +258,140 @@ class VarMixupDataset(Dataset):
         self._pairs = pairs
         self.vae = vae
         self._batch_size, self._num_workers, self._progress = batch_size, num_workers, progress
+        self._shard_bytes, self._lock_timeout = shard_bytes, float(lock_timeout)
         first_images, _ = _checked_collate([(0, pairs[0])])
         _check_images(first_images, vae, 0)  # fail fast, before hashing or encoding
+        self._device, self._dtype = self._encoder_device(device)
+        world = _world_size()
+        if world > 1 and cache_path is None:
+            raise VarMixupError(
+                "cache_path is required under torch.distributed so that each rank encodes a share once and every "
+                "rank reads the files; pass cache_path on a filesystem all ranks share"
+            )
         self.fingerprint: str | None = None
         if cache_path is not None:
-            vae_fp = _vae_fingerprint(vae, cache_key)
-            samples = _file_samples(dataset)
-            data_fp = _file_fingerprint(dataset, samples) if samples is not None else self._content_fingerprint()
-            self.fingerprint = hashlib.sha256(f"v{_CACHE_VERSION}:{data_fp}:{vae_fp}".encode()).hexdigest()
+            self.fingerprint = self._fingerprint(cache_key, file_fingerprint)
         self.cache_file = self._resolve_cache(cache_path)
-        self.mu, self.logvar, self.labels = self._load_or_encode(lambda: self._encode(batch_size, device, num_workers,
-                                                                                      progress))
+        self._shards: list[dict[str, Tensor]] = []
+        self._head: tuple[Tensor, Tensor, Tensor] | None = None  # the size probe's batch, until the build ends
+        if self.cache_file is None:
+            mu, logvar, labels = self._encode_range(0, n, None, None)
+            self._set_shards([{"mu": mu, "logvar": logvar, "labels": labels}])
+        else:
+            self._open_or_build(Layout(self.cache_file))
+            self._head = None
 
-    def _batches(self, desc: str) -> Any:
-        """``(first index, checked float images, int64 labels)`` over the whole dataset, in order."""
-        loader = DataLoader(_Indexed(self._pairs), batch_size=self._batch_size, shuffle=False,
-                            num_workers=self._num_workers, collate_fn=_checked_collate)
-        first = 0
-        for images, labels in tqdm(loader, desc=desc, unit="batch", disable=not self._progress, leave=False):
-            _check_images(images, self.vae, first)
-            yield first, images, labels
-            first += images.shape[0]
+    # ------------------------------------------------------------------ fingerprint
+
+    def _fingerprint(self, cache_key: str | None, mode: str) -> str:
+        """The cache's key; under torch.distributed every rank computes it and they must agree."""
+        vae_fp = fingerprints.vae_fingerprint(self.vae, cache_key)
+        samples = _file_samples(self.dataset)
+        if samples is not None:
+            data_fp = fingerprints.file_fingerprint(self.dataset, samples, mode=mode, lenient=cache_key is not None)
+        else:
+            data_fp = self._content_fingerprint()
+        fingerprint = hashlib.sha256(f"v{CACHE_VERSION}:{data_fp}:{vae_fp}".encode()).hexdigest()
+        if _world_size() > 1:
+            seen: list[Any] = [None] * _world_size()
+            torch.distributed.all_gather_object(seen, (data_fp, vae_fp))
+            for part, name in ((0, "data and transforms"), (1, "VAE weights")):
+                ranks = [r for r, s in enumerate(seen) if s[part] != seen[0][part]]
+                if ranks:
+                    hint = (" (file_fingerprint='stat' sees each copy's inodes: use one shared copy of the files "
+                            "or file_fingerprint='content')" if part == 0 and samples is not None else "")
+                    raise VarMixupError(
+                        f"ranks {ranks} see other {name} than rank 0, so they cannot share a latent cache{hint}"
+                    )
+        return fingerprint
 
     def _content_fingerprint(self) -> str:
         """A hash of every item's image and label (a dataset without files to stat): one read of the dataset."""
-        h = hashlib.sha256(f"content:{type(self.dataset).__qualname__}:{len(self.dataset)}".encode())  # type: ignore[arg-type]
+        n = len(self.dataset)  # type: ignore[arg-type]
+        h = hashlib.sha256(f"content:{type(self.dataset).__qualname__}:{n}".encode())
         label_hash = hashlib.sha256()
-        for _, images, labels in self._batches("hashing dataset"):
-            _hash_tensor(h, "images", images.float(), batched=True)
-            _hash_tensor(label_hash, "labels", labels, batched=True)
+        for _, images, labels in self._batches("hashing dataset", range(n), None):
+            fingerprints.hash_tensor(h, "images", images.float(), batched=True)
+            fingerprints.hash_tensor(label_hash, "labels", labels, batched=True)
         h.update(label_hash.digest())
         return h.hexdigest()
 
-    def _load_or_encode(self, encode: Any) -> tuple[Tensor, Tensor, Tensor]:
-        """Read the cache, or encode (and write the cache). Under torch.distributed only rank 0 encodes."""
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        world = torch.distributed.get_world_size() if distributed else 1
-        if world > 1 and self.cache_file is None:
-            raise VarMixupError(
-                "cache_path is required under torch.distributed so that rank 0 encodes once and the other ranks "
-                "read the file; pass cache_path on a filesystem all ranks share"
-            )
-        loaded = self._load_cache() if self.cache_file is not None else None
-        if loaded is not None:
-            if world > 1:
-                torch.distributed.barrier()  # rank 0 waits for nothing here; keep the barrier count equal
-            return loaded
-        if world > 1 and torch.distributed.get_rank() != 0:
-            torch.distributed.barrier()  # rank 0 is encoding
-            loaded = self._load_cache()
-            if loaded is None:
-                raise VarMixupError(f"rank 0 did not write a usable latent cache at {self.cache_file}")
-            return loaded
-        loaded = encode()
-        if self.cache_file is not None:
-            self._save_cache(*loaded)
-        if world > 1:
-            torch.distributed.barrier()  # cache is written
-        return loaded
+    # ------------------------------------------------------------------ encoding
+
+    def _encoder_device(self, device: Any) -> tuple[torch.device, torch.dtype]:
+        vae_device, vae_dtype = module_device_dtype(self.vae)
+        vae_device = vae_device or torch.device("cpu")
+        device = torch.device(device) if device is not None else vae_device
+        if device != vae_device:
+            raise VarMixupError(f"device={device} but the VAE is on {vae_device}; move the VAE with vae.to(device)")
+        dtype = vae_dtype if vae_dtype is not None and vae_dtype.is_floating_point else torch.float32
+        return device, dtype
+
+    def _batches(self, desc: str, indices: range, bar: Any) -> Any:
+        """``(first index, checked float images, int64 labels)`` over ``indices``, in order."""
+        loader = DataLoader(Subset(_Indexed(self._pairs), indices), batch_size=self._batch_size, shuffle=False,
+                            num_workers=self._num_workers, collate_fn=_checked_collate)
+        own = bar is None
+        if own:
+            bar = tqdm(total=len(indices), desc=desc, unit="img", disable=not self._progress, leave=False)
+        first = indices.start
+        try:
+            for images, labels in loader:
+                _check_images(images, self.vae, first)
+                yield first, images, labels
+                first += images.shape[0]
+                bar.update(images.shape[0])
+        finally:
+            if own:
+                bar.close()
+
+    @torch.no_grad()
+    def _encode_range(self, start: int, stop: int, spec: Spec | None, bar: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """Encode items ``start..stop-1`` into preallocated CPU tensors (one shard's worth of memory); the
+        items the size probe encoded already are copied from it."""
+        out: list[Tensor] = []
+        labels_out = torch.empty(stop - start, dtype=torch.int64)
+        head = self._head if self._head is not None and start < self._head[2].shape[0] else None
+        begin = start
+        if head is not None:
+            spec = spec or Spec(tuple(head[0].shape[1:]), head[0].dtype)
+            begin = min(stop, head[2].shape[0])
+            self._store(out, labels_out, spec, stop - start, 0, *(t[start:begin] for t in head))
+            bar.update(begin - start)
+        with eval_mode(self.vae):
+            for first, images, labels in self._batches("encoding dataset", range(begin, stop), bar):
+                mu, logvar = call_encode(self.vae, images.to(self._device, self._dtype, non_blocking=True))
+                spec = spec or Spec(tuple(mu.shape[1:]), mu.dtype)
+                if tuple(mu.shape[1:]) != spec.shape:
+                    raise VarMixupError(
+                        f"vae.encode returned latents of shape {tuple(mu.shape[1:])} for dataset items {first}.., but "
+                        f"{spec.shape} for the items before; every image must give one latent shape"
+                    )
+                self._store(out, labels_out, spec, stop - start, first - start, mu, logvar, labels)
+        return out[0], out[1], labels_out
+
+    @staticmethod
+    def _store(out: list[Tensor], labels_out: Tensor, spec: Spec, rows: int, at: int, mu: Tensor, logvar: Tensor,
+               labels: Tensor) -> None:
+        """Copy a batch into the preallocated ``out`` (allocated on the first batch)."""
+        if not out:
+            out.extend(torch.empty((rows, *spec.shape), dtype=spec.dtype) for _ in range(2))
+        span = slice(at, at + mu.shape[0])
+        out[0][span] = mu.detach().to("cpu", spec.dtype)
+        out[1][span] = logvar.detach().to("cpu", spec.dtype)
+        labels_out[span] = labels
+
+    def _probe(self) -> Spec:
+        """The latent shape and dtype, from encoding the first batch (kept: it is not encoded again)."""
+        n = len(self.dataset)  # type: ignore[arg-type]
+        self._head = None
+        self._head = self._encode_range(0, min(n, self._batch_size), None, _NoBar())
+        return Spec(tuple(self._head[0].shape[1:]), self._head[0].dtype)
+
+    # ------------------------------------------------------------------ the cache
 
     def _resolve_cache(self, cache_path: str | os.PathLike[str] | None) -> Path | None:
-        """The cache file; refuses a file we did not write and a folder that cannot be created."""
+        """The cache's manifest file; a folder ``cache_path`` gets one manifest per fingerprint."""
         if cache_path is None:
             return None
         assert self.fingerprint is not None
@@ -363,16 +409,72 @@ class VarMixupDataset(Dataset):
             raise VarMixupError(f"cache_path {path}: cannot create its folder ({exc})") from exc
         if file.is_dir():
             raise VarMixupError(f"cache_path {file} is a folder where the cache file should go; pass another path")
-        if file.exists():
-            try:
-                read_header(file, _CACHE_KEY, writer="VarMixupDataset")
-            except VarMixupError as exc:
-                raise VarMixupError(
-                    f"cache_path {file} exists and is not a latent cache written by VarMixupDataset; it is not "
-                    f"overwritten. Delete it or pass another cache_path ({exc})"
-                ) from exc
-        remove_stale_temps(file)
         return file
+
+    def _open_or_build(self, layout: Layout) -> None:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        assert self.fingerprint is not None
+        fingerprint = self.fingerprint
+        meta = _on_rank0(lambda: _found(layout, fingerprint, n))
+        if meta is None:
+            meta = self._build(layout)
+        self._set_shards(open_shards(layout, meta))
+
+    def _build(self, layout: Layout) -> dict[str, Any]:
+        """Encode the missing shards (each rank its share) and write the manifest, under the file lock."""
+        n = len(self.dataset)  # type: ignore[arg-type]
+        fingerprint = self.fingerprint
+        assert fingerprint is not None
+        with ExitStack() as held:
+            job = _on_rank0(lambda: self._start_build(layout, held))
+            if job["meta"] is not None:
+                return job["meta"]
+            spec = Spec.from_json(job["spec"])
+            missing = [tuple(r) for r in job["missing"]]
+            rank, world = _rank(), _world_size()
+            mine = missing[rank::world]
+            error = None
+            try:
+                bar = tqdm(total=sum(b - a for a, b in mine), desc="encoding dataset", unit="img",
+                           disable=not self._progress, leave=False)
+                with bar:
+                    for start, stop in mine:
+                        mu, logvar, labels = self._encode_range(start, stop, spec, bar)
+                        write_shard(layout, fingerprint, start, mu, logvar, labels)
+                        del mu, logvar, labels
+            except Exception as exc:
+                if world == 1:
+                    raise
+                error = f"{type(exc).__name__}: {exc}"
+            _raise_any(error)
+            plan = [tuple(r) for r in job["plan"]]
+            return _on_rank0(lambda: _finish(layout, fingerprint, n, spec, plan))  # type: ignore[arg-type]
+
+    def _start_build(self, layout: Layout, held: ExitStack) -> dict[str, Any]:
+        """Rank 0: take the lock; when another process finished the cache meanwhile, its manifest; else the
+        shards still to encode, after checking that the folder is writable and the disk has room."""
+        n = len(self.dataset)  # type: ignore[arg-type]
+        assert self.fingerprint is not None
+        prepare_folder(layout)
+        held.enter_context(file_lock(layout.lock, timeout=self._lock_timeout,
+                                     what=f"building the latent cache {layout.manifest.name}",
+                                     hint="it is building this latent cache; wait for it, or raise lock_timeout"))
+        meta = _found(layout, self.fingerprint, n)
+        if meta is not None:
+            return {"meta": meta}
+        self._check_writable()
+        resumed = read_owner(layout, self.fingerprint, n)
+        spec, plan = resumed if resumed is not None else (None, None)
+        if spec is None or plan is None:
+            spec = self._probe()
+            plan = plan_shards(n, spec, self._shard_bytes)
+        notes: list[str] = []
+        missing = missing_shards(layout, plan, self.fingerprint, notes)
+        for note in notes:
+            warnings.warn(note, UserWarning, stacklevel=5)
+        check_disk(layout, spec, missing)
+        write_owner(layout, self.fingerprint, n, spec, plan)
+        return {"meta": None, "spec": spec.to_json(), "plan": plan, "missing": missing}
 
     def _check_writable(self) -> None:
         """Before encoding: the cache's folder must accept a new file."""
@@ -386,64 +488,127 @@ class VarMixupDataset(Dataset):
                 "Pass a writable cache_path or cache_path=None"
             ) from exc
 
-    def _load_cache(self) -> tuple[Tensor, Tensor, Tensor] | None:
-        """The cached posteriors when the file is ours and its fingerprint matches; None to encode again."""
-        assert self.cache_file is not None
-        if not self.cache_file.is_file():
-            return None
-        try:
-            meta = read_header(self.cache_file, _CACHE_KEY, writer="VarMixupDataset")
-            if meta.get("fingerprint") != self.fingerprint or meta.get("version") != _CACHE_VERSION:
-                return None
-            tensors = read_tensors(self.cache_file)
-            mu, logvar, labels = tensors["mu"], tensors["logvar"], tensors["labels"]
-        except Exception:  # our file, but unreadable: encode again and replace it
-            return None
-        n = len(self.dataset)  # type: ignore[arg-type]
-        if mu.shape[0] != n or logvar.shape != mu.shape or labels.shape != (n,):
-            return None
-        return mu, logvar, labels
+    # ------------------------------------------------------------------ reading
 
-    def _save_cache(self, mu: Tensor, logvar: Tensor, labels: Tensor) -> None:
-        assert self.cache_file is not None
-        meta = {"fingerprint": self.fingerprint, "version": _CACHE_VERSION, "items": int(labels.shape[0])}
-        write_safetensors(self.cache_file, {"mu": mu, "logvar": logvar, "labels": labels}, _CACHE_KEY, meta)
+    def _set_shards(self, shards: list[dict[str, Tensor]]) -> None:
+        self._shards = shards
+        self._mus = [s["mu"] for s in shards]
+        self._logvars = [s["logvar"] for s in shards]
+        self.labels = shards[0]["labels"] if len(shards) == 1 else torch.cat([s["labels"] for s in shards])
+        self._per = int(shards[0]["labels"].shape[0])
 
-    @torch.no_grad()
-    def _encode(self, batch_size: int, device: Any, num_workers: int, progress: bool
-                ) -> tuple[Tensor, Tensor, Tensor]:
-        vae_device, vae_dtype = module_device_dtype(self.vae)
-        vae_device = vae_device or torch.device("cpu")
-        device = torch.device(device) if device is not None else vae_device
-        if device != vae_device:
-            raise VarMixupError(f"device={device} but the VAE is on {vae_device}; move the VAE with vae.to(device)")
+    @property
+    def mu(self) -> Tensor:
+        return self._mus[0] if len(self._mus) == 1 else torch.cat(self._mus)
+
+    @property
+    def logvar(self) -> Tensor:
+        return self._logvars[0] if len(self._logvars) == 1 else torch.cat(self._logvars)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (DataLoader workers under spawn): a cache's tensors are mapped again, not copied."""
+        state = dict(self.__dict__)
         if self.cache_file is not None:
-            self._check_writable()
-        dtype = vae_dtype if vae_dtype is not None and vae_dtype.is_floating_point else torch.float32
-        if isinstance(self.vae, torch.nn.Module):
-            self.vae.eval()
-        mus, logvars, labels = [], [], []
-        for first, images, y in self._batches("encoding dataset"):
-            out = self.vae.encode(images.to(device, dtype, non_blocking=True))
-            if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, Tensor) for t in out)
-                    and out[0].shape == out[1].shape and out[0].shape[0] == images.shape[0]):
-                raise VarMixupError(
-                    f"vae.encode must return (mu, logvar), two tensors of one shape (B, ...) for B images; for "
-                    f"dataset items {first}.. it returned {type(out).__name__}")
-            mus.append(out[0].float().cpu())
-            logvars.append(out[1].float().cpu())
-            labels.append(y)
-        return torch.cat(mus), torch.cat(logvars), torch.cat(labels)
+            for name in ("_shards", "_mus", "_logvars"):
+                state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "_shards" not in state:
+            assert self.cache_file is not None and self.fingerprint is not None
+            meta = _found(Layout(self.cache_file), self.fingerprint, len(self.labels))
+            if meta is None:
+                raise VarMixupError(f"latent cache {self.cache_file} changed or vanished since it was opened")
+            self._set_shards(open_shards(Layout(self.cache_file), meta))
 
     def __len__(self) -> int:
         return self.labels.shape[0]
 
     def __getitem__(self, index: int) -> tuple[Posterior, int]:
-        return Posterior(self.mu[index], self.logvar[index]), int(self.labels[index])
+        i = operator.index(index)
+        n = self.labels.shape[0]
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {index} is out of range for {n} items")
+        shard, row = divmod(i, self._per)
+        return Posterior(self._mus[shard][row], self._logvars[shard][row]), int(self.labels[i])
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(items={len(self)}, latent={tuple(self.mu.shape[1:])}, "
+        return (f"{type(self).__name__}(items={len(self)}, latent={tuple(self._mus[0].shape[1:])}, "
                 f"cache={str(self.cache_file) if self.cache_file else None})")
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _world_size() -> int:
+    return torch.distributed.get_world_size() if _distributed() else 1
+
+
+def _rank() -> int:
+    return torch.distributed.get_rank() if _distributed() else 0
+
+
+def _on_rank0(fn: Callable[[], Any]) -> Any:
+    """``fn()`` on rank 0, its result (or its error) sent to every rank; just ``fn()`` without distribution."""
+    if _world_size() == 1:
+        return fn()
+    box: list[Any] = [None]
+    error: BaseException | None = None
+    if _rank() == 0:
+        try:
+            box = [("ok", fn())]
+        except Exception as exc:  # every rank raises, so none waits at a collective for ever
+            error, box = exc, [("error", str(exc) if isinstance(exc, VarMixupError) else f"{type(exc).__name__}: {exc}")]
+    torch.distributed.broadcast_object_list(box, src=0)
+    if error is not None:
+        raise error
+    kind, value = box[0]
+    if kind == "error":
+        raise VarMixupError(f"rank 0: {value}")
+    return value
+
+
+def _raise_any(error: str | None) -> None:
+    """Under torch.distributed: every rank raises when any rank failed (named in the error)."""
+    if _world_size() == 1:
+        return
+    errors: list[Any] = [None] * _world_size()
+    torch.distributed.all_gather_object(errors, error)
+    failed = [(r, e) for r, e in enumerate(errors) if e is not None]
+    if failed:
+        rank, message = failed[0]
+        raise VarMixupError(f"rank {rank} failed to encode its latent cache shards: {message}")
+
+
+def _found(layout: Layout, fingerprint: str, items: int) -> dict[str, Any] | None:
+    """The finished cache's manifest, or None; warns about a cache of ours that is truncated or corrupt."""
+    notes: list[str] = []
+    meta = find_manifest(layout, fingerprint, items, notes)
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=4)
+    return meta
+
+
+def _finish(layout: Layout, fingerprint: str, items: int, spec: Spec, plan: list[tuple[int, int]]) -> dict[str, Any]:
+    """Rank 0, once every shard is written: the manifest."""
+    notes: list[str] = []
+    missing = missing_shards(layout, plan, fingerprint, notes)
+    if missing:
+        raise VarMixupError(f"latent cache {layout.manifest}: shards of items {missing[:3]} were not written")
+    write_manifest(layout, fingerprint, items, spec, plan)
+    meta = find_manifest(layout, fingerprint, items, notes)
+    if meta is None:
+        raise VarMixupError(f"latent cache {layout.manifest} was written but cannot be read back: {notes}")
+    return meta
 
 
 class BatchRandomCropFlip:

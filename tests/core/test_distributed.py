@@ -240,7 +240,9 @@ class TestDistributedLatentCache:
         assert counts[1]["encode_calls"] == 0
         assert [c["encode_calls_again"] for c in counts] == [0, 0]  # everyone reads the existing file
         assert counts[0]["cache_file"] == counts[1]["cache_file"]
-        assert [p.name for p in cache.iterdir()] == [Path(counts[0]["cache_file"]).name]  # no stray .tmp files
+        manifest = Path(counts[0]["cache_file"]).name
+        assert sorted(p.name for p in cache.iterdir()) == [manifest, f"{manifest}.shards"]
+        assert not [p for p in cache.rglob("*") if ".tmp-" in p.name]  # no stray temp files
 
         for key in ("mu", "logvar", "labels"):
             assert torch.equal(tensors[0][key], tensors[1][key]), key
