@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from conftest import REPO, CountingVAE, IdentityVAE
-from varmixup_aug import ConvVAE, VAEConfig, VarMixupDataset, VarMixupError
+from _helpers import REPO, CountingVAE, IdentityVAE, tiny_conv_vae
+from varmixup_aug import ConvVAE, VarMixupDataset, VarMixupError
 from varmixup_aug._lock import file_lock
 
 # A child process: builds an ImageFolder-backed VarMixupDataset and prints what it saw as JSON.
@@ -58,8 +58,7 @@ _CHILD = textwrap.dedent("""
 
 
 def _vae(seed: int = 0) -> ConvVAE:
-    torch.manual_seed(seed)
-    return ConvVAE(VAEConfig(image_size=8, latent_dim=4, widths=(4, 8))).eval()
+    return tiny_conv_vae(seed=seed)
 
 
 def _data(n: int = 20) -> TensorDataset:
