@@ -59,7 +59,7 @@ class Spec:
     def from_json(cls, d: dict[str, Any]) -> Spec:
         dtype = getattr(torch, str(d["dtype"]))
         if not isinstance(dtype, torch.dtype):
-            raise ValueError(f"not a dtype: {d['dtype']!r}")
+            raise TypeError(f"not a dtype: {d['dtype']!r}")
         return cls(tuple(int(s) for s in d["latent"]), dtype)
 
 
@@ -104,7 +104,7 @@ def _header(path: Path) -> tuple[dict[str, Any], int]:
             raise ValueError(f"the header claims {n} bytes, the file has {size}")
         header = json.loads(f.read(n))
     if not isinstance(header, dict):
-        raise ValueError("the header is not a JSON object")
+        raise TypeError("the header is not a JSON object")
     end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
     if size != 8 + n + end:
         raise ValueError(f"{size} bytes where the header needs {8 + n + end}: truncated")
@@ -120,7 +120,7 @@ def _metadata(path: Path) -> dict[str, Any] | None:
         return None
     meta = json.loads(text)
     if not isinstance(meta, dict):
-        raise ValueError("the cache metadata is not a JSON object")
+        raise TypeError("the cache metadata is not a JSON object")
     return meta
 
 
@@ -184,7 +184,7 @@ def _shard_problem(path: Path, fingerprint: str, start: int, stop: int, size: in
         if size is not None and path.stat().st_size != size:
             return f"shard {path.name} has {path.stat().st_size} bytes, not {size}: truncated"
         meta = _metadata(path)
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"shard {path.name} is truncated or corrupt ({exc})"
     if meta is None or meta.get("fingerprint") != fingerprint or (meta.get("start"), meta.get("stop")) != (start, stop):
         return f"shard {path.name} belongs to another cache"
