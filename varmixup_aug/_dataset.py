@@ -565,7 +565,8 @@ def _on_rank0(fn: Callable[[], Any]) -> Any:
         try:
             box = [("ok", fn())]
         except Exception as exc:  # every rank raises, so none waits at a collective for ever
-            error, box = exc, [("error", str(exc) if isinstance(exc, VarMixupError) else f"{type(exc).__name__}: {exc}")]
+            message = str(exc) if isinstance(exc, VarMixupError) else f"{type(exc).__name__}: {exc}"
+            error, box = exc, [("error", message)]
     torch.distributed.broadcast_object_list(box, src=0)
     if error is not None:
         raise error

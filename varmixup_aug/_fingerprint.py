@@ -196,7 +196,7 @@ class _Hasher:
         self._code(fn.__code__, where, depth)
         self.feed(fn.__defaults__, f"{where}.__defaults__", depth)
         self.feed(fn.__kwdefaults__, f"{where}.__kwdefaults__", depth)
-        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
             try:
                 value = cell.cell_contents
             except ValueError:  # an empty cell

@@ -135,7 +135,8 @@ class TestReuse:
     def test_after_the_build_items_come_from_the_memory_mapped_shards(self, tmp_path):
         import pickle
 
-        built = VarMixupDataset(_data(), CountingVAE(_vae()), cache_path=tmp_path, batch_size=3, shard_bytes=200, progress=False)
+        built = VarMixupDataset(_data(), CountingVAE(_vae()), cache_path=tmp_path, batch_size=3, shard_bytes=200,
+                                progress=False)
         assert len(_shards(built)) == 4 and len(built._mus) == 4  # 40 bytes an item: 5 items a shard
         opened = VarMixupDataset(_data(), CountingVAE(_vae()), cache_path=tmp_path, progress=False)
         mu, logvar = _vae().encode(_data().tensors[0])
@@ -210,7 +211,8 @@ class TestDistributed:
 class TestRecovery:
     @pytest.mark.parametrize("cut", ["header", "data", "empty"])
     def test_a_truncated_shard_is_ours_reported_and_encoded_again(self, tmp_path, cut):
-        built = VarMixupDataset(_data(), CountingVAE(_vae()), cache_path=tmp_path, batch_size=5, shard_bytes=200, progress=False)
+        built = VarMixupDataset(_data(), CountingVAE(_vae()), cache_path=tmp_path, batch_size=5, shard_bytes=200,
+                                progress=False)
         shard, expected = _shards(built)[1], built.mu.clone()
         del built  # its shards are mapped: truncating one in place under it would be a bus error
         size = {"header": 20, "data": shard.stat().st_size - 8, "empty": 0}[cut]
