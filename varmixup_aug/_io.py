@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import secrets
 import socket
 import struct
@@ -22,6 +23,9 @@ from ._errors import VarMixupError
 
 __all__ = [
     "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
     "load_training_state",
     "read_header",
     "read_tensors",
@@ -101,8 +105,38 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a read-only folder: the old file stays, and the error names the path
+        if exc.errno is None:
+            raise
+        raise type(exc)(exc.errno, f"cannot write {path} ({exc.strerror}); any previous {path.name} is left as "
+                        "it was") from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and flush it to the disk (``fsync``): a full disk fails here, not later."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`): the old file or the whole new one."""
+    with atomic_path(path) as tmp:
+        _write_bytes(tmp, data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically; it is serialised before anything is written."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent))
 
 
 def write_safetensors(path: str | os.PathLike[str], tensors: dict[str, Tensor], key: str, header: dict[str, Any],
@@ -110,7 +144,14 @@ def write_safetensors(path: str | os.PathLike[str], tensors: dict[str, Tensor], 
     """Write ``tensors`` (moved to the CPU) with ``header`` as JSON under metadata ``key``, atomically."""
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(cpu, str(tmp), metadata={key: json.dumps(header, sort_keys=sort_keys)})
+        try:
+            save_file(cpu, str(tmp), metadata={key: json.dumps(header, sort_keys=sort_keys)})
+        except Exception as exc:  # safetensors reports a full disk as its own error type: make it an OSError
+            found = re.search(r"os error (\d+)", str(exc))
+            if found is None or isinstance(exc, OSError):
+                raise
+            code = int(found.group(1))
+            raise OSError(code, os.strerror(code)) from exc
     return Path(path)
 
 

@@ -71,8 +71,11 @@ def file_lock(path: str | os.PathLike[str], *, timeout: float | None, what: str 
                     ) from None
                 time.sleep(_POLL_SECONDS)
         record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what}).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record, 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record, 0)
+        except OSError:  # a full disk: the lock holds all the same, only its holder goes unnamed
+            pass
         try:
             yield path
         finally:

@@ -3,6 +3,7 @@ and the rerun recovers (resume / rebuild)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,13 +29,22 @@ _PAUSE = textwrap.dedent("""
             open(os.environ["PAUSED"], "w").write(path)
             time.sleep(120)
     io.save_file = slow_save
+    _real_bytes = io._write_bytes
+    def slow_bytes(path, data):
+        _real_bytes(path, data)
+        if os.environ.get("PAUSE_NAME") and path.name.startswith("." + os.environ["PAUSE_NAME"] + ".tmp-"):
+            open(os.environ["PAUSED"], "w").write(str(path))
+            time.sleep(120)
+    io._write_bytes = slow_bytes
 """)
 
 
-def _kill_when_paused(code: str, tmp_path: Path, pause_at: int) -> str:
+def _kill_when_paused(code: str, tmp_path: Path, pause_at: int = 0, pause_name: str = "") -> str:
+    """Run ``code`` in a child that pauses in the ``pause_at``-th safetensors write, or in the text write of the
+    file named ``pause_name``, and SIGKILL it there; return the temp file it was writing."""
     paused = tmp_path / "paused"
-    env = {**os.environ, "PAUSE_AT": str(pause_at), "PAUSED": str(paused), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(REPO / "tests")}
+    env = {**os.environ, "PAUSE_AT": str(pause_at), "PAUSE_NAME": pause_name, "PAUSED": str(paused),
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     proc = subprocess.Popen([sys.executable, "-c", _PAUSE + code], env=env, cwd=tmp_path)
     deadline = time.monotonic() + 60
     while not paused.exists():
@@ -44,6 +54,9 @@ def _kill_when_paused(code: str, tmp_path: Path, pause_at: int) -> str:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return paused.read_text()
+
+
+_LOCKS: list[str] = []  # lock files a run leaves beside its output (empty, and harmless)
 
 
 def _strays(folder: Path) -> list[str]:
@@ -69,7 +82,7 @@ def test_killed_vae_training_resumes(image_folder, tmp_path):
     assert main(args + ["--resume"]) == 0
     assert _strays(tmp_path) == [] and load_vae(out) is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # nothing else: no temp or half file
-        ["paused", out.name, state.name, out.name + ".report.json"])
+        ["paused", out.name, state.name, out.name + ".report.json"] + _LOCKS)
 
 
 def test_killed_cache_build_rebuilds(tmp_path):
@@ -94,3 +107,38 @@ def test_killed_cache_build_rebuilds(tmp_path):
     ds = VarMixupDataset(TensorDataset(x, torch.arange(40) % 4), vae, cache_path=cache, progress=False)
     assert list(cache.iterdir()) == [ds.cache_file] and len(ds) == 40  # no temp or half file
     torch.testing.assert_close(ds.mu, vae.encode(x)[0])
+
+
+def test_killed_report_write_leaves_no_half_report(image_folder, tmp_path):
+    """SIGKILL while train-fast writes train_report.json: no half report beside the checkpoint; --resume writes it."""
+    from varmixup_aug.harness.cli import main
+
+    out = tmp_path / "run"
+    args = ["train-fast", "--method", "erm", "--data-dir", str(image_folder), "--out", str(out), "--holdout", "20",
+            "--batch-size", "16", "--widths", "4,8,8", "--epochs", "1", "--max-steps", "2", "--no-progress"]
+    code = f"from varmixup_aug.harness.cli import main; main({args!r})"
+    tmp = Path(_kill_when_paused(code, tmp_path, pause_name="train_report.json"))
+    assert tmp.exists() and tmp.parent == out  # the whole report was in the temp file, never at its name
+    assert (out / "checkpoint.safetensors").is_file() and not (out / "train_report.json").exists()
+    assert main(args + ["--resume"]) == 0
+    assert json.loads((out / "train_report.json").read_text())["steps"] == 2
+    assert _strays(out) == []
+
+
+def test_killed_results_write_keeps_every_row(tmp_path):
+    """SIGKILL while evaluate rewrites --results-json: the combined file keeps its 12 rows, whole; the next merge works."""
+    from varmixup_aug.harness.cli.evaluate import _merge_row
+
+    path = tmp_path / "robustness.json"
+    rows = {f"run{i:02d}": {"clean": {"accuracy": i / 100}} for i in range(12)}
+    path.write_text(json.dumps(rows))
+    code = textwrap.dedent(f"""
+        from pathlib import Path
+        from varmixup_aug.harness.cli.evaluate import _merge_row
+        _merge_row(Path({str(path)!r}), "new", {{"clean": {{"accuracy": 0.5}}, "pad": "x" * 100000}}, None)
+    """)
+    tmp = Path(_kill_when_paused(code, tmp_path, pause_name="robustness.json"))
+    assert tmp.stat().st_size > 100000  # the new file was written in full, beside the old one
+    assert json.loads(path.read_text()) == rows
+    _merge_row(path, "new", {"clean": {"accuracy": 0.5}}, None)  # the killed holder's lock is gone with it
+    assert sorted(json.loads(path.read_text())) == sorted([*rows, "new"]) and _strays(tmp_path) == []

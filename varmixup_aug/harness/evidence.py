@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from varmixup_aug import MIPredictor, VarMixupError
 from varmixup_aug._checks import check_int
-from varmixup_aug._io import atomic_path
+from varmixup_aug._io import atomic_write_json
 from varmixup_aug._random import derive_seed
 from .attacks import adversarial_examples
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
@@ -142,8 +142,7 @@ class _Store:
         return self.data["parts"].setdefault(name, {"chunks": {}})
 
     def save(self) -> None:
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(json.dumps(self.data, indent=1))
+        atomic_write_json(self.path, self.data, indent=1)
 
 
 def _chunks(n: int, size: int) -> Iterator[tuple[int, int, int]]:

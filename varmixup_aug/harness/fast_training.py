@@ -20,7 +20,6 @@ the batch transform differs (:func:`make_batch_transform`).
 
 from __future__ import annotations
 
-import json
 import warnings
 import math
 import time
@@ -36,7 +35,7 @@ from tqdm.auto import tqdm
 
 from varmixup_aug import MixupParams, VarMixupError, draw_mixup_params, varmixup
 from varmixup_aug._checks import check_int
-from varmixup_aug._io import load_training_state, read_header, save_training_state, write_safetensors
+from varmixup_aug._io import atomic_write_json, load_training_state, read_header, save_training_state, write_safetensors
 from varmixup_aug._random import derive_seed
 from .classifier_checkpoint import CHECKPOINT_NAME, FORMAT_NAME, FORMAT_VERSION, METADATA_KEY
 from .models import FastCifarNet
@@ -443,5 +442,5 @@ def finish_run(run: _Run, num_classes: int, test_images: Tensor | None, test_lab
             "data": {"train_images": run.n, "num_classes": num_classes, **info},
             "test_accuracy": report.get("test_accuracy"), "wall_time_s": run.elapsed}
     report["checkpoint"] = str(_write_final(cfg, run.net, meta))
-    (Path(cfg.out) / "train_report.json").write_text(json.dumps(report, indent=2))
+    atomic_write_json(Path(cfg.out) / "train_report.json", report)
     return report

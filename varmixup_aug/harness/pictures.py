@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from varmixup_aug import MixupParams, varmixup
+from varmixup_aug._io import atomic_path
 from varmixup_aug._tensors import module_device_dtype, to_float_images
 
 __all__ = ["mixup_grid", "reconstruction_grid", "write_pictures"]
@@ -42,8 +43,9 @@ def _compose(rows: list[list[Tensor | None]], headers: list[str], path: str | os
             if x is not None:
                 canvas.paste(_to_pil(x), (_GAP + c * (cell + _GAP), _HEADER + _GAP + r * (cell + _GAP)))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format=fmt)
     return path
 
 

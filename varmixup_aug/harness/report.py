@@ -12,7 +12,6 @@ draws are derived from ``seed``, so a run repeats exactly under the same seed an
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 
 from varmixup_aug import MIPredictor, VarMixupError
 from varmixup_aug._checks import check_int, check_number, check_seed
+from varmixup_aug._io import atomic_write_json, atomic_write_text
 from varmixup_aug._random import mix_seed
 from varmixup_aug._tensors import resolve_device, to_float_images
 from .attacks import adversarial_examples
@@ -460,5 +460,5 @@ def _selection_settings(cfg: EvalConfig) -> dict[str, Any]:
 
 def _write_results(out: Path, name: str, result: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(result, indent=2))
-    (out / "row.md").write_text(markdown_table({name: result}))
+    atomic_write_json(out / "eval.json", result)
+    atomic_write_text(out / "row.md", markdown_table({name: result}))

@@ -17,7 +17,6 @@ metadata (method, epoch, step, arguments, held-out split, history); no pickle.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -33,7 +32,7 @@ from tqdm.auto import tqdm
 from varmixup_aug import VarMixupCollate, VarMixupError
 from varmixup_aug._checks import check_int, check_label_range, check_number
 from varmixup_aug._collate import collate_images
-from varmixup_aug._io import atomic_path
+from varmixup_aug._io import atomic_write_json
 from varmixup_aug._random import derive_seed
 from varmixup_aug._tensors import resolve_device, to_float_images
 from .data import import_albumentations
@@ -312,8 +311,7 @@ def train_classifier(cfg: TrainClassifierConfig, train_images: Tensor, train_lab
     bar.close()
     _save(run)
     report = _report(run, holdout_images, holdout_labels)
-    with atomic_path(Path(cfg.out) / "train_report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+    atomic_write_json(Path(cfg.out) / "train_report.json", report)
     return report
 
 

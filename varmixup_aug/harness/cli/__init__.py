@@ -27,6 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VarMixupError as exc:
         print(f"varmixup-aug {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a folder that went away: one line, not a traceback
+        print(f"varmixup-aug {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ fixed subset of the test split.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from varmixup_aug import VarMixupError
+from varmixup_aug._io import atomic_write_json
 from ._flags import add_run_flags, add_vae_flags, float_list, positive_float, positive_int, start_run, vae_from_flags
 
 DEFAULT_STEPS = 300  # the earlier 3-minute demo made 255 steps on a quiet 2-core CPU: about 3.5 minutes
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         name = mi_model[1] if mi_model else f"the SmallCNN trained above ({steps} VarMixup steps)"
         result["mixup_inference"] = _mixup_inference(args, mi_model[0] if mi_model else model.eval(), name, source,
                                                      num_classes, device, progress)
-    (out_dir / "demo_result.json").write_text(json.dumps(result, indent=2))
+    atomic_write_json(out_dir / "demo_result.json", result)
     return 0
 
 

@@ -75,37 +75,48 @@ def _select_eps(text: str) -> float:
 
 
 def _merge_row(path: Path, name: str, result: dict[str, Any], md: Path | None) -> None:
-    """Put one row into the combined JSON (and rebuild the markdown table) under an exclusive file lock,
-    so that evaluations running side by side can share one results file."""
+    """Put one row into the combined JSON (and rebuild the markdown table) under an exclusive lock, so that
+    evaluations running side by side can share one results file. The file is read, then replaced atomically:
+    a full disk or a kill leaves the previous file whole."""
+    from ... import VarMixupError
+    from ..._io import atomic_write_json, atomic_write_text
+    from ..._lock import file_lock
     from .. import markdown_table
 
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        fcntl = None  # type: ignore[assignment]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as f:
-        if fcntl is not None:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0)
-        text = f.read()
-        allres = json.loads(text) if text.strip() else {}
+    with file_lock(path.with_name(f".{path.name}.lock"), timeout=None, what=f"evaluate --results-json {path}"):
+        allres = _read_rows(path, VarMixupError)
         allres[name] = result
         order = sorted(allres, key=lambda k: (_ORDER.index(k) if k in _ORDER else len(_ORDER), k))
         allres = {k: allres[k] for k in order}
-        f.seek(0)
-        f.truncate()
-        f.write(json.dumps(allres, indent=2))
-        f.flush()
+        atomic_write_json(path, allres)
         print(f"updated {path}")
         if md is not None:
-            md.parent.mkdir(parents=True, exist_ok=True)
-            md.write_text("# Robustness on a fixed subset of the CIFAR-10 test split\n\n"
-                          "Accuracy in %; ECE in %. `none / PL / OL` = plain inference / MI-PL / MI-OL. "
-                          "Oblivious: the attack targets the plain model, then MI classifies; adaptive: "
-                          "EOT-FGSM / EOT-PGD through MI itself.\n\n"
-                          + markdown_table(allres))
+            atomic_write_text(md, "# Robustness on a fixed subset of the CIFAR-10 test split\n\n"
+                              "Accuracy in %; ECE in %. `none / PL / OL` = plain inference / MI-PL / MI-OL. "
+                              "Oblivious: the attack targets the plain model, then MI classifies; adaptive: "
+                              "EOT-FGSM / EOT-PGD through MI itself.\n\n"
+                              + markdown_table(allres))
             print(f"wrote {md}")
+
+
+def _read_rows(path: Path, error: type[Exception]) -> dict[str, Any]:
+    """The rows already in the combined results file (none when it is missing or empty)."""
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    except OSError as exc:
+        raise error(f"--results-json {path}: cannot read it ({exc})") from exc
+    if not text.strip():
+        return {}
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"--results-json {path} is not a results file of evaluate (not JSON: {exc}); pass another "
+                    "--results-json, or move this file away") from exc
+    if not isinstance(rows, dict):
+        raise error(f"--results-json {path} holds a JSON {type(rows).__name__}, not evaluate's rows by name; pass "
+                    "another --results-json")
+    return rows
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         raise VarMixupError("--results-md needs --results-json (the table is rebuilt from all rows in it)")
     if args.limit_test is not None and args.limit_test < 0:
         raise VarMixupError(f"--limit-test must be >= 0 (0: the whole test split), got {args.limit_test}")
+    if args.results_json:
+        _read_rows(Path(args.results_json), VarMixupError)  # a foreign file is refused before the evaluation
     result = evaluate_checkpoint(
         args.checkpoint, args.data_dir, config=_eval_config(args), limit_test=args.limit_test or None,
         pool_size=args.pool_size, select_lam=args.select_lam, lam_grid=float_list(args.lam_grid, "--lam-grid"),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from ..._io import atomic_write_json
 from .. import METHODS
 from ._flags import (add_out_flags, add_run_flags, add_vae_flags, finite_float, int_list, positive_float,
                      positive_int, positive_int_list, prepare_out_dir, start_run, vae_from_flags, vae_label)
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     report = train_classifier(cfg, train_x, train_y, num_classes=len(split["classes"]), vae=vae,
                               holdout_images=held_x, holdout_labels=held_y, data_info=info, resume=args.resume,
                               allow_changed_settings=args.allow_changed_settings, progress=progress)
-    (Path(args.out) / "holdout.json").write_text(json.dumps(split["holdout_info"]))
+    atomic_write_json(Path(args.out) / "holdout.json", split["holdout_info"], indent=None)
     step = report["s_per_step"]
     held = report.get("holdout_accuracy")
     print(f"{args.method}: {report['steps']} steps ({report['epochs_completed']:.2f} epochs) in "

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from ..._io import atomic_write_json
 from ._flags import (add_out_flags, add_run_flags, finite_float, int_list, positive_float, positive_int,
                      positive_int_list, prepare_out_file, start_run)
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     report = train_vae(cfg, train_x, eval_x, resume=args.resume, allow_changed_settings=args.allow_changed_settings,
                        progress=progress)
     report_path = Path(args.out + ".report.json")
-    report_path.write_text(json.dumps(report, indent=2))
+    atomic_write_json(report_path, report)
     print(
         f"held-out report on {report['images']} images: MSE {report['mse']:.5f}  PSNR {report['psnr_db']:.2f} dB  "
         f"KL {report['kl_total_nats']:.1f} nats ({report['kl_per_dim_mean_nats']:.3f}/dim)  "
