@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from _helpers import REPO
 
 # Calls that write a file in place; only _io.py (the atomic writer itself) may use them.
 _PLAIN_WRITES = re.compile(r"\.write_text\(|\.write_bytes\(|open\([^)]*[\"'][wa]b?\+?[\"']|json\.dump\(|torch\.save\("
