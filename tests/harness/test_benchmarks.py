@@ -6,19 +6,88 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
+
+import pytest
 
 import varmixup_aug
 
 from _helpers import REPO
 
 
+# A hang guard, not a speed limit: a child is stopped when it (with its children) has used no CPU time for
+# _STALL_S seconds, or at the far cap _CAP_S. A loaded machine slows a child down but its CPU time still grows.
+_STALL_S = float(os.environ.get("VARMIXUP_TEST_STALL_S", 300))
+_CAP_S = float(os.environ.get("VARMIXUP_TEST_CAP_S", 3600))
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU seconds used by ``pid`` and its live descendants (Linux ``/proc``); None where ``/proc`` is missing."""
+    if not os.path.isdir("/proc"):
+        return None
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        stats[int(entry)] = (int(fields[1]), ticks / os.sysconf("SC_CLK_TCK"))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += stats.get(current, (0, 0.0))[1]
+        todo += [p for p, (parent, _) in stats.items() if parent == current]
+    return total
+
+
+def run_guarded(cmd: list[str], *, env: dict[str, str] | None = None, stall_s: float = _STALL_S,
+                cap_s: float = _CAP_S) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd)`` that fails only when the child hangs (no CPU progress for ``stall_s``) or passes
+    ``cap_s``; without ``/proc`` only the cap applies."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        start = last_progress = time.monotonic()
+        last_cpu = -1.0
+        while proc.poll() is None:
+            time.sleep(0.25)
+            now, cpu = time.monotonic(), _cpu_seconds(proc.pid)
+            if cpu is None or cpu > last_cpu:
+                last_cpu, last_progress = (cpu if cpu is not None else last_cpu), now
+            reason = (f"used no CPU time for {stall_s:g} s (hung)" if now - last_progress > stall_s
+                      else f"ran past the {cap_s:g} s cap" if now - start > cap_s else "")
+            if reason:
+                proc.kill()
+                proc.wait()
+                out.seek(0), err.seek(0)
+                raise AssertionError(f"{cmd[1:3]} {reason}; stderr tail: {err.read()[-2000:]}")
+        out.seek(0), err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+
+
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
-    """Run ``benchmarks/<name>`` with the installed package importable."""
+    """Run ``benchmarks/<name>`` with the installed package importable, under the hang guard."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(os.path.dirname(os.path.dirname(varmixup_aug.__file__))), env.get("PYTHONPATH")) if p)
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return run_guarded([sys.executable, str(REPO / "benchmarks" / name), *args], env=env)
+
+
+class TestHangGuard:
+    def test_stops_a_child_that_uses_no_cpu(self):
+        t0 = time.monotonic()
+        with pytest.raises(AssertionError, match="used no CPU time for 1 s"):
+            run_guarded([sys.executable, "-c", "import time; time.sleep(60)"], stall_s=1)
+        assert time.monotonic() - t0 < 30
+
+    def test_lets_a_slow_busy_child_finish(self):
+        busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 2.5: pass\nprint('done')"
+        proc = run_guarded([sys.executable, "-c", busy], stall_s=2)
+        assert proc.returncode == 0 and proc.stdout.strip() == "done"
 
 
 class TestBenchmarkScript:

@@ -56,9 +56,6 @@ def _kill_when_paused(code: str, tmp_path: Path, pause_at: int = 0, pause_name: 
     return paused.read_text()
 
 
-_LOCKS: list[str] = []  # lock files a run leaves beside its output (empty, and harmless)
-
-
 def _strays(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name)
 
@@ -82,7 +79,7 @@ def test_killed_vae_training_resumes(image_folder, tmp_path):
     assert main(args + ["--resume"]) == 0
     assert _strays(tmp_path) == [] and load_vae(out) is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # nothing else: no temp or half file
-        ["paused", out.name, state.name, out.name + ".report.json"] + _LOCKS)
+        ["paused", out.name, state.name, out.name + ".report.json", f".{out.name}.lock"])  # the run's lock file
 
 
 def test_killed_cache_build_rebuilds(tmp_path):

@@ -18,6 +18,8 @@ from .fast_training import (FAST_METHODS, PRECISIONS, FastTrainConfig, batch_cro
 from .data import cache_dir, load_tensor_dataset, open_image_dataset
 from .lam_selection import select_mi_lam
 from .models import FastCifarNet, PreActResNet, SmallCNN
+from .outputs import (RunClaim, atomic_write_json, check_out, claim_run, hold_output, merge_result_row,
+                      read_result_rows)
 from .pictures import mixup_grid, reconstruction_grid, write_pictures
 from .report import EvalConfig, evaluate_checkpoint, evaluate_robustness, load_evaluation_data, markdown_table
 from .scoring import predict_logits
@@ -40,16 +42,20 @@ __all__ = [
     "PRECISIONS",
     "PUBLISHED_MI_CIFAR10",
     "PreActResNet",
+    "RunClaim",
     "SEVERITIES",
     "SmallCNN",
     "TrainClassifierConfig",
     "TrainVAEConfig",
     "adversarial_examples",
+    "atomic_write_json",
     "autoattack_rand",
     "batch_crop_flip",
     "bits_to_bool",
     "cache_dir",
     "calibration_bins",
+    "check_out",
+    "claim_run",
     "claims_table",
     "compare_pairwise",
     "corrupt",
@@ -59,6 +65,7 @@ __all__ = [
     "evaluate_robustness",
     "evaluate_vae",
     "expected_calibration_error",
+    "hold_output",
     "load_classifier",
     "load_evaluation_data",
     "load_runs",
@@ -66,6 +73,7 @@ __all__ = [
     "load_train_split",
     "markdown_table",
     "mcnemar_exact",
+    "merge_result_row",
     "mixup_grid",
     "open_image_dataset",
     "paired_bootstrap_interval",
@@ -73,6 +81,7 @@ __all__ = [
     "part_vector",
     "predict_logits",
     "read_classifier_metadata",
+    "read_result_rows",
     "reconstruction_grid",
     "reliability_diagram",
     "reliability_figures",

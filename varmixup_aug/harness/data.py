@@ -141,7 +141,25 @@ def _folder_split(path: Path, split: str, transform: Callable[..., Any] | None) 
     for name in ((split,) if split == "train" else ("test", "val")):
         if (path / name).is_dir():
             return _image_folder(path / name, transform)
+    _refuse_half_split(path)
     return _holdout_split(_image_folder(path, transform), split)
+
+
+def _refuse_half_split(path: Path) -> None:
+    """A folder with ``train/`` but no ``test/`` (or the reverse) is not one dataset whose classes are ``train``."""
+    has = {name for name in ("train", "test", "val") if (path / name).is_dir()}
+    if not has:
+        return
+    if "train" in has:
+        raise VarMixupError(
+            f"--data-dir {path} has train/ but no test/ (or val/) folder, so it has no test split; add "
+            f"{path / 'test'} with the same class folders, or pass --data-dir {path / 'train'} to hold out a fixed "
+            f"{_HOLDOUT_FRACTION:.0%} of train/ as the test split"
+        )
+    raise VarMixupError(
+        f"--data-dir {path} has {'/, '.join(sorted(has))}/ but no train/ folder; add {path / 'train'} with the same "
+        "class folders"
+    )
 
 
 def _torchvision_split(class_name: str, text: str, split: str, transform: Callable[..., Any] | None,
@@ -170,12 +188,12 @@ def _holdout_split(full: VisionDataset, split: str) -> Subset[Any]:
     return subset
 
 
-def _uint8_collate(batch: list[tuple[Any, int]]) -> tuple[Tensor, Tensor]:
+def _uint8_collate(batch: list[tuple[Any, ...]]) -> tuple[Tensor, Tensor]:
     import numpy as np
     from PIL import Image
 
     images = []
-    for img, _ in batch:
+    for img, *_ in batch:
         if isinstance(img, Image.Image):
             from torchvision.transforms.v2.functional import pil_to_tensor
 
@@ -184,7 +202,63 @@ def _uint8_collate(batch: list[tuple[Any, int]]) -> tuple[Tensor, Tensor]:
             images.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))
         else:
             images.append(img)
-    return torch.stack(images), torch.tensor([int(y) for _, y in batch])
+    shapes = [tuple(x.shape) for x in images]
+    if len(set(shapes)) > 1:
+        other = next(i for i, shape in enumerate(shapes) if shape != shapes[0])
+        raise VarMixupError(_size_message(shapes[0], shapes[other], _name(batch[0]), _name(batch[other])))
+    return torch.stack(images), torch.tensor([int(item[1]) for item in batch])
+
+
+def _name(item: tuple[Any, ...]) -> str:
+    return str(item[2]) if len(item) > 2 else "an image"
+
+
+def _size_message(first: tuple[int, ...], other: tuple[int, ...], first_name: str, other_name: str) -> str:
+    def size(shape: tuple[int, ...]) -> str:
+        return "x".join(str(d) for d in shape[-2:]) + (f" with {shape[0]} channels" if len(shape) == 3 else "")
+
+    return (f"--data-dir images differ in size: {first_name} is {size(first)}, {other_name} is {size(other)}; "
+            "resize the images to one size first (train-vae resizes them with --image-size)")
+
+
+def _item_name(dataset: Any, index: int) -> str:
+    """The file behind item ``index`` (through Subsets and mapped views), or ``item <index>``."""
+    i = index
+    while True:
+        if isinstance(dataset, Subset):
+            i, dataset = int(dataset.indices[i]), dataset.dataset
+        elif isinstance(dataset, _Mapped):
+            dataset = dataset.base
+        else:
+            break
+    samples = getattr(dataset, "samples", None)
+    try:
+        return str(samples[i][0]) if samples is not None else f"item {index}"
+    except (IndexError, TypeError, KeyError):
+        return f"item {index}"
+
+
+class _Named(Dataset):
+    """Items ``(image, label, name)``: the name of the file (or item) goes with the image, for errors."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Any, Any, str]:
+        x, y = self.base[i]
+        return x, y, _item_name(self.base, i)
+
+
+def _worker_message(exc: VarMixupError) -> VarMixupError:
+    """A ``VarMixupError`` raised in a DataLoader worker comes back with the worker's traceback; keep its message."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return exc
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    return VarMixupError(last.split("VarMixupError: ", 1)[-1].strip())
 
 
 def load_tensor_dataset(
@@ -212,11 +286,21 @@ def load_tensor_dataset(
 
         resize = v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
         dataset = _Mapped(dataset, resize)
-    loader = DataLoader(dataset, batch_size=512, num_workers=num_workers, collate_fn=_uint8_collate)
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise VarMixupError(f"num_workers (--num-workers) must be an int >= 0 (0: decode in this process), "
+                            f"got {num_workers!r}")
+    loader = DataLoader(_Named(dataset), batch_size=512, num_workers=num_workers, collate_fn=_uint8_collate)
     xs, ys = [], []
-    for x, y in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-        xs.append(x)
-        ys.append(y)
+    try:
+        for x, y in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+            if xs and x.shape[1:] != xs[0].shape[1:]:
+                start = sum(t.shape[0] for t in xs)
+                raise VarMixupError(_size_message(tuple(xs[0].shape[1:]), tuple(x.shape[1:]),
+                                                  _item_name(dataset, 0), _item_name(dataset, start)))
+            xs.append(x)
+            ys.append(y)
+    except VarMixupError as exc:
+        raise _worker_message(exc) from None
     if not xs:
         raise VarMixupError("dataset is empty")
     return torch.cat(xs), torch.cat(ys)

@@ -121,15 +121,31 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _read_store(path: Path) -> dict[str, Any]:
+    """The evidence file at ``path``; an empty, foreign or non-JSON file is refused, never overwritten."""
+    fix = "pass another --out (out=), or move this file away"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VarMixupError(f"--out {path} exists but cannot be read as an evidence file ({exc}); {fix}") from exc
+    if not text.strip():
+        raise VarMixupError(f"--out {path} exists but is empty, not an evidence file; {fix}")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise VarMixupError(f"--out {path} exists but is not an evidence file (not JSON: {exc}); {fix}") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise VarMixupError(f"{path} exists but is not an evidence file; choose another output path: {fix}")
+    return data
+
+
 class _Store:
     """The results JSON of one checkpoint, rewritten atomically after every chunk."""
 
     def __init__(self, path: Path, header: dict[str, Any]) -> None:
         self.path = path
         if path.is_file():
-            self.data = json.loads(path.read_text())
-            if self.data.get("format") != FORMAT:
-                raise VarMixupError(f"{path} exists but is not an evidence file; choose another output path")
+            self.data = _read_store(path)
             changed = [k for k in ("config", "checkpoint_sha")
                        if _identity(self.data.get(k)) != _identity(header.get(k))]
             if changed:
@@ -350,6 +366,8 @@ def run_evidence(
     """
     cfg = config or EvidenceConfig()
     ckpt = Path(checkpoint)
+    if Path(out_json).is_file():
+        _read_store(Path(out_json))  # a foreign or empty file is refused before any data is read
     data = load_evaluation_data(ckpt, data_dir, n_test=cfg.n_test, pool_size=cfg.pool_size,
                                 select_n=cfg.select_n, seed=cfg.seed, progress=progress)
     model = data["model"]

@@ -37,6 +37,7 @@ from varmixup_aug import MixupParams, VarMixupError, draw_mixup_params, varmixup
 from varmixup_aug._checks import check_int
 from varmixup_aug._io import atomic_write_json, load_training_state, read_header, save_training_state, write_safetensors
 from varmixup_aug._random import derive_seed
+from .resume import data_changes, data_record, require_state
 from .classifier_checkpoint import CHECKPOINT_NAME, FORMAT_NAME, FORMAT_VERSION, METADATA_KEY
 from .models import FastCifarNet
 
@@ -304,9 +305,10 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         self.global_step, self.elapsed = 0, 0.0
 
-    def resume_from(self, path: Path, allow_changed_settings: bool = False) -> None:
-        meta = read_header(path, _STATE_KEY, writer="train-fast")
-        changed = _changed_settings(meta["args"], self.cfg.to_dict())
+    def resume_from(self, path: Path, allow_changed_settings: bool = False, data: dict[str, Any] | None = None
+                    ) -> None:
+        meta = read_header(require_state(path), _STATE_KEY, writer="train-fast")
+        changed = _changed_settings(meta["args"], self.cfg.to_dict()) + data_changes(meta.get("data"), data)
         if changed and allow_changed_settings:
             warnings.warn(f"resuming {path} with changed settings: {', '.join(changed)}", stacklevel=3)
         elif changed:
@@ -370,6 +372,7 @@ def train_fast_classifier(
     resume: bool = False,
     allow_changed_settings: bool = False,
     progress: bool = True,
+    on_checkpoint: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train :class:`FastCifarNet` with ``cfg.method``; write the checkpoint and report into ``cfg.out``.
 
@@ -381,18 +384,22 @@ def train_fast_classifier(
         vae: the VAE for the VAE methods (on the CPU).
         test_images, test_labels: for the final clean accuracy in the report (no augmentation).
         data_info: JSON facts stored in the checkpoint (``holdout``, ``data_dir``, ``classes``).
-        resume: continue from ``cfg.out/train_state.safetensors`` if it exists; the result equals
-            an uninterrupted run (every draw is seeded from ``(seed, epoch, step)``).
-        allow_changed_settings: resume even if the settings differ from the saved ones (with a warning).
+        resume: continue from ``cfg.out/train_state.safetensors`` (refused when it is missing); the result
+            equals an uninterrupted run (every draw is seeded from ``(seed, epoch, step)``). Other settings,
+            another ``data_info["data_dir"]`` or other training images (sha256) are refused.
+        allow_changed_settings: resume even if the settings or data differ from the saved ones (with a warning).
         progress: tqdm bar.
+        on_checkpoint: called after every training-state save.
 
     Returns:
         The report, also written to ``cfg.out/train_report.json``.
     """
+    _check_sizes(cfg, train_images, train_labels)
     run = _Run(cfg, train_images, train_labels, num_classes, vae)
     state_path = Path(cfg.out) / STATE_NAME
-    if resume and state_path.is_file():
-        run.resume_from(state_path, allow_changed_settings)
+    data = data_record((data_info or {}).get("data_dir"), train_images, train_labels)
+    if resume:
+        run.resume_from(state_path, allow_changed_settings, data)
     stop_at = run.total if cfg.max_steps is None else min(run.total, cfg.max_steps)
     t0 = time.perf_counter() - run.elapsed
     epoch_loss = 0.0
@@ -411,11 +418,25 @@ def train_fast_classifier(
         at_end = run.global_step == stop_at  # a stop at max_steps keeps its progress
         if at_end or run.global_step % cfg.checkpoint_every == 0 or run.global_step % run.steps_per_epoch == 0:
             meta = {"args": cfg.to_dict(), "global_step": run.global_step, "history": run.history,
-                    "elapsed_s": time.perf_counter() - t0}
+                    "elapsed_s": time.perf_counter() - t0, "data": data}
             save_training_state(state_path, run.state, run.opt, _STATE_KEY, meta)
+            if on_checkpoint is not None:
+                on_checkpoint()
     bar.close()
     run.elapsed = time.perf_counter() - t0
     return finish_run(run, num_classes, test_images, test_labels, data_info)
+
+
+def _check_sizes(cfg: FastTrainConfig, images: Any, labels: Any) -> None:
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+        got = getattr(images, "dtype", type(images).__name__)
+        raise VarMixupError(f"train_images must be a uint8 tensor (N, C, H, W), got {got}")
+    n = images.shape[0]
+    if n < cfg.batch_size:
+        raise VarMixupError(f"batch_size {cfg.batch_size} is larger than the {n} training images (one step needs a "
+                            f"full batch); lower --batch-size to {n} or less, or train on more images")
+    if not isinstance(labels, Tensor) or labels.shape != (n,):
+        raise VarMixupError(f"train_labels must be a tensor of {n} labels, got {getattr(labels, 'shape', labels)!r}")
 
 
 def finish_run(run: _Run, num_classes: int, test_images: Tensor | None, test_labels: Tensor | None,

@@ -22,6 +22,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -43,7 +44,7 @@ from .classifier_checkpoint import (
     save_training_checkpoint,
 )
 from .models import PreActResNet
-from .train_vae import changed_settings, check_resume_settings, data_sha256
+from .resume import changed_settings, check_resume_settings, data_changes, data_sha256, require_state
 
 __all__ = [
     "METHODS",
@@ -271,7 +272,8 @@ def _accuracy(model: nn.Module, images: Tensor, labels: Tensor, device: torch.de
 def train_classifier(cfg: TrainClassifierConfig, train_images: Tensor, train_labels: Tensor, *, num_classes: int,
                      vae: Any = None, holdout_images: Tensor | None = None, holdout_labels: Tensor | None = None,
                      data_info: dict[str, Any] | None = None, resume: bool = False,
-                     allow_changed_settings: bool = False, progress: bool = True) -> dict[str, Any]:
+                     allow_changed_settings: bool = False, progress: bool = True,
+                     on_checkpoint: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train a :class:`PreActResNet` on ``uint8`` images with ``cfg.method``; save and return a report.
 
     Args:
@@ -287,8 +289,9 @@ def train_classifier(cfg: TrainClassifierConfig, train_images: Tensor, train_lab
         resume: continue from ``cfg.out/checkpoint.safetensors``. With ``num_workers=0`` the result
             equals an uninterrupted run on the same device. Other settings (batch size, lr, seed,
             schedule, ...) or other training images than the saved run's are refused unless
-            ``allow_changed_settings``.
+            ``allow_changed_settings``; so is another ``data_info["data_dir"]``.
         progress: tqdm bar.
+        on_checkpoint: called after every checkpoint save.
 
     Returns:
         The report (also written to ``cfg.out/train_report.json``): steps, epochs, losses per epoch,
@@ -296,6 +299,7 @@ def train_classifier(cfg: TrainClassifierConfig, train_images: Tensor, train_lab
     """
     _check_inputs(cfg, train_images, train_labels, num_classes, vae)
     run = _Training.start(cfg, train_images, num_classes, data_info)
+    run.on_checkpoint = on_checkpoint
     run.info.setdefault("train_sha256", data_sha256(train_images, train_labels))
     if resume:
         _resume(run, allow_changed_settings)
@@ -351,6 +355,7 @@ class _Training:
     data_time: float = 0.0
     compute_time: float = 0.0
     timed_steps: int = 0
+    on_checkpoint: Callable[[], None] | None = None
 
     @classmethod
     def start(cls, cfg: TrainClassifierConfig, train_images: Tensor, num_classes: int,
@@ -395,8 +400,7 @@ _RESUME_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weigh
 def _resume(run: _Training, allow_changed_settings: bool = False) -> None:
     """Check that the checkpoint in ``cfg.out`` is of the same run, then continue from it."""
     cfg, path = run.cfg, run.cfg.checkpoint_path
-    if not path.is_file():
-        raise VarMixupError(f"--resume given but there is no checkpoint at {path}")
+    require_state(path, "checkpoint")
     meta = read_classifier_metadata(path)
     if meta.get("method") != cfg.method:
         raise VarMixupError(f"{path} was trained with --method {meta.get('method')}, not {cfg.method}; "
@@ -409,6 +413,7 @@ def _resume(run: _Training, allow_changed_settings: bool = False) -> None:
         raise VarMixupError(f"{path} was trained on another split ({saved_data.get('train_images')} training "
                             f"images); pass the same --data-dir, --holdout and --limit-train to resume")
     changes = changed_settings(meta.get("args", {}), cfg.to_dict(), _RESUME_SETTINGS)
+    changes += data_changes({"data_dir": saved_data.get("data_dir")}, {"data_dir": run.info.get("data_dir")})
     saved_sha = saved_data.get("train_sha256")
     if saved_sha and saved_sha != run.info.get("train_sha256"):
         changes.append("training images or labels: other data (sha256 differs)")
@@ -484,6 +489,8 @@ def _save(run: _Training) -> None:
         "holdout": run.info.get("holdout"),
     }
     save_training_checkpoint(cfg.checkpoint_path, run.model, run.opt, meta)
+    if run.on_checkpoint is not None:
+        run.on_checkpoint()
 
 
 def _report(run: _Training, holdout_images: Tensor | None, holdout_labels: Tensor | None) -> dict[str, Any]:
@@ -521,6 +528,13 @@ def load_train_split(
     from .data import load_tensor_dataset, open_image_dataset
 
     ds = open_image_dataset(data_dir, "train")
+    named = getattr(ds, "classes", None)
+    if named is not None and len(named) < 2:
+        raise VarMixupError(
+            f"--data-dir {data_dir} has {len(named)} class folder{'' if len(named) == 1 else 's'} "
+            f"({', '.join(map(repr, named)) or 'none'}); a classifier needs at least 2: put each class's images in "
+            "its own sub-folder (train/<class>/..., test/<class>/...)"
+        )
     n = len(ds)  # type: ignore[arg-type]
     train_idx, held_idx = split_holdout(n, holdout, seed=holdout_seed, limit_train=limit_train)
     train = load_tensor_dataset(Subset(ds, train_idx), num_workers=num_workers, desc="decoding train",

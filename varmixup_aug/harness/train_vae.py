@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
+import os
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from varmixup_aug import ConvVAE, VAEConfig, VarMixupError, save_vae
 from varmixup_aug._checks import check_int, check_number
 from varmixup_aug._io import load_training_state, read_header, save_training_state
 from varmixup_aug._tensors import module_device, resolve_device, to_float_images
+from .resume import changed_settings, check_resume_settings, data_changes, data_record, data_sha256, require_state
 
 __all__ = ["TrainVAEConfig", "train_vae", "evaluate_vae"]
 
@@ -84,50 +85,18 @@ _RESUME_SETTINGS = ("epochs", "batch_size", "lr", "seed", "beta", "beta_warmup_e
                     "latent_dim", "widths", "blocks_per_stage")
 
 
-def data_sha256(*tensors: Tensor) -> str:
-    """sha256 of the tensors' bytes (about 1 s per GB): identifies the training data of a run."""
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def changed_settings(saved: dict[str, Any], now: dict[str, Any], keys: Any) -> list[str]:
-    """``"name: saved -> now"`` for each of ``keys`` whose value differs (lists and tuples compare equal)."""
-    def norm(v: Any) -> Any:
-        return list(v) if isinstance(v, (list, tuple)) else v
-
-    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys
-            if k in saved and norm(saved.get(k)) != norm(now.get(k))]
-
-
-def check_resume_settings(path: Path, changes: list[str], allow: bool) -> None:
-    """Refuse a resume whose settings differ from the saved run's, unless ``allow`` (then warn)."""
-    if not changes:
-        return
-    text = "; ".join(changes)
-    if not allow:
-        raise VarMixupError(
-            f"{path}: the run was saved with other settings ({text}); resume with the same flags, or pass "
-            "--allow-changed-settings (allow_changed_settings=True) to continue anyway"
-        )
-    warnings.warn(f"{path}: resuming with changed settings ({text})", stacklevel=3)
-
-
 def _save_state(cfg: TrainVAEConfig, vae: ConvVAE, opt: torch.optim.Optimizer, epoch: int, step_in_epoch: int,
-                global_step: int, elapsed: float, data: str = "") -> None:
+                global_step: int, elapsed: float, data: str = "", data_dir: dict[str, Any] | None = None) -> None:
     position = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step, "elapsed_s": elapsed,
-                "data_sha256": data,
+                "data_sha256": data, "data": data_dir or {},
                 "vae_config": vae.config.to_dict(),
                 "train_config": {k: v for k, v in asdict(cfg).items() if k != "extra"}}
     save_training_state(cfg.state_path, vae, opt, _STATE_KEY, position)
 
 
 def _load_state(cfg: TrainVAEConfig, vae: ConvVAE, opt: torch.optim.Optimizer, data: str = "",
-                allow_changed_settings: bool = False) -> dict[str, Any]:
-    path = cfg.state_path
+                allow_changed_settings: bool = False, data_dir: dict[str, Any] | None = None) -> dict[str, Any]:
+    path = require_state(cfg.state_path)
     try:
         meta = read_header(path, _STATE_KEY, writer="train-vae")
     except VarMixupError as exc:
@@ -139,6 +108,7 @@ def _load_state(cfg: TrainVAEConfig, vae: ConvVAE, opt: torch.optim.Optimizer, d
         )
     now = {k: v for k, v in asdict(cfg).items() if k != "extra"}
     changes = changed_settings(meta.get("train_config", {}), now, _RESUME_SETTINGS)
+    changes += data_changes(meta.get("data"), data_dir)
     if meta.get("data_sha256") and data and meta["data_sha256"] != data:
         changes.append("training images: other data (sha256 differs)")
     check_resume_settings(path, changes, allow_changed_settings)
@@ -196,7 +166,9 @@ def evaluate_vae(vae: Any, images: Tensor, *, batch_size: int = 500, progress: b
 
 
 def train_vae(cfg: TrainVAEConfig, train_images: Tensor, eval_images: Tensor, *, resume: bool = False,
-              allow_changed_settings: bool = False, progress: bool = True) -> dict[str, Any]:
+              allow_changed_settings: bool = False, progress: bool = True,
+              data_dir: str | os.PathLike[str] | None = None,
+              on_checkpoint: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train a VAE on ``uint8 (N, C, H, W)`` images, save it to ``cfg.out``, return the report.
 
     A training state (model, Adam moments, RNG, position) is saved every
@@ -204,13 +176,13 @@ def train_vae(cfg: TrainVAEConfig, train_images: Tensor, eval_images: Tensor, *,
     ``cfg.out + ".train-state.safetensors"``; ``resume=True`` continues from it, to the
     same result as an uninterrupted run on the same device. A resume whose settings (batch size,
     lr, seed, schedule, architecture) or training images differ from the saved run's is refused
-    unless ``allow_changed_settings``.
+    unless ``allow_changed_settings``; so is a resume with no training state, or (when ``data_dir`` is given
+    both times) from another ``data_dir``. ``on_checkpoint`` is called after every training-state save.
     """
     run = _VAETraining.start(cfg, train_images)
+    run.data_dir, run.on_checkpoint = data_record(data_dir), on_checkpoint
     if resume:
-        if not cfg.state_path.exists():
-            raise VarMixupError(f"--resume given but no training state at {cfg.state_path}")
-        meta = _load_state(cfg, run.vae, run.opt, run.data, allow_changed_settings)
+        meta = _load_state(cfg, run.vae, run.opt, run.data, allow_changed_settings, run.data_dir)
         run.epoch, run.step_in_epoch, run.global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
         run.elapsed = meta["elapsed_s"]
     run.t0 = time.perf_counter() - run.elapsed
@@ -246,6 +218,8 @@ class _VAETraining:
     device: torch.device
     n: int
     data: str = ""  # sha256 of the training images
+    data_dir: dict[str, Any] = field(default_factory=dict)  # the data_record of data_dir
+    on_checkpoint: Callable[[], None] | None = None
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
@@ -291,7 +265,9 @@ class _VAETraining:
 
     def save(self) -> None:
         _save_state(self.cfg, self.vae, self.opt, self.epoch, self.step_in_epoch, self.global_step,
-                    time.perf_counter() - self.t0, self.data)
+                    time.perf_counter() - self.t0, self.data, self.data_dir)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint()
 
 
 def _train_epoch(run: _VAETraining, train_images: Tensor, bar: Any) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,9 @@ from typing import Any
 from varmixup_aug import VarMixupError
 
 __all__ = [
-    "add_out_flags", "add_run_flags", "add_vae_flags", "finite_float", "float_list", "int_list", "positive_float",
-    "positive_int", "positive_int_list", "prepare_out_dir", "prepare_out_file", "start_run", "vae_from_flags",
-    "vae_label",
+    "add_out_flags", "add_run_flags", "add_vae_flags", "finite_float", "float_list", "int_list", "nonnegative_int",
+    "positive_float", "positive_int", "positive_int_list", "prepare_out_dir", "prepare_out_file", "start_run",
+    "vae_from_flags", "vae_label",
 ]
 
 
@@ -127,76 +126,45 @@ def add_out_flags(parser: Any, *, what: str = "run") -> None:
     """``--resume``, ``--overwrite`` and ``--allow-changed-settings``, for commands that write a run to ``--out``."""
     parser.add_argument("--resume", action="store_true", help=f"continue the {what} already in --out")
     parser.add_argument("--overwrite", action="store_true",
-                        help=f"replace the {what} already in --out (its files are removed before training starts)")
+                        help=f"replace the {what} already in --out (it is set aside once the new run's data and "
+                        "settings are checked, deleted once the new run has its first checkpoint, and put back "
+                        "if the new run fails before that)")
     parser.add_argument("--allow-changed-settings", action="store_true",
                         help="with --resume: continue even if batch size, lr, seed, schedule or data differ")
 
 
-def _probe_writable(folder: Path, flag: str) -> None:
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".varmixup-write-test-"):
-            pass
-    except OSError as exc:
-        raise VarMixupError(f"{flag} {folder} is not writable ({exc})") from exc
-
-
-def _claim(existing: list[Path], *, resume: bool, overwrite: bool, flag: str, where: Path) -> None:
-    if resume and overwrite:
-        raise VarMixupError("--resume and --overwrite exclude each other; pass one")
-    for path in existing:
-        if path.is_dir():
-            raise VarMixupError(f"{flag} {where}: {path} is a folder where a file of the run should go")
-    if existing and not resume and not overwrite:
-        names = ", ".join(str(p) for p in existing)
-        raise VarMixupError(
-            f"{flag} {where} already holds a run ({names}); pass --resume to continue it, --overwrite to replace "
-            f"it, or another {flag}"
-        )
-    if resume and not existing:
-        raise VarMixupError(f"--resume given but there is no checkpoint (no run to resume) at {flag} {where}")
-    if overwrite:
-        for path in existing:
-            path.unlink()
-
-
 def prepare_out_dir(out: str | Path, *, resume: bool, overwrite: bool, run_files: Sequence[str],
                     flag: str = "--out") -> Path:
-    """Claim the run folder ``out`` before any data is read; return it, created.
+    """Check the run folder ``out`` before any data is read; return it, created. Nothing in it is changed.
 
     ``run_files`` are the names (inside ``out``) whose presence means a run is already there.
     - ``out`` is an existing file, or one of ``run_files`` is a folder: refused.
-    - a run is there and neither ``resume`` nor ``overwrite``: refused (nothing is touched).
+    - a run is there and neither ``resume`` nor ``overwrite``: refused.
     - ``resume`` with no run there, or ``resume`` and ``overwrite`` together: refused.
-    - ``overwrite``: the existing ``run_files`` are deleted (only those; other files stay).
     - the folder must accept a new file.
-    Every refusal is a ``VarMixupError`` naming ``flag`` (the CLI exits with code 2).
+    Every refusal is a ``VarMixupError`` naming ``flag`` (the CLI exits with code 2). The commands hold the
+    folder with :func:`~varmixup_aug.harness.claim_run`, which makes these checks under a lock.
     """
-    folder = Path(out).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise VarMixupError(f"{flag} {folder} is a file; pass a folder for the run")
-    existing = [folder / name for name in run_files if (folder / name).exists()]
-    _claim(existing, resume=resume, overwrite=overwrite, flag=flag, where=folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VarMixupError(f"{flag} {folder}: cannot create the folder ({exc})") from exc
-    _probe_writable(folder, flag)
-    return folder
+    from .. import check_out
+
+    return check_out(out, resume=resume, overwrite=overwrite, run_files=run_files, flag=flag)[0]
 
 
 def prepare_out_file(out: str | Path, *, resume: bool, overwrite: bool, companions: Sequence[str] = (),
                      flag: str = "--out") -> Path:
     """:func:`prepare_out_dir` for a run written as the file ``out`` plus ``out + suffix`` for each of
     ``companions`` (e.g. ``.train-state.safetensors``). ``out`` being a folder is refused."""
-    path = Path(out).expanduser()
-    if path.is_dir():
-        raise VarMixupError(f"{flag} {path} is a folder; pass a file name such as {path / 'vae.safetensors'}")
-    candidates = [path] + [Path(str(path) + suffix) for suffix in companions]
-    existing = [p for p in candidates if p.exists()]
-    _claim(existing, resume=resume, overwrite=overwrite, flag=flag, where=path)
+    from .. import check_out
+
+    return check_out(out, resume=resume, overwrite=overwrite, companions=companions, is_file=True, flag=flag)[0]
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an int >= 0 (argparse then exits with code 2 naming the flag)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VarMixupError(f"{flag} {path}: cannot create its folder ({exc})") from exc
-    _probe_writable(path.parent, flag)
-    return path
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (0: no worker processes), got {text!r}")
+    return value

@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from varmixup_aug import VarMixupError
-from varmixup_aug._io import atomic_write_json
-from ._flags import add_run_flags, add_vae_flags, float_list, positive_float, positive_int, start_run, vae_from_flags
+from .. import atomic_write_json
+from ._flags import (add_run_flags, add_vae_flags, float_list, nonnegative_int, positive_float, positive_int,
+                     start_run, vae_from_flags)
 
 DEFAULT_STEPS = 300  # the earlier 3-minute demo made 255 steps on a quiet 2-core CPU: about 3.5 minutes
 MI_MODEL = "results/cifar10-fast/mixup"  # the reproduction's mixup-trained FastCifarNet, relative to the repository
@@ -41,7 +42,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--lr", type=positive_float, default=0.05)
     p.add_argument("--alpha", type=positive_float, default=1.0)
     p.add_argument("--residual", action="store_true", help="use the residual VarMixup form")
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--num-workers", type=nonnegative_int, default=2)
     p.add_argument("--eval-limit", type=positive_int, default=None, help="evaluate on a fixed subset of the test split")
     p.add_argument("--mi-model", default=MI_MODEL,
                    help="classifier checkpoint (run folder or file) for the Mixup Inference part, or 'trained' "

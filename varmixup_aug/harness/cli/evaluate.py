@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -75,53 +74,26 @@ def _select_eps(text: str) -> float:
 
 
 def _merge_row(path: Path, name: str, result: dict[str, Any], md: Path | None) -> None:
-    """Put one row into the combined JSON (and rebuild the markdown table) under an exclusive lock, so that
-    evaluations running side by side can share one results file. The file is read, then replaced atomically:
-    a full disk or a kill leaves the previous file whole."""
-    from ... import VarMixupError
-    from ..._io import atomic_write_json, atomic_write_text
-    from ..._lock import file_lock
-    from .. import markdown_table
+    """Put one row into the combined JSON (and rebuild the markdown table): under a lock file, so that evaluations
+    running side by side can share one results file, and replaced atomically, so that a full disk or a kill
+    leaves the previous file whole."""
+    from .. import markdown_table, merge_result_row
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(path.with_name(f".{path.name}.lock"), timeout=None, what=f"evaluate --results-json {path}"):
-        allres = _read_rows(path, VarMixupError)
-        allres[name] = result
-        order = sorted(allres, key=lambda k: (_ORDER.index(k) if k in _ORDER else len(_ORDER), k))
-        allres = {k: allres[k] for k in order}
-        atomic_write_json(path, allres)
-        print(f"updated {path}")
-        if md is not None:
-            atomic_write_text(md, "# Robustness on a fixed subset of the CIFAR-10 test split\n\n"
-                              "Accuracy in %; ECE in %. `none / PL / OL` = plain inference / MI-PL / MI-OL. "
-                              "Oblivious: the attack targets the plain model, then MI classifies; adaptive: "
-                              "EOT-FGSM / EOT-PGD through MI itself.\n\n"
-                              + markdown_table(allres))
-            print(f"wrote {md}")
+    def table(rows: dict[str, Any]) -> str:
+        return ("# Robustness on a fixed subset of the CIFAR-10 test split\n\n"
+                "Accuracy in %; ECE in %. `none / PL / OL` = plain inference / MI-PL / MI-OL. "
+                "Oblivious: the attack targets the plain model, then MI classifies; adaptive: "
+                "EOT-FGSM / EOT-PGD through MI itself.\n\n" + markdown_table(rows))
 
-
-def _read_rows(path: Path, error: type[Exception]) -> dict[str, Any]:
-    """The rows already in the combined results file (none when it is missing or empty)."""
-    try:
-        text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    except OSError as exc:
-        raise error(f"--results-json {path}: cannot read it ({exc})") from exc
-    if not text.strip():
-        return {}
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise error(f"--results-json {path} is not a results file of evaluate (not JSON: {exc}); pass another "
-                    "--results-json, or move this file away") from exc
-    if not isinstance(rows, dict):
-        raise error(f"--results-json {path} holds a JSON {type(rows).__name__}, not evaluate's rows by name; pass "
-                    "another --results-json")
-    return rows
+    merge_result_row(path, name, result, order=_ORDER, markdown=(md, table) if md is not None else None)
+    print(f"updated {path}")
+    if md is not None:
+        print(f"wrote {md}")
 
 
 def run(args: argparse.Namespace) -> int:
     from varmixup_aug import VarMixupError
-    from .. import evaluate_checkpoint, markdown_table
+    from .. import evaluate_checkpoint, markdown_table, read_result_rows
 
     progress = start_run(args)
     if args.results_md and not args.results_json:
@@ -129,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit_test is not None and args.limit_test < 0:
         raise VarMixupError(f"--limit-test must be >= 0 (0: the whole test split), got {args.limit_test}")
     if args.results_json:
-        _read_rows(Path(args.results_json), VarMixupError)  # a foreign file is refused before the evaluation
+        read_result_rows(args.results_json)  # a foreign file is refused before the evaluation
     result = evaluate_checkpoint(
         args.checkpoint, args.data_dir, config=_eval_config(args), limit_test=args.limit_test or None,
         pool_size=args.pool_size, select_lam=args.select_lam, lam_grid=float_list(args.lam_grid, "--lam-grid"),

@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import EvidenceConfig, run_evidence
+    from .. import EvidenceConfig, hold_output, run_evidence
 
     progress = start_run(args)
     cfg = EvidenceConfig(
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         autoattack_n=args.autoattack_n, autoattack_steps=args.autoattack_steps, autoattack_eot=args.autoattack_eot,
         parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
     )
-    data = run_evidence(args.checkpoint, args.data_dir, args.out, config=cfg, progress=progress)
+    with hold_output(args.out, what="evidence"):
+        data = run_evidence(args.checkpoint, args.data_dir, args.out, config=cfg, progress=progress)
     print(f"{data.get('method')}: parts {', '.join(sorted(data['parts']))} in {args.out}")
     return 0

@@ -6,10 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..._io import atomic_write_json
-from .. import METHODS
-from ._flags import (add_out_flags, add_run_flags, add_vae_flags, finite_float, int_list, positive_float,
-                     positive_int, positive_int_list, prepare_out_dir, start_run, vae_from_flags, vae_label)
+from .. import METHODS, atomic_write_json
+from ._flags import (add_out_flags, add_run_flags, add_vae_flags, finite_float, int_list, nonnegative_int,
+                     positive_float, positive_int, positive_int_list, start_run, vae_from_flags, vae_label)
 
 
 def add_parser(sub: Any) -> None:
@@ -36,7 +35,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--schedule", choices=["cosine", "onecycle"], default="cosine")
     p.add_argument("--warmup-epochs", type=finite_float, default=0.5, help="linear warm-up of the cosine schedule")
     p.add_argument("--alpha", type=positive_float, default=1.0, help="Beta(alpha, alpha) of mixup and VarMixup")
-    p.add_argument("--holdout", type=int, default=2000, help="train-split images held out (never trained on)")
+    p.add_argument("--holdout", type=nonnegative_int, default=2000,
+                   help="train-split images held out (never trained on)")
     p.add_argument("--holdout-seed", type=int, default=0,
                    help="seed of the held-out split (keep it equal across methods)")
     p.add_argument("--limit-train", type=positive_int, default=None,
@@ -45,8 +45,8 @@ def add_parser(sub: Any) -> None:
     add_out_flags(p, what="run (OUT/checkpoint.safetensors, OUT/train_report.json, OUT/holdout.json)")
     p.add_argument("--checkpoint-every", type=positive_int, default=200, help="steps between checkpoints")
     p.add_argument("--widths", type=positive_int_list, default="32,64,128", help="channel widths of the ResNet stages")
-    p.add_argument("--blocks-per-stage", type=int, default=1)
-    p.add_argument("--num-workers", type=int, default=0,
+    p.add_argument("--blocks-per-stage", type=positive_int, default=1)
+    p.add_argument("--num-workers", type=nonnegative_int, default=0,
                    help="DataLoader workers for augmentation and mixing (exact --resume needs 0)")
     add_run_flags(p)
     p.set_defaults(run=run)
@@ -54,11 +54,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from varmixup_aug import VarMixupError
-    from .. import TrainClassifierConfig, load_train_split, train_classifier
+    from .. import TrainClassifierConfig, claim_run, load_train_split, train_classifier
 
     progress = start_run(args)
-    prepare_out_dir(args.out, resume=args.resume, overwrite=args.overwrite,
-                    run_files=("checkpoint.safetensors", "train_report.json", "holdout.json"))
     cfg = TrainClassifierConfig(
         out=args.out, method=args.method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs, alpha=args.alpha,
@@ -67,22 +65,32 @@ def run(args: argparse.Namespace) -> int:
         blocks_per_stage=args.blocks_per_stage,
         device=args.device,
     )
-    vae = None
-    if args.method.startswith("varmixup"):
-        vae = vae_from_flags(args)
-    elif args.vae:
+    if args.vae and not args.method.startswith("varmixup"):
         raise VarMixupError(f"--vae is only used by --method varmixup and varmixup-residual, not {args.method}")
-    split = load_train_split(args.data_dir, holdout=args.holdout, holdout_seed=args.holdout_seed,
-                             limit_train=args.limit_train, num_workers=args.num_workers, progress=progress)
-    info = {"holdout": split["holdout_info"], "data_dir": split["data_dir"], "classes": split["classes"],
-            "limit_train": args.limit_train,
-            "vae": vae_label(args) if vae is not None else None}
-    train_x, train_y = split["train"]
-    held_x, held_y = split["holdout"]
-    report = train_classifier(cfg, train_x, train_y, num_classes=len(split["classes"]), vae=vae,
-                              holdout_images=held_x, holdout_labels=held_y, data_info=info, resume=args.resume,
-                              allow_changed_settings=args.allow_changed_settings, progress=progress)
-    atomic_write_json(Path(args.out) / "holdout.json", split["holdout_info"], indent=None)
+    with claim_run(args.out, resume=args.resume, overwrite=args.overwrite,
+                   what=f"train-classifier --method {args.method}",
+                   run_files=("checkpoint.safetensors", "train_report.json", "holdout.json")) as claim:
+        vae = None
+        if args.method.startswith("varmixup"):
+            vae = vae_from_flags(args)
+        split = load_train_split(args.data_dir, holdout=args.holdout, holdout_seed=args.holdout_seed,
+                                 limit_train=args.limit_train, num_workers=args.num_workers, progress=progress)
+        info = {"holdout": split["holdout_info"], "data_dir": split["data_dir"], "classes": split["classes"],
+                "limit_train": args.limit_train,
+                "vae": vae_label(args) if vae is not None else None}
+        train_x, train_y = split["train"]
+        held_x, held_y = split["holdout"]
+        if train_x.shape[0] < args.batch_size:
+            raise VarMixupError(
+                f"--batch-size {args.batch_size} is larger than the {train_x.shape[0]} training images of --data-dir "
+                f"{args.data_dir} (after --holdout {args.holdout}); pass --batch-size {train_x.shape[0]} or less"
+            )
+        claim.set_old_run_aside()
+        report = train_classifier(cfg, train_x, train_y, num_classes=len(split["classes"]), vae=vae,
+                                  holdout_images=held_x, holdout_labels=held_y, data_info=info, resume=args.resume,
+                                  allow_changed_settings=args.allow_changed_settings, progress=progress,
+                                  on_checkpoint=claim.commit)
+        atomic_write_json(Path(args.out) / "holdout.json", split["holdout_info"], indent=None)
     step = report["s_per_step"]
     held = report.get("holdout_accuracy")
     print(f"{args.method}: {report['steps']} steps ({report['epochs_completed']:.2f} epochs) in "

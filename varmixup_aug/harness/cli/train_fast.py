@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from .. import FAST_METHODS, PRECISIONS
-from ._flags import (add_out_flags, add_run_flags, add_vae_flags, int_list, prepare_out_dir, start_run,
-                     vae_from_flags, vae_label)
+from ._flags import (add_out_flags, add_run_flags, add_vae_flags, int_list, nonnegative_int, positive_float,
+                     positive_int, positive_int_list, start_run, vae_from_flags, vae_label)
 
 
 def add_parser(sub: Any) -> None:
@@ -27,17 +27,18 @@ def add_parser(sub: Any) -> None:
                    help="ImageFolder dir or a .tar.gz of one, e.g. ../shared/data/cifar10-jpg.tar.gz")
     p.add_argument("--out", required=True, help="run folder, e.g. results/cifar10-fast/erm")
     add_vae_flags(p, used_by="the VAE methods")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--alpha", type=float, default=1.0, help="Beta(alpha, alpha) of the mixing methods")
-    p.add_argument("--holdout", type=int, default=1000, help="train-split images held out (never trained on)")
+    p.add_argument("--epochs", type=positive_int, default=12)
+    p.add_argument("--batch-size", type=positive_int, default=1024, help="at most the number of training images")
+    p.add_argument("--alpha", type=positive_float, default=1.0, help="Beta(alpha, alpha) of the mixing methods")
+    p.add_argument("--holdout", type=nonnegative_int, default=1000,
+                   help="train-split images held out (never trained on)")
     p.add_argument("--holdout-seed", type=int, default=0)
-    p.add_argument("--limit-train", type=int, default=None, help="train on a fixed subset of this many images")
+    p.add_argument("--limit-train", type=positive_int, default=None, help="train on a fixed subset of this many images")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--widths", default="64,256,256", help="widths of the three conv groups")
-    p.add_argument("--max-steps", type=int, default=None,
+    p.add_argument("--widths", type=positive_int_list, default="64,256,256", help="widths of the three conv groups")
+    p.add_argument("--max-steps", type=positive_int, default=None,
                    help="stop after this many steps (the schedule spans --epochs)")
-    p.add_argument("--checkpoint-every", type=int, default=25, help="steps between training-state saves")
+    p.add_argument("--checkpoint-every", type=positive_int, default=25, help="steps between training-state saves")
     p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
                    help="auto: bf16 autocast (fp32 weights, optimiser and loss; the VAE decodes in bf16 too) where "
                    "the CPU has bf16 units (amx_bf16, avx512_bf16), else fp32. Recorded in the report and checkpoint")
@@ -47,29 +48,38 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import FastTrainConfig, load_tensor_dataset, load_train_split, open_image_dataset, train_fast_classifier
+    from varmixup_aug import VarMixupError
+    from .. import (FastTrainConfig, claim_run, load_tensor_dataset, load_train_split, open_image_dataset,
+                    train_fast_classifier)
 
     progress = start_run(args)
     cfg = FastTrainConfig(out=args.out, method=args.method, epochs=args.epochs, batch_size=args.batch_size,
                           alpha=args.alpha, seed=args.seed, max_steps=args.max_steps,
                           checkpoint_every=args.checkpoint_every, precision=args.precision,
                           widths=int_list(args.widths, "--widths", "64,256,256"))
-    prepare_out_dir(args.out, resume=args.resume, overwrite=args.overwrite,
-                    run_files=("checkpoint.safetensors", "train_state.safetensors", "train_report.json"))
-    vae = None
-    if args.method in ("varmixup", "varmixup-residual", "vae-recon"):
-        vae = vae_from_flags(args)
-    split = load_train_split(args.data_dir, holdout=args.holdout, holdout_seed=args.holdout_seed,
-                             limit_train=args.limit_train, progress=progress)
-    test_x, test_y = load_tensor_dataset(open_image_dataset(args.data_dir, "test"), progress=progress)
-    info = {"holdout": split["holdout_info"], "data_dir": str(args.data_dir), "classes": split["classes"],
-            "vae": vae_label(args) if vae is not None else None}
-    train_x, train_y = split["train"]
-    report = train_fast_classifier(cfg, train_x, train_y, num_classes=len(split["classes"]), vae=vae,
-                                   test_images=test_x, test_labels=test_y, data_info=info, resume=args.resume,
-                                   allow_changed_settings=args.allow_changed_settings, progress=progress)
-    print(f"{args.method} ({report['precision']}): {report['steps']} steps "
-          f"({report['epochs_completed']:.2f} epochs) in "
+    with claim_run(args.out, resume=args.resume, overwrite=args.overwrite, what=f"train-fast --method {args.method}",
+                   run_files=("checkpoint.safetensors", "train_state.safetensors", "train_report.json")) as claim:
+        vae = None
+        if args.method in ("varmixup", "varmixup-residual", "vae-recon"):
+            vae = vae_from_flags(args)
+        split = load_train_split(args.data_dir, holdout=args.holdout, holdout_seed=args.holdout_seed,
+                                 limit_train=args.limit_train, progress=progress)
+        train_x, train_y = split["train"]
+        if train_x.shape[0] < args.batch_size:
+            raise VarMixupError(
+                f"--batch-size {args.batch_size} is larger than the {train_x.shape[0]} training images of --data-dir "
+                f"{args.data_dir} (after --holdout {args.holdout}); pass --batch-size {train_x.shape[0]} or less"
+            )
+        test_x, test_y = load_tensor_dataset(open_image_dataset(args.data_dir, "test"), progress=progress)
+        info = {"holdout": split["holdout_info"], "data_dir": str(args.data_dir), "classes": split["classes"],
+                "vae": vae_label(args) if vae is not None else None}
+        claim.set_old_run_aside()
+        report = train_fast_classifier(cfg, train_x, train_y, num_classes=len(split["classes"]), vae=vae,
+                                       test_images=test_x, test_labels=test_y, data_info=info, resume=args.resume,
+                                       allow_changed_settings=args.allow_changed_settings, progress=progress,
+                                       on_checkpoint=claim.commit)
+    print(f"{args.method} ({report['precision']}): {report['steps']} steps ({report['epochs_completed']:.2f} epochs) "
+          f"in "
           f"{report['wall_time_s']:.0f} s; test accuracy {100 * report['test_accuracy']:.2f}% on "
           f"{report['test_images']} images")
     print(f"wrote {report['checkpoint']}")

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..._io import atomic_write_json
+from .. import atomic_write_json
 from ._flags import (add_out_flags, add_run_flags, finite_float, int_list, positive_float, positive_int,
-                     positive_int_list, prepare_out_file, start_run)
+                     positive_int_list, nonnegative_int, start_run)
 
 
 def add_parser(sub: Any) -> None:
@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--latent-dim", type=positive_int, default=256)
     p.add_argument("--widths", type=positive_int_list, default="64,128,256",
                    help="comma-separated channel widths per stage")
-    p.add_argument("--blocks-per-stage", type=int, default=0)
+    p.add_argument("--blocks-per-stage", type=nonnegative_int, default=0)
     p.add_argument("--beta", type=positive_float, default=0.01,
                    help="KL weight; equals 2*sigma^2 of a Gaussian decoder on [0,1] pixels (default 0.01)")
     p.add_argument("--beta-warmup-epochs", type=finite_float, default=1.0, help="linear KL warm-up length")
@@ -41,35 +41,37 @@ def add_parser(sub: Any) -> None:
                    help="use a fixed random subset of the train split")
     p.add_argument("--limit-eval", type=positive_int, default=None,
                    help="use a fixed random subset of the held-out split")
-    p.add_argument("--num-workers", type=int, default=2, help="workers for decoding the images once")
+    p.add_argument("--num-workers", type=nonnegative_int, default=2,
+                   help="workers for decoding the images once (0: decode in this process)")
     add_run_flags(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import TrainVAEConfig, load_tensor_dataset, open_image_dataset, train_vae
+    from .. import TrainVAEConfig, claim_run, load_tensor_dataset, open_image_dataset, train_vae
 
     progress = start_run(args)
-    prepare_out_file(args.out, resume=args.resume, overwrite=args.overwrite,
-                     companions=(".train-state.safetensors", ".report.json"))
-    train_ds = open_image_dataset(args.data_dir, "train")
-    test_ds = open_image_dataset(args.data_dir, "test")
-    train_x, _ = load_tensor_dataset(train_ds, image_size=args.image_size, limit=args.limit_train,
-                                     num_workers=args.num_workers, desc="decoding train", progress=progress)
-    eval_x, _ = load_tensor_dataset(test_ds, image_size=args.image_size, limit=args.limit_eval,
-                                    num_workers=args.num_workers, desc="decoding held-out", progress=progress)
-    cfg = TrainVAEConfig(
-        out=args.out, image_size=args.image_size, latent_dim=args.latent_dim,
-        widths=int_list(args.widths, "--widths", "64,128,256"), blocks_per_stage=args.blocks_per_stage,
-        beta=args.beta, beta_warmup_epochs=args.beta_warmup_epochs, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-        max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
-        trained_on=f"{Path(str(args.data_dir)).name} train split ({train_x.shape[0]} images)",
-    )
-    report = train_vae(cfg, train_x, eval_x, resume=args.resume, allow_changed_settings=args.allow_changed_settings,
-                       progress=progress)
-    report_path = Path(args.out + ".report.json")
-    atomic_write_json(report_path, report)
+    with claim_run(args.out, resume=args.resume, overwrite=args.overwrite, is_file=True, what="train-vae",
+                   companions=(".train-state.safetensors", ".report.json")) as claim:
+        train_ds = open_image_dataset(args.data_dir, "train")
+        test_ds = open_image_dataset(args.data_dir, "test")
+        train_x, _ = load_tensor_dataset(train_ds, image_size=args.image_size, limit=args.limit_train,
+                                         num_workers=args.num_workers, desc="decoding train", progress=progress)
+        eval_x, _ = load_tensor_dataset(test_ds, image_size=args.image_size, limit=args.limit_eval,
+                                        num_workers=args.num_workers, desc="decoding held-out", progress=progress)
+        cfg = TrainVAEConfig(
+            out=args.out, image_size=args.image_size, latent_dim=args.latent_dim,
+            widths=int_list(args.widths, "--widths", "64,128,256"), blocks_per_stage=args.blocks_per_stage,
+            beta=args.beta, beta_warmup_epochs=args.beta_warmup_epochs, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+            max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
+            trained_on=f"{Path(str(args.data_dir)).name} train split ({train_x.shape[0]} images)",
+        )
+        claim.set_old_run_aside()
+        report = train_vae(cfg, train_x, eval_x, resume=args.resume, allow_changed_settings=args.allow_changed_settings,
+                           progress=progress, data_dir=args.data_dir, on_checkpoint=claim.commit)
+        report_path = Path(args.out + ".report.json")
+        atomic_write_json(report_path, report)
     print(
         f"held-out report on {report['images']} images: MSE {report['mse']:.5f}  PSNR {report['psnr_db']:.2f} dB  "
         f"KL {report['kl_total_nats']:.1f} nats ({report['kl_per_dim_mean_nats']:.3f}/dim)  "
