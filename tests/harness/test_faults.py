@@ -123,7 +123,7 @@ def test_killed_report_write_leaves_no_half_report(image_folder, tmp_path):
 
 
 def test_killed_results_write_keeps_every_row(tmp_path):
-    """SIGKILL while evaluate rewrites --results-json: the combined file keeps its 12 rows, whole; the next merge works."""
+    """SIGKILL while evaluate rewrites --results-json: the combined file keeps its 12 rows whole; the next merge works."""
     from varmixup_aug.harness.cli.evaluate import _merge_row
 
     path = tmp_path / "robustness.json"

@@ -290,7 +290,8 @@ def load_tensor_dataset(
         raise VarMixupError(f"num_workers (--num-workers) must be an int >= 0 (0: decode in this process), "
                             f"got {num_workers!r}")
     loader = DataLoader(_Named(dataset), batch_size=512, num_workers=num_workers, collate_fn=_uint8_collate)
-    xs, ys = [], []
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
     try:
         for x, y in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             if xs and x.shape[1:] != xs[0].shape[1:]:
