@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from varmixup_aug._errors import VarMixupError
+from varmixup_aug import VarMixupError
 from varmixup_aug._io import atomic_write_json, atomic_write_text
 from varmixup_aug._lock import file_lock
 

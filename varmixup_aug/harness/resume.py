@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from varmixup_aug._errors import VarMixupError
+from varmixup_aug import VarMixupError
 
 __all__ = ["changed_settings", "check_resume", "check_resume_settings", "data_changes", "data_record",
            "data_sha256", "require_state"]
