@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ._errors import VarMixupError
-from ._io import atomic_path, read_tensors, write_safetensors
+from ._io import atomic_write_json, read_tensors, write_safetensors
 
 __all__ = ["CACHE_KEY", "CACHE_VERSION", "SHARD_BYTES", "Layout", "Spec", "check_disk", "find_manifest",
            "missing_shards", "open_shards", "plan_shards", "write_manifest", "write_owner", "write_shard"]
@@ -222,8 +222,7 @@ def write_owner(layout: Layout, fingerprint: str, items: int, spec: Spec, plan: 
                               "plan": [list(r) for r in plan]}
     if manifest is not None:
         record["manifest"] = base64.b64encode(manifest).decode()
-    with atomic_path(layout.owner) as tmp:
-        tmp.write_text(json.dumps(record))
+    atomic_write_json(layout.owner, record, indent=None)
 
 
 def check_disk(layout: Layout, spec: Spec, missing: list[tuple[int, int]]) -> None:

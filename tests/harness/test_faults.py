@@ -96,13 +96,16 @@ def test_killed_cache_build_rebuilds(tmp_path):
     """)
     tmp = _kill_when_paused(code, tmp_path, pause_at=1)
     cache = tmp_path / "cache"
-    assert [p.name for p in cache.iterdir()] == [Path(tmp).name]  # only the temp file: no half cache file
+    [shards] = list(cache.iterdir())  # killed while writing its first shard: no manifest, so no cache to serve
+    assert shards.name.endswith(".shards") and (tmp_path / tmp).parent == shards and (tmp_path / tmp).exists()
+    assert not [p for p in shards.iterdir() if p.name.endswith(".safetensors")]  # no half shard
     from torch.utils.data import TensorDataset
 
     vae = tiny_conv_vae()
     x = torch.rand(40, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     ds = VarMixupDataset(TensorDataset(x, torch.arange(40) % 4), vae, cache_path=cache, progress=False)
-    assert list(cache.iterdir()) == [ds.cache_file] and len(ds) == 40  # no temp or half file
+    assert sorted(p.name for p in cache.iterdir()) == sorted([ds.cache_file.name, shards.name]) and len(ds) == 40
+    assert not [p for p in shards.iterdir() if ".tmp-" in p.name]  # the dead build's temp file is gone
     torch.testing.assert_close(ds.mu, vae.encode(x)[0])
 
 
