@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch.utils import benchmark
+from torch.utils.data import Dataset, default_collate
 
 
 def median_time(fn: Callable[[], Any], *, min_run_time: float, warmup: int = 2) -> float:
@@ -63,3 +64,28 @@ def cifar_resnet18(num_classes: int = 10) -> nn.Module:
     model.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
     return model
+
+
+class Items(Dataset):
+    """A list of ready items as a map-style dataset."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.items[i]
+
+
+class TorchvisionMixupCollate:
+    """torchvision's ``v2.MixUp`` (alpha 1, 10 classes) after ``default_collate``: the baseline collate."""
+
+    def __init__(self) -> None:
+        from torchvision.transforms import v2
+
+        self.mixup = v2.MixUp(alpha=1.0, num_classes=10)
+
+    def __call__(self, batch: list[Any]) -> Any:
+        return self.mixup(*default_collate(batch))

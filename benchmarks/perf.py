@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import cifar_resnet18, interleaved, timed
+from _common import Items, TorchvisionMixupCollate, cifar_resnet18, interleaved, timed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torch.utils.flop_counter import FlopCounterMode
@@ -200,27 +200,6 @@ def step_ratios(vae: Any, vae_c: Any, args: argparse.Namespace) -> dict[str, Any
     return rows
 
 
-class _Items(Dataset):
-    def __init__(self, items: list[Any]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.items[i]
-
-
-class _TorchvisionMixupCollate:
-    def __init__(self) -> None:
-        from torchvision.transforms import v2
-
-        self.mixup = v2.MixUp(alpha=1.0, num_classes=10)
-
-    def __call__(self, batch: list[Any]) -> Any:
-        return self.mixup(*default_collate(batch))
-
-
 def epoch_throughput(vae: Any, vae_c: Any, args: argparse.Namespace) -> dict[str, Any]:
     """FastCifarNet, ``num_workers=2``: images per second over an epoch (after a warm-up epoch), the
     classifier in fp32 and in bf16; VarMixup decodes in bf16 with the compiled decoder."""
@@ -229,10 +208,10 @@ def epoch_throughput(vae: Any, vae_c: Any, args: argparse.Namespace) -> dict[str
 
     image_items, latent_items = cached_items(vae, args.epoch_images, seed=1)
     sources: dict[str, tuple[Dataset, Callable[..., Any], Callable[[Any], Any]]] = {
-        "torchvision_mixup": (_Items(image_items), _TorchvisionMixupCollate(), lambda loader: loader),
-        "varmixup_workers": (_Items(latent_items), VarMixupCollate(vae_c, num_classes=10, seed=0, autocast_dtype=BF16),
+        "torchvision_mixup": (Items(image_items), TorchvisionMixupCollate(), lambda loader: loader),
+        "varmixup_workers": (Items(latent_items), VarMixupCollate(vae_c, num_classes=10, seed=0, autocast_dtype=BF16),
                              lambda loader: loader),
-        "varmixup_main": (_Items(latent_items), default_collate,
+        "varmixup_main": (Items(latent_items), default_collate,
                           lambda loader: VarMixupLoader(loader, VarMixup(vae_c, num_classes=10, seed=0,
                                                                          autocast_dtype=BF16))),
     }

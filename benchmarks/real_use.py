@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from _common import cifar_resnet18, interleaved, timed
+from _common import Items, TorchvisionMixupCollate, cifar_resnet18, interleaved, timed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
@@ -95,27 +95,6 @@ def step_ratios(vae: Any, args: argparse.Namespace) -> dict[str, Any]:
     return rows
 
 
-class _Items(Dataset):
-    def __init__(self, items: list[Any]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.items[i]
-
-
-class _TorchvisionMixupCollate:
-    def __init__(self) -> None:
-        from torchvision.transforms import v2
-
-        self.mixup = v2.MixUp(alpha=1.0, num_classes=10)
-
-    def __call__(self, batch: list[Any]) -> Any:
-        return self.mixup(*default_collate(batch))
-
-
 def epoch_throughput(vae: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Images per second over one epoch (after a warm-up epoch), three ways of feeding the same step:
 
@@ -128,9 +107,9 @@ def epoch_throughput(vae: Any, args: argparse.Namespace) -> dict[str, Any]:
 
     image_items, latent_items = items(vae, args.epoch_images, seed=1)
     sources: dict[str, tuple[Dataset, Callable[..., Any], Callable[[Any], Any]]] = {
-        "torchvision_mixup": (_Items(image_items), _TorchvisionMixupCollate(), lambda loader: loader),
-        "varmixup_cached": (_Items(latent_items), VarMixupCollate(vae, num_classes=10, seed=0), lambda loader: loader),
-        "varmixup_cached_main": (_Items(latent_items), default_collate,
+        "torchvision_mixup": (Items(image_items), TorchvisionMixupCollate(), lambda loader: loader),
+        "varmixup_cached": (Items(latent_items), VarMixupCollate(vae, num_classes=10, seed=0), lambda loader: loader),
+        "varmixup_cached_main": (Items(latent_items), default_collate,
                                  lambda loader: VarMixupLoader(loader, VarMixup(vae, num_classes=10, seed=0))),
     }
     rows: dict[str, Any] = {}

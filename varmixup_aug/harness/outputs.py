@@ -117,17 +117,23 @@ def run_files_of(out: str | os.PathLike[str], *, run_files: Sequence[str] = (), 
     return path, [path / name for name in run_files]
 
 
-def check_out(out: str | os.PathLike[str], *, resume: bool, overwrite: bool, run_files: Sequence[str] = (),
-              companions: Sequence[str] = (), is_file: bool = False, flag: str = "--out") -> tuple[Path, list[Path]]:
-    """Refuse an output that cannot take the run (see :func:`claim_run`), create its folder; touch no run file."""
-    path, files = run_files_of(out, run_files=run_files, companions=companions, is_file=is_file, flag=flag)
-    _check_claim([p for p in files if p.exists()], resume=resume, overwrite=overwrite, flag=flag, where=path)
+def _make_folder(path: Path, *, is_file: bool, flag: str) -> Path:
+    """Create the folder that holds ``path`` (a run folder, or a file's parent) and return it."""
     folder = path.parent if is_file else path
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VarMixupError(f"{flag} {path}: cannot create {'its folder' if is_file else 'the folder'} ({exc})"
                             ) from exc
+    return folder
+
+
+def check_out(out: str | os.PathLike[str], *, resume: bool, overwrite: bool, run_files: Sequence[str] = (),
+              companions: Sequence[str] = (), is_file: bool = False, flag: str = "--out") -> tuple[Path, list[Path]]:
+    """Refuse an output that cannot take the run (see :func:`claim_run`), create its folder; touch no run file."""
+    path, files = run_files_of(out, run_files=run_files, companions=companions, is_file=is_file, flag=flag)
+    _check_claim([p for p in files if p.exists()], resume=resume, overwrite=overwrite, flag=flag, where=path)
+    folder = _make_folder(path, is_file=is_file, flag=flag)
     _probe_writable(folder, flag)
     return path, files
 
@@ -171,12 +177,7 @@ def claim_run(out: str | os.PathLike[str], *, resume: bool, overwrite: bool, wha
     path, files = run_files_of(out, run_files=run_files, companions=companions, is_file=is_file, flag=flag)
     if resume and overwrite:
         raise VarMixupError("--resume and --overwrite exclude each other; pass one")
-    folder = path.parent if is_file else path
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VarMixupError(f"{flag} {path}: cannot create {'its folder' if is_file else 'the folder'} ({exc})"
-                            ) from exc
+    _make_folder(path, is_file=is_file, flag=flag)
     hint = f"another run writes into {flag} {path}; wait for it to end, stop it, or pass another {flag}"
     with file_lock(_lock_of(path, is_file), timeout=0, what=what, hint=hint):
         aside = _aside_of(path, is_file)
