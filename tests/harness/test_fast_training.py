@@ -14,6 +14,7 @@ from varmixup_aug.harness import FastCifarNet
 from varmixup_aug.harness.fast_training import (
     FastTrainConfig,
     batch_crop_flip,
+    fgsm_random_start,
     make_batch_transform,
     train_fast_classifier,
 )
@@ -131,6 +132,65 @@ class TestFastTrainConfig:
         with pytest.raises(VarMixupError, match="lr must be a finite number"):
             FastTrainConfig(out="x", lr=float("nan"))
 
+    @pytest.mark.parametrize("value", [-0.1, 1.0, float("nan"), "0.1"])
+    def test_rejects_bad_label_smoothing(self, value: object) -> None:
+        with pytest.raises(VarMixupError, match=r"label_smoothing must be a number in \[0, 1\)"):
+            FastTrainConfig(out="x", label_smoothing=value)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("name", ["adv_eps", "adv_step_fraction"])
+    def test_rejects_bad_adversarial_settings(self, name: str) -> None:
+        with pytest.raises(VarMixupError, match=f"{name} must be a finite number > 0"):
+            FastTrainConfig(out="x", **{name: 0.0})
+
+
+class TestLabelSmoothingSetting:
+    @pytest.mark.parametrize("method", ["erm", "mixup", "adv-train"])
+    def test_zero_gives_one_hot_or_mixed_one_hot_targets(self, method: str) -> None:
+        cfg = FastTrainConfig(out="unused", method=method, label_smoothing=0.0)
+        y = torch.arange(8) % 4
+        _, t = make_batch_transform(cfg, 4, None)(torch.rand(8, 3, 32, 32), y, torch.Generator().manual_seed(0))
+        assert torch.allclose(t.sum(1), torch.ones(8))
+        if method == "mixup":  # each row holds at most two labels, the own one with weight lam >= 0
+            assert bool(((t > 0).sum(1) <= 2).all()) and bool((t[torch.arange(8), y] > 0).all())
+        else:
+            assert torch.equal(t, torch.nn.functional.one_hot(y, 4).float())
+
+
+class TestFgsmRandomStart:
+    def _model(self) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+
+    def test_stays_in_the_ball_and_in_range(self) -> None:
+        x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+        t = torch.nn.functional.one_hot(torch.arange(6) % 4, 4).float()
+        adv = fgsm_random_start(self._model(), x, t, eps=8 / 255, step_size=10 / 255,
+                                generator=torch.Generator().manual_seed(2))
+        assert float((adv - x).abs().max()) <= 8 / 255 + 1e-6
+        assert float(adv.min()) >= 0 and float(adv.max()) <= 1 and not adv.requires_grad
+
+    def test_raises_the_loss_over_the_random_start(self) -> None:
+        # a linear model: the signed-gradient step raises the loss from any start, so the average rises
+        model = self._model()
+        x = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 0.5 + 0.25
+        t = torch.nn.functional.one_hot(torch.arange(64) % 4, 4).float()
+        adv = fgsm_random_start(model, x, t, eps=8 / 255, step_size=10 / 255,
+                                generator=torch.Generator().manual_seed(4))
+        noise = (torch.rand(x.shape, generator=torch.Generator().manual_seed(4)) * 2 - 1) * 8 / 255
+
+        def loss(images: torch.Tensor) -> float:
+            with torch.no_grad():
+                return float(torch.sum(-t * torch.log_softmax(model(images), 1)))
+
+        assert loss(adv) > loss(x + noise) > 0
+
+    def test_the_same_generator_seed_gives_the_same_images(self) -> None:
+        x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+        t = torch.full((4, 4), 0.25)
+        a, b = (fgsm_random_start(self._model(), x, t, eps=0.03, step_size=0.04,
+                                  generator=torch.Generator().manual_seed(6)) for _ in range(2))
+        assert torch.equal(a, b)
+
 
 class TestTrainFastClassifier:
     def _cfg(self, out: str, **kw: object) -> FastTrainConfig:
@@ -170,6 +230,20 @@ class TestTrainFastClassifier:
             header = json.loads(f.metadata()["varmixup_aug_classifier"])
         assert header["architecture"] == "FastCifarNet" and header["holdout"] == {"indices": [1]}
         assert header["method"] == "erm" and header["finished"]
+
+    def test_adv_train_trains_on_perturbed_images_and_resumes_exactly(self, tmp_path) -> None:
+        x, y = _images(48)
+        cfg = dict(method="adv-train", label_smoothing=0.0)
+        full = train_fast_classifier(self._cfg(str(tmp_path / "a"), **cfg), x, y, num_classes=4, progress=False)
+        erm = train_fast_classifier(self._cfg(str(tmp_path / "e"), label_smoothing=0.0), x, y, num_classes=4,
+                                    progress=False)
+        train_fast_classifier(self._cfg(str(tmp_path / "b"), max_steps=3, **cfg), x, y, num_classes=4,
+                              progress=False)
+        resumed = train_fast_classifier(self._cfg(str(tmp_path / "b"), **cfg), x, y, num_classes=4, resume=True,
+                                        progress=False)
+        assert full["args"]["method"] == "adv-train" and full["args"]["adv_eps"] == pytest.approx(8 / 255)
+        assert [h["mean_loss"] for h in resumed["history"]] == [h["mean_loss"] for h in full["history"]]
+        assert full["history"][0]["mean_loss"] != erm["history"][0]["mean_loss"]  # other inputs than ERM's
 
     def test_learns_a_separable_task(self, tmp_path) -> None:
         g = torch.Generator().manual_seed(0)

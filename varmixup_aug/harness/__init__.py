@@ -13,8 +13,8 @@ from .claims import CLAIMS, claims_table, evaluate_claim
 from .evidence_results import bits_to_bool, load_runs, part_indices, part_vector
 from .evidence_summary import PUBLISHED_MI_CIFAR10, reliability_figures, reproduction_tables
 from .evidence import EVIDENCE_PARTS, PAPER_LAM, EvidenceConfig, autoattack_rand, run_evidence
-from .fast_training import (FAST_METHODS, PRECISIONS, FastTrainConfig, batch_crop_flip, cpu_bf16_units,
-                            train_fast_classifier)
+from .fast_training import (FAST_METHODS, PRECISIONS, VAE_METHODS, FastTrainConfig, batch_crop_flip,
+                            cpu_bf16_units, fgsm_random_start, train_fast_classifier)
 from .data import cache_dir, load_tensor_dataset, open_image_dataset
 from .lam_selection import select_mi_lam
 from .models import FastCifarNet, PreActResNet, SmallCNN
@@ -35,8 +35,10 @@ __all__ = [
     "EvalConfig",
     "EvidenceConfig",
     "FAST_METHODS",
+    "VAE_METHODS",
     "FastCifarNet",
     "FastTrainConfig",
+    "fgsm_random_start",
     "METHODS",
     "PAPER_LAM",
     "PRECISIONS",

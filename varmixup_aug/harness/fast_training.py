@@ -15,7 +15,11 @@ code: Keller Jordan's airbench94 (94.0% in 9.9 epochs) and David Page's ResNet-9
 
 There is no test-time augmentation: the model that is reported is the model that is attacked.
 Every method (:data:`FAST_METHODS`) trains the same network with the same schedule and seed; only
-the batch transform differs (:func:`make_batch_transform`).
+the batch transform differs (:func:`make_batch_transform`). ``adv-train`` is the baseline of fast
+adversarial training (Wong, Rice and Kolter 2020, "Fast is better than free"): each batch is
+replaced by its FGSM adversarial from a uniform random start in the ``adv_eps`` ball, one step of
+``adv_step`` (1.25 eps), clipped to the ball and to [0, 1], computed on the network being trained
+(:func:`fgsm_random_start`).
 """
 
 from __future__ import annotations
@@ -46,12 +50,15 @@ __all__ = [
     "FastTrainConfig",
     "PRECISIONS",
     "batch_crop_flip",
+    "VAE_METHODS",
     "cpu_bf16_units",
+    "fgsm_random_start",
     "make_batch_transform",
     "train_fast_classifier",
 ]
 
-FAST_METHODS = ("erm", "mixup", "varmixup", "varmixup-residual", "vae-recon")
+FAST_METHODS = ("erm", "mixup", "varmixup", "varmixup-residual", "vae-recon", "adv-train")
+VAE_METHODS = ("varmixup", "varmixup-residual", "vae-recon")
 PRECISIONS = ("auto", "fp32", "bf16")
 STATE_NAME = "train_state.safetensors"
 _STATE_KEY = "varmixup_aug_fast_state"
@@ -117,6 +124,8 @@ class FastTrainConfig:
 
     ``lr`` and ``weight_decay`` are per 1024 examples on the summed loss, as in that recipe;
     ``bias_lr_scale`` multiplies the learning rate (not the decay) of the batch-norm shifts.
+    ``label_smoothing`` 0.2 is airbench's; the papers' regime trains with 0. ``adv_eps`` and
+    ``adv_step_fraction`` (step = fraction x eps) are read by ``adv-train`` only.
     ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``) is resolved at construction: ``"auto"`` becomes
     ``"bf16"`` where the CPU has bf16 units and ``"fp32"`` elsewhere, so the saved settings (and a
     resume's check of them) name the precision the run used.
@@ -137,6 +146,8 @@ class FastTrainConfig:
     lookahead_every: int = 5
     translate: int = 2
     alpha: float = 1.0
+    adv_eps: float = 8 / 255
+    adv_step_fraction: float = 1.25
     widths: tuple[int, ...] = (64, 256, 256)
     seed: int = 0
     checkpoint_every: int = 25
@@ -149,10 +160,13 @@ class FastTrainConfig:
             raise VarMixupError(f"method must be one of {FAST_METHODS}, got {self.method!r}")
         for name in ("epochs", "batch_size", "checkpoint_every", "lookahead_every"):
             setattr(self, name, check_int(name, getattr(self, name)))
-        for name in ("lr", "alpha"):
+        for name in ("lr", "alpha", "adv_eps", "adv_step_fraction"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise VarMixupError(f"{name} must be a finite number > 0, got {v!r}")
+        ls = self.label_smoothing
+        if not isinstance(ls, (int, float)) or not 0 <= ls < 1:
+            raise VarMixupError(f"label_smoothing must be a number in [0, 1), got {ls!r}; 0 trains on one-hot targets")
         self.widths = tuple(int(w) for w in self.widths)
         self.precision = resolve_precision(self.precision)
 
@@ -187,11 +201,11 @@ def _param_groups(model: FastCifarNet, cfg: FastTrainConfig) -> list[dict[str, A
 _RESUMABLE_CHANGES = ("out", "max_steps", "checkpoint_every")  # may differ between a run and its resume
 
 
-_DEFAULTS_BEFORE = {"precision": "fp32"}  # settings added later, as runs saved before them trained
+_DEFAULTS_BEFORE = {"precision": "fp32", "adv_eps": 8 / 255, "adv_step_fraction": 1.25}  # settings added later, as runs saved before them trained
 
 
 def _changed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    saved = {**_DEFAULTS_BEFORE, **saved}
+    saved = {**{k: v for k, v in _DEFAULTS_BEFORE.items() if k in now}, **saved}
     keys = (set(saved) | set(now)) - set(_RESUMABLE_CHANGES)
     return sorted(k for k in keys if saved.get(k) != now.get(k))
 
@@ -209,16 +223,17 @@ def make_batch_transform(cfg: FastTrainConfig, num_classes: int, vae: Any
                          ) -> Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]:
     """The method's batch transform: ``(images [0, 1], labels, generator) -> (images, soft targets)``.
 
-    ``erm``: smoothed one-hot targets; ``mixup``: input mixup; ``varmixup``: the paper form;
+    ``erm`` and ``adv-train``: smoothed one-hot targets (``adv-train`` perturbs the images later, in the
+    step, as it needs the network); ``mixup``: input mixup; ``varmixup``: the paper form;
     ``varmixup-residual``: the residual form; ``vae-recon``: the VAE's reconstruction of one
     posterior sample ``D(z_i)``, no mixing (``lam = 1``). Targets carry the label smoothing.
     """
-    if cfg.method in ("varmixup", "varmixup-residual", "vae-recon") and vae is None:
+    if cfg.method in VAE_METHODS and vae is None:
         raise VarMixupError(f"method {cfg.method!r} needs a VAE; pass vae=")
     ls = cfg.label_smoothing
 
     def transform(x: Tensor, y: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        if cfg.method == "erm":
+        if cfg.method in ("erm", "adv-train"):
             return x, F.one_hot(y, num_classes).float() * (1 - ls) + ls / num_classes
         params = draw_mixup_params(x.shape[0], alpha=cfg.alpha, generator=g)
         if cfg.method == "vae-recon":
@@ -230,6 +245,36 @@ def make_batch_transform(cfg: FastTrainConfig, num_classes: int, vae: Any
                         autocast_dtype=cfg.autocast_dtype)
 
     return transform
+
+
+def fgsm_random_start(model: nn.Module, images: Tensor, targets: Tensor, *, eps: float, step_size: float,
+                      generator: torch.Generator, autocast_dtype: torch.dtype | None = None) -> Tensor:
+    """FGSM from a uniform random start (Wong, Rice and Kolter 2020): the training images of ``adv-train``.
+
+    The start is uniform in the L-inf ball of ``eps``; one signed-gradient step of ``step_size`` on the
+    soft-target cross-entropy, then the result is clipped to the ball and to ``[0, 1]``. The network
+    stays in the mode it is in (training, as in that paper's code).
+
+    Args:
+        model: ``(B, C, H, W)`` images in ``[0, 1]`` -> logits ``(B, K)``.
+        images: ``(B, C, H, W)`` float in ``[0, 1]``.
+        targets: ``(B, K)`` soft targets.
+        eps, step_size: the radius and the step, in pixel units (8/255 and 10/255 in that paper).
+        generator: draws the random start.
+        autocast_dtype: ``torch.bfloat16`` to run the forward pass under CPU autocast.
+
+    Returns:
+        ``(B, C, H, W)`` adversarial images, detached, in ``images``' memory format.
+    """
+    noise = torch.rand(images.shape, generator=generator, dtype=images.dtype)
+    delta = ((noise * 2 - 1) * eps).to(images.device)
+    delta = ((images + delta).clamp(0, 1) - images).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_dtype is torch.bfloat16):
+        logits = model(images + delta)
+    loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=1))
+    (grad,) = torch.autograd.grad(loss, delta)
+    step = (delta.detach() + step_size * grad.sign()).clamp(-eps, eps)
+    return (images + step).clamp(0, 1).contiguous(memory_format=torch.channels_last)
 
 
 class _Lookahead(nn.Module):
@@ -344,6 +389,10 @@ class _Run:
             group["lr"] = 0.0 if frozen else group["base_lr"] * factor
         self.net.train()
         x, target = self.batch()
+        if cfg.method == "adv-train":
+            g = torch.Generator().manual_seed(derive_seed(cfg.seed, "adv", self.global_step))
+            x = fgsm_random_start(self.net, x, target, eps=cfg.adv_eps, step_size=cfg.adv_step_fraction * cfg.adv_eps,
+                                  generator=g, autocast_dtype=cfg.autocast_dtype)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             logits = self.net(x)
         loss = torch.sum(-target * F.log_softmax(logits.float(), dim=1))  # the loss in fp32 either way

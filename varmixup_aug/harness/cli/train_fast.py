@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .. import FAST_METHODS, PRECISIONS
+from .. import FAST_METHODS, PRECISIONS, VAE_METHODS
 from ._flags import (add_out_flags, add_run_flags, add_vae_flags, int_list, nonnegative_int, positive_float,
                      positive_int, positive_int_list, start_run, vae_from_flags, vae_label)
 
@@ -16,8 +16,9 @@ def add_parser(sub: Any) -> None:
         help="train the fast CIFAR network (airbench94's shape) with one of five methods",
         description="Train FastCifarNet with the fast schedule (bf16 autocast with fp32 weights where the CPU has "
         "bf16 units, else fp32; see --precision; channels_last, batch crop+flip on uint8 "
-        "images held in memory, label smoothing 0.2, lookahead averaging) under --method "
-        "erm|mixup|varmixup|varmixup-residual|vae-recon. A fixed held-out part of the train split is never "
+        "images held in memory, label smoothing 0.2 unless --label-smoothing says otherwise, lookahead averaging) under --method "
+        "erm|mixup|varmixup|varmixup-residual|vae-recon|adv-train (fast FGSM adversarial training, Wong et al. 2020). "
+        "A fixed held-out part of the train split is never "
         "trained on (evidence uses it to choose MI's lam). Writes OUT/checkpoint.safetensors (fp16 weights and "
         "JSON metadata, loadable with load_classifier), OUT/train_report.json and, while training, the "
         "resumable OUT/train_state.safetensors.",
@@ -30,6 +31,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--epochs", type=positive_int, default=12)
     p.add_argument("--batch-size", type=positive_int, default=1024, help="at most the number of training images")
     p.add_argument("--alpha", type=positive_float, default=1.0, help="Beta(alpha, alpha) of the mixing methods")
+    p.add_argument("--label-smoothing", type=float, default=0.2,
+                   help="0.2 is airbench's recipe; 0 trains on one-hot (or mixed one-hot) targets, as the papers do")
+    p.add_argument("--adv-eps", type=positive_float, default=8 / 255,
+                   help="adv-train: L-inf radius in pixel units (default 8/255)")
+    p.add_argument("--adv-step-fraction", type=positive_float, default=1.25,
+                   help="adv-train: FGSM step as a multiple of --adv-eps (Wong et al.: 1.25)")
     p.add_argument("--holdout", type=nonnegative_int, default=1000,
                    help="train-split images held out (never trained on)")
     p.add_argument("--holdout-seed", type=int, default=0)
@@ -54,13 +61,14 @@ def run(args: argparse.Namespace) -> int:
 
     progress = start_run(args)
     cfg = FastTrainConfig(out=args.out, method=args.method, epochs=args.epochs, batch_size=args.batch_size,
-                          alpha=args.alpha, seed=args.seed, max_steps=args.max_steps,
+                          alpha=args.alpha, label_smoothing=args.label_smoothing, adv_eps=args.adv_eps,
+                          adv_step_fraction=args.adv_step_fraction, seed=args.seed, max_steps=args.max_steps,
                           checkpoint_every=args.checkpoint_every, precision=args.precision,
                           widths=int_list(args.widths, "--widths", "64,256,256"))
     with claim_run(args.out, resume=args.resume, overwrite=args.overwrite, what=f"train-fast --method {args.method}",
                    run_files=("checkpoint.safetensors", "train_state.safetensors", "train_report.json")) as claim:
         vae = None
-        if args.method in ("varmixup", "varmixup-residual", "vae-recon"):
+        if args.method in VAE_METHODS:
             vae = vae_from_flags(args)
         split = load_train_split(args.data_dir, holdout=args.holdout, holdout_seed=args.holdout_seed,
                                  limit_train=args.limit_train, progress=progress)
