@@ -201,7 +201,8 @@ def _param_groups(model: FastCifarNet, cfg: FastTrainConfig) -> list[dict[str, A
 _RESUMABLE_CHANGES = ("out", "max_steps", "checkpoint_every")  # may differ between a run and its resume
 
 
-_DEFAULTS_BEFORE = {"precision": "fp32", "adv_eps": 8 / 255, "adv_step_fraction": 1.25}  # settings added later, as runs saved before them trained
+# settings added later, as runs saved before them trained
+_DEFAULTS_BEFORE = {"precision": "fp32", "adv_eps": 8 / 255, "adv_step_fraction": 1.25}
 
 
 def _changed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -16,8 +16,9 @@ def add_parser(sub: Any) -> None:
         help="train the fast CIFAR network (airbench94's shape) with one of five methods",
         description="Train FastCifarNet with the fast schedule (bf16 autocast with fp32 weights where the CPU has "
         "bf16 units, else fp32; see --precision; channels_last, batch crop+flip on uint8 "
-        "images held in memory, label smoothing 0.2 unless --label-smoothing says otherwise, lookahead averaging) under --method "
-        "erm|mixup|varmixup|varmixup-residual|vae-recon|adv-train (fast FGSM adversarial training, Wong et al. 2020). "
+        "images held in memory, label smoothing 0.2 unless --label-smoothing says otherwise, lookahead "
+        "averaging) under --method erm|mixup|varmixup|varmixup-residual|vae-recon|adv-train (fast FGSM adversarial "
+        "training, Wong et al. 2020). "
         "A fixed held-out part of the train split is never "
         "trained on (evidence uses it to choose MI's lam). Writes OUT/checkpoint.safetensors (fp16 weights and "
         "JSON metadata, loadable with load_classifier), OUT/train_report.json and, while training, the "
