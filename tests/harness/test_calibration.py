@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from varmixup_aug import VarMixupError
 from varmixup_aug.harness import calibration_bins, expected_calibration_error, reliability_diagram
+from varmixup_aug.harness.calibration import fit_temperature
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,3 +70,30 @@ class TestReliabilityDiagram:
         path = reliability_diagram(conf, torch.rand(500, generator=g) < conf, tmp_path / "sub" / "rel.png", title="t")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
         assert matplotlib.get_backend() == backend  # the global backend is left alone
+
+
+class TestFitTemperature:
+    def _sample(self, temperature: float, n: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(0)
+        logits = 3 * torch.randn(n, 5, generator=g)
+        labels = torch.multinomial((logits / temperature).softmax(1), 1, generator=g).flatten()
+        return logits, labels
+
+    @pytest.mark.parametrize("temperature", [0.5, 1.0, 2.5])
+    def test_recovers_the_temperature_the_labels_were_drawn_with(self, temperature: float) -> None:
+        logits, labels = self._sample(temperature)
+        assert fit_temperature(logits, labels) == pytest.approx(temperature, rel=0.1)
+
+    def test_matches_a_grid_search_of_the_nll(self) -> None:
+        logits, labels = self._sample(1.7, n=1000)
+        grid = torch.linspace(0.5, 5.0, 4501, dtype=torch.float64)
+        nll = torch.stack([F.cross_entropy(logits.double() / t, labels) for t in grid])
+        assert fit_temperature(logits, labels) == pytest.approx(float(grid[nll.argmin()]), abs=2e-3)
+
+    def test_rejects_bad_inputs(self) -> None:
+        with pytest.raises(VarMixupError, match=r"logits must be a non-empty \(N, K\) tensor, got \(3,\)"):
+            fit_temperature(torch.zeros(3), torch.zeros(3, dtype=torch.long))
+        with pytest.raises(VarMixupError, match="labels must be a tensor of 2 labels, got \\(3,\\)"):
+            fit_temperature(torch.zeros(2, 4), torch.zeros(3, dtype=torch.long))
+        with pytest.raises(VarMixupError, match="need 0 < low < high"):
+            fit_temperature(torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), low=2.0, high=1.0)

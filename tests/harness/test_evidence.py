@@ -52,8 +52,8 @@ class TestEvidenceCommand:
         assert main(args) == 0
         data = json.loads(out.read_text())
         parts = data["parts"]
-        assert set(parts) == {"lam_selection", "clean", "corruptions", "oblivious:8/255", "published:8/255",
-                              "autoattack:8/255"}
+        assert set(parts) == {"lam_selection", "calibration", "clean", "corruptions", "oblivious:8/255",
+                              "published:8/255", "autoattack:8/255"}
         clean = parts["clean"]["chunks"]
         assert sorted(clean) == ["0", "1"] and all(len(c["none"]) == 20 for c in clean.values())
         assert {"mi_pl@paper", "mi_ol@selected", "mi_combined@selected"} <= set(clean["0"])
@@ -74,12 +74,72 @@ class TestEvidenceCommand:
         assert "made with another config" in capsys.readouterr().err
 
 
+class TestCalibrationPart:
+    def test_scores_every_test_image_and_fits_a_temperature_on_held_out_images(
+            self, fast_run: Path, image_folder: Path, tmp_path: Path) -> None:
+        from varmixup_aug.harness.calibration import expected_calibration_error
+
+        out = tmp_path / "evidence.json"
+        args = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), "--parts",
+                "calibration", "--calibration-n", "15", *TINY_EVIDENCE]
+        assert main(args) == 0
+        result = json.loads(out.read_text())["parts"]["calibration"]["result"]
+        test = result["test"]
+        assert test["n"] == 40 and len(test["correct"]) == 40 and len(test["confidence_ts"]) == 40
+        assert result["fit"]["n"] == 15 and result["temperature"] > 0
+        assert result["fit"]["nll_after"] <= result["fit"]["nll_before"] + 1e-9  # the fit minimises the NLL
+        correct = torch.tensor([c == "1" for c in test["correct"]])
+        for key, ece in (("confidence", "ece"), ("confidence_ts", "ece_ts")):
+            recomputed = expected_calibration_error(torch.tensor(test[key]), correct)
+            assert recomputed == pytest.approx(test[ece], abs=1e-4)
+        model = load_classifier(fast_run)
+        from varmixup_aug.harness import load_tensor_dataset, open_image_dataset
+
+        x, y = load_tensor_dataset(open_image_dataset(image_folder, "test"), progress=False)
+        with torch.no_grad():
+            right = model(x.float() / 255).argmax(1) == y
+        assert torch.equal(right, correct)  # in test-split order
+
+
+class TestTestSubset:
+    def test_stratified_images_are_balanced_and_stored_in_random_order(self, fast_run: Path, image_folder: Path,
+                                                                       tmp_path: Path) -> None:
+        out = tmp_path / "evidence.json"
+        args = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), "--parts", "clean",
+                *TINY_EVIDENCE, "--n-test", "20"]
+        assert main(args) == 0
+        idx = json.loads(out.read_text())["test_indices"]
+        from varmixup_aug.harness import open_image_dataset
+        from varmixup_aug.harness.data import dataset_labels
+
+        labels = dataset_labels(open_image_dataset(image_folder, "test"))[idx]
+        assert torch.bincount(labels, minlength=10).tolist() == [2] * 10
+        assert idx != sorted(idx)
+
+    def test_files_made_before_the_setting_resume_as_random(self, fast_run: Path, image_folder: Path,
+                                                            tmp_path: Path, capsys) -> None:
+        out = tmp_path / "evidence.json"
+        base = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), "--parts", "clean",
+                *TINY_EVIDENCE, "--n-test", "20"]
+        assert main([*base, "--test-subset", "random"]) == 0
+        data = json.loads(out.read_text())
+        assert data["test_indices"] == sorted(data["test_indices"])
+        for key in ("test_subset", "calibration_n"):  # as an older file stores it
+            del data["config"][key]
+        out.write_text(json.dumps(data))
+        assert main([*base, "--test-subset", "random"]) == 0
+        assert main(base) == 2
+        assert "made with another config (test_subset)" in capsys.readouterr().err
+
+
 class TestEvidenceConfig:
     def test_rejects_unknown_parts_and_bad_eps(self) -> None:
         with pytest.raises(VarMixupError, match=r"parts \['pgd'\] are unknown"):
             EvidenceConfig(parts=("pgd",))
         with pytest.raises(VarMixupError, match="eps values must be in"):
             EvidenceConfig(oblivious_eps=(8.0,))
+        with pytest.raises(VarMixupError, match=r"test_subset must be one of \('random', 'stratified'\), got 'first'"):
+            EvidenceConfig(test_subset="first")
 
 
 class TestAutoattackRand:

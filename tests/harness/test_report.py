@@ -180,3 +180,44 @@ class TestEvalContext:
     def test_mi_without_a_pool(self):
         with pytest.raises(VarMixupError, match="Mixup Inference needs a pool of clean training images"):
             self._ctx(pool=False).make_mi("pl", "clean", lam=0.5, num_samples=2)
+
+
+class TestStratifiedSubset:
+    def test_takes_the_same_number_per_class_in_random_order(self) -> None:
+        from varmixup_aug.harness.scoring import stratified_subset
+
+        labels = torch.arange(200) % 10
+        idx = stratified_subset(labels, 30, 0, "t")
+        assert len(set(idx)) == 30 and torch.bincount(labels[idx], minlength=10).tolist() == [3] * 10
+        assert idx != sorted(idx) and idx == stratified_subset(labels, 30, 0, "t")
+        assert idx != stratified_subset(labels, 30, 1, "t")
+        prefix = torch.bincount(labels[stratified_subset(labels, 100, 0, "t")[:50]], minlength=10)
+        assert int(prefix.min()) >= 1  # a partial run still sees every class
+
+    def test_remainder_goes_to_the_first_classes_and_all_means_a_permutation(self) -> None:
+        from varmixup_aug.harness.scoring import stratified_subset
+
+        labels = torch.arange(40) % 4
+        assert torch.bincount(labels[stratified_subset(labels, 6, 0, "t")]).tolist() == [2, 2, 1, 1]
+        every = stratified_subset(labels, None, 0, "t")
+        assert sorted(every) == list(range(40)) and every != list(range(40))
+
+    def test_refuses_a_class_too_small(self) -> None:
+        from varmixup_aug.harness.scoring import stratified_subset
+
+        with pytest.raises(VarMixupError, match="class 1 has 1 images, fewer than the 2"):
+            stratified_subset(torch.tensor([0, 0, 0, 1, 2, 2]), 5, 0, "t")
+
+
+class TestDatasetLabels:
+    def test_reads_targets_of_folders_subsets_and_plain_datasets(self, image_folder: Path) -> None:
+        from torch.utils.data import Subset
+
+        from varmixup_aug.harness import open_image_dataset
+        from varmixup_aug.harness.data import dataset_labels
+
+        test = open_image_dataset(image_folder, "test")
+        labels = dataset_labels(test)
+        assert labels.tolist() == [y for _, y in test]
+        assert dataset_labels(Subset(test, [5, 0])).tolist() == [labels[5].item(), labels[0].item()]
+        assert dataset_labels([(None, 3), (None, 1)]).tolist() == [3, 1]

@@ -22,7 +22,7 @@ from varmixup_aug import VarMixupError
 if TYPE_CHECKING:
     from torchvision.datasets import VisionDataset
 
-__all__ = ["cache_dir", "import_albumentations", "load_tensor_dataset", "open_image_dataset"]
+__all__ = ["cache_dir", "dataset_labels", "import_albumentations", "load_tensor_dataset", "open_image_dataset"]
 
 _TORCHVISION_NAMES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "mnist": "MNIST", "fashionmnist": "FashionMNIST"}
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -259,6 +259,17 @@ def _worker_message(exc: VarMixupError) -> VarMixupError:
         return exc
     last = [line for line in text.strip().splitlines() if line.strip()][-1]
     return VarMixupError(last.split("VarMixupError: ", 1)[-1].strip())
+
+
+def dataset_labels(dataset: Any) -> Tensor:
+    """Every item's label ``(N,)``, from the dataset's ``targets`` (ImageFolder, torchvision datasets and
+    :class:`~torch.utils.data.Subset` of them) without decoding an image; other datasets are read item by item."""
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(targets) == len(dataset):
+        return torch.as_tensor(targets).long().flatten()
+    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
 
 
 def load_tensor_dataset(

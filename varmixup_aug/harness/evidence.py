@@ -1,5 +1,9 @@
 """The evidence protocol: a per-image, resumable robustness evaluation of one classifier.
 
+The ``n_test`` images are stratified (the same number per class) and stored in a seeded random
+order (``test_subset="stratified"``), so a partial run is class-balanced too; files made before
+that setting read as ``test_subset="random"`` (a uniform draw in test-split order).
+
 Every part stores, for every image, whether each predictor got it right, so accuracies get
 confidence intervals and methods can be compared pairwise on the same images
 (:mod:`~varmixup_aug.harness.significance`). Results go into one JSON file per checkpoint,
@@ -8,6 +12,9 @@ written atomically after every chunk of images; a rerun skips the chunks already
 Parts (``EvidenceConfig.parts``):
 
 - ``lam_selection``: MI's ``lam`` per mode, chosen on held-out *training* images.
+- ``calibration``: the plain model on *all* test images (correctness, confidence), and the
+  temperature fitted on ``calibration_n`` held-out training images (Guo et al. 2017), with the
+  confidences after scaling; ECE raw and scaled come from it.
 - ``clean``: plain predictions with confidences (ECE, reliability), and MI at both ``lam`` sets.
 - ``corruptions``: 11 corruptions x 3 severities, plain model.
 - ``oblivious``: the MI paper's protocol, untargeted PGD-10 (step ``eps / 4``, random start)
@@ -40,15 +47,17 @@ from varmixup_aug._checks import check_int
 from varmixup_aug._io import atomic_write_json
 from varmixup_aug._random import derive_seed
 from .attacks import adversarial_examples
+from .calibration import expected_calibration_error, fit_temperature
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from .lam_selection import select_mi_lam
-from .report import load_evaluation_data
+from .data import load_tensor_dataset, open_image_dataset
+from .report import TEST_SUBSETS, load_evaluation_data
 from .eval_context import EvalContext
-from .scoring import eps_key, mi_correct
+from .scoring import batch_ranges, eps_key, mi_correct
 
 __all__ = ["EVIDENCE_PARTS", "EvidenceConfig", "autoattack_rand", "run_evidence", "vector_accuracy"]
 
-EVIDENCE_PARTS = ("lam_selection", "clean", "corruptions", "oblivious", "published", "autoattack")
+EVIDENCE_PARTS = ("lam_selection", "calibration", "clean", "corruptions", "oblivious", "published", "autoattack")
 PAPER_LAM = 0.5
 FORMAT = "varmixup-aug-evidence"
 
@@ -58,6 +67,8 @@ class EvidenceConfig:
     """Settings of :func:`run_evidence`; the defaults are the protocol of the reproduction."""
 
     n_test: int = 1000
+    test_subset: str = "stratified"
+    calibration_n: int = 1000
     seed: int = 0
     chunk_size: int = 100
     ece_bins: int = 15
@@ -90,7 +101,9 @@ class EvidenceConfig:
         unknown = [p for p in self.parts if p not in EVIDENCE_PARTS]
         if unknown:
             raise VarMixupError(f"parts {unknown} are unknown; choose from {list(EVIDENCE_PARTS)}")
-        for name in ("n_test", "chunk_size", "pool_size", "published_n", "published_chunk_size",
+        if self.test_subset not in TEST_SUBSETS:
+            raise VarMixupError(f"test_subset must be one of {TEST_SUBSETS}, got {self.test_subset!r}")
+        for name in ("n_test", "calibration_n", "chunk_size", "pool_size", "published_n", "published_chunk_size",
                      "autoattack_chunk_size", "select_n"):
             object.__setattr__(self, name, check_int(name, getattr(self, name)))
         for eps in (*self.oblivious_eps, *self.published_eps, self.autoattack_eps):
@@ -113,12 +126,19 @@ def vector_accuracy(bits: str) -> float:
 # Settings that do not change any stored chunk: which parts run, and how long the prefix of the
 # adaptive subset is (its chunks are the same for any length).
 _EXTENDABLE = ("parts", "published_n", "autoattack_n")
+# Settings added later, as the files made before them ran.
+_DEFAULTS_BEFORE = {"test_subset": "random", "calibration_n": 1000}
 
 
 def _identity(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: v for k, v in value.items() if k not in _EXTENDABLE}
+        return {k: v for k, v in {**_DEFAULTS_BEFORE, **value}.items() if k not in _EXTENDABLE}
     return value
+
+
+def _config_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    a, b = _identity(saved), _identity(now)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def _read_store(path: Path) -> dict[str, Any]:
@@ -146,11 +166,13 @@ class _Store:
         self.path = path
         if path.is_file():
             self.data = _read_store(path)
-            changed = [k for k in ("config", "checkpoint_sha")
-                       if _identity(self.data.get(k)) != _identity(header.get(k))]
+            if self.data.get("checkpoint_sha") != header.get("checkpoint_sha"):
+                raise VarMixupError(f"{path} was made with another checkpoint_sha (another checkpoint); use another "
+                                    "output path or delete it to start over")
+            changed = _config_changes(self.data.get("config") or {}, header["config"])
             if changed:
-                raise VarMixupError(f"{path} was made with another {' and '.join(changed)}; use another output path "
-                                    "or delete it to start over")
+                raise VarMixupError(f"{path} was made with another config ({', '.join(changed)}); pass the settings it "
+                                    "was made with, use another output path, or delete it to start over")
         else:
             self.data = {"format": FORMAT, **header, "parts": {}}
 
@@ -230,6 +252,45 @@ def _part_lam_selection(ctx: _Context, held: tuple[Tensor, Tensor] | None) -> No
         ctx.store.save()
     sel = entry["result"]
     ctx.lams["selected"] = {"pl": sel["pl"]["lam"], "ol": sel["ol"]["lam"]}
+
+
+def _part_calibration(ctx: _Context, calibration: tuple[Tensor, Tensor] | None,
+                      load_test: Callable[[], tuple[Tensor, Tensor]]) -> None:
+    entry = ctx.store.part("calibration")
+    if "result" in entry:
+        return
+    assert calibration is not None  # lam selection, which runs first, refuses a checkpoint without held-out images
+    t0 = time.perf_counter()
+    test = load_test()
+    held_logits = ctx.logits(calibration[0], 500)
+    temperature = fit_temperature(held_logits, calibration[1])
+    logits = torch.cat([ctx.logits(test[0][s:e], 500) for s, e in batch_ranges(test[0].shape[0], 2000)])
+    correct = logits.argmax(1) == test[1]
+
+    def top(z: Tensor) -> Tensor:
+        return z.softmax(1).max(1).values
+
+    def ece(z: Tensor, right: Tensor) -> float:
+        return expected_calibration_error(top(z), right, n_bins=ctx.cfg.ece_bins)
+
+    held_right = held_logits.argmax(1) == calibration[1]
+    entry["result"] = {
+        "temperature": temperature,
+        "fit": {"n": int(held_right.numel()), "nll_before": _nll(held_logits, calibration[1], 1.0),
+                "nll_after": _nll(held_logits, calibration[1], temperature),
+                "ece_before": ece(held_logits, held_right), "ece_after": ece(held_logits / temperature, held_right)},
+        "test": {"n": int(correct.numel()), "correct": _bits(correct),
+                 "confidence": [round(float(c), 5) for c in top(logits)],
+                 "confidence_ts": [round(float(c), 5) for c in top(logits / temperature)],
+                 "ece": ece(logits, correct), "ece_ts": ece(logits / temperature, correct),
+                 "accuracy": float(correct.double().mean())},
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    ctx.store.save()
+
+
+def _nll(logits: Tensor, labels: Tensor, temperature: float) -> float:
+    return float(torch.nn.functional.cross_entropy(logits / temperature, labels))
 
 
 def _part_clean(ctx: _Context) -> None:
@@ -340,6 +401,12 @@ def _part_autoattack(ctx: _Context) -> None:
                 work, "AutoAttack-rand")
 
 
+def _test_split(data_dir: str | os.PathLike[str], progress: bool) -> tuple[Tensor, Tensor]:
+    """Every test image (uint8) and label, in test-split order."""
+    x, y = load_tensor_dataset(open_image_dataset(data_dir, "test"), desc="decoding test split", progress=progress)
+    return x, y.long()
+
+
 def _sha256(path: Path) -> str:
     import hashlib
 
@@ -369,7 +436,9 @@ def run_evidence(
     if Path(out_json).is_file():
         _read_store(Path(out_json))  # a foreign or empty file is refused before any data is read
     data = load_evaluation_data(ckpt, data_dir, n_test=cfg.n_test, pool_size=cfg.pool_size,
-                                select_n=cfg.select_n, seed=cfg.seed, progress=progress)
+                                select_n=cfg.select_n, seed=cfg.seed, test_subset=cfg.test_subset,
+                                calibration_n=cfg.calibration_n if "calibration" in cfg.parts else 0,
+                                progress=progress)
     model = data["model"]
     header = {"config": cfg.to_dict(), "checkpoint_sha": _sha256(data["checkpoint_file"]),
               "checkpoint": str(checkpoint), "method": data["meta"].get("method"),
@@ -379,6 +448,7 @@ def run_evidence(
                          store=store, lams={"paper": {"pl": PAPER_LAM, "ol": PAPER_LAM}})
     _part_lam_selection(ctx, data["held"])  # every MI part reports the selected lam too
     runners: dict[str, Callable[[], None]] = {
+        "calibration": lambda: _part_calibration(ctx, data["calibration"], lambda: _test_split(data_dir, progress)),
         "clean": lambda: _part_clean(ctx), "corruptions": lambda: _part_corruptions(ctx),
         "oblivious": lambda: _part_oblivious(ctx), "published": lambda: _part_published(ctx),
         "autoattack": lambda: _part_autoattack(ctx),

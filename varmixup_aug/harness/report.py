@@ -34,19 +34,21 @@ from .attacks import adversarial_examples
 from .calibration import calibration_bins, expected_calibration_error, reliability_diagram
 from .classifier_checkpoint import checkpoint_file, load_classifier, read_classifier_metadata
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from .data import load_tensor_dataset, open_image_dataset
+from .data import dataset_labels, load_tensor_dataset, open_image_dataset
 from .eval_context import EvalContext
 from .lam_selection import select_mi_lam
 from .scoring import (
     accuracy_from_logits,
     eps_key,
     fixed_subset,
+    stratified_subset,
     mi_correct,
 )
 
 __all__ = ["EvalConfig", "evaluate_checkpoint", "evaluate_robustness", "load_evaluation_data", "markdown_table"]
 
 _DEFAULT_EPS = (2 / 255, 4 / 255, 8 / 255)
+TEST_SUBSETS = ("random", "stratified")
 
 
 @dataclass
@@ -356,11 +358,16 @@ def _decode(dataset: Any, indices: Sequence[int], desc: str, progress: bool) -> 
 
 def load_evaluation_data(checkpoint: str | os.PathLike[str], data_dir: str | os.PathLike[str], *,
                          n_test: int | None = 1000, pool_size: int = 5000, select_n: int | None = 1000, seed: int = 0,
+                         test_subset: str = "random", calibration_n: int = 0,
                          device: str | torch.device = "auto", progress: bool = True) -> dict[str, Any]:
     """What evaluating one checkpoint reads: the model, a fixed test subset, the MI pool and held-out images.
 
     - ``x``, ``y``: ``n_test`` images (``None``: all) of the test split, a fixed subset drawn with
-      ``seed`` (the same for every checkpoint), float in ``[0, 1]``;
+      ``seed`` (the same for every checkpoint), float in ``[0, 1]``. ``test_subset="random"``: a
+      uniform draw, in test-split order; ``"stratified"``: the same number per class, in a seeded random
+      order (:func:`~varmixup_aug.harness.scoring.stratified_subset`);
+    - ``calibration``: ``calibration_n`` held-out training images (another fixed draw) for fitting a
+      temperature, or ``None`` when ``calibration_n`` is 0 or the checkpoint stores no held-out split;
     - ``pool``: ``pool_size`` images of the train split outside the checkpoint's held-out split;
     - ``held``: ``select_n`` (``None``: all) of the held-out training images stored in the
       checkpoint, or ``None`` when it stores none or ``select_n`` is 0;
@@ -371,7 +378,12 @@ def load_evaluation_data(checkpoint: str | os.PathLike[str], data_dir: str | os.
     meta = read_classifier_metadata(path)
     test_ds = open_image_dataset(data_dir, "test")
     train_ds = open_image_dataset(data_dir, "train")
-    test_idx = fixed_subset(len(test_ds), n_test, seed, "test-subset")
+    if test_subset not in TEST_SUBSETS:
+        raise VarMixupError(f"test_subset must be one of {TEST_SUBSETS}, got {test_subset!r}")
+    if test_subset == "stratified":
+        test_idx = stratified_subset(dataset_labels(test_ds), n_test, seed, "test-subset")
+    else:
+        test_idx = fixed_subset(len(test_ds), n_test, seed, "test-subset")
     x, y = _decode(test_ds, test_idx, "decoding test", progress)
     held_idx = _held_out_indices(meta, len(train_ds), data_dir)
     held_set = set(held_idx)
@@ -382,8 +394,13 @@ def load_evaluation_data(checkpoint: str | os.PathLike[str], data_dir: str | os.
     if held_idx and select_n != 0:
         sub = fixed_subset(len(held_idx), select_n, seed, "lam-subset")
         held = _decode(train_ds, [held_idx[i] for i in sub], "decoding held-out", progress)
+    calibration = None
+    if held_idx and calibration_n:
+        sub = fixed_subset(len(held_idx), calibration_n, seed, "calibration-subset")
+        calibration = _decode(train_ds, [held_idx[i] for i in sub], "decoding calibration images", progress)
     return {"model": load_classifier(path, device=dev), "meta": meta, "checkpoint_file": path, "x": x, "y": y,
-            "pool": pool, "held": held, "test_indices": test_idx, "test_size": len(test_ds), "device": dev}
+            "pool": pool, "held": held, "calibration": calibration, "test_indices": test_idx,
+            "test_size": len(test_ds), "device": dev}
 
 
 def _held_out_indices(meta: dict[str, Any], train_size: int, data_dir: Any) -> list[int]:

@@ -25,6 +25,7 @@ __all__ = [
     "infer_num_classes",
     "mi_correct",
     "predict_logits",
+    "stratified_subset",
 ]
 
 def batch_ranges(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
@@ -92,6 +93,37 @@ def infer_num_classes(model: nn.Module, x: Tensor) -> int:
     if not isinstance(out, Tensor) or out.ndim != 2:
         raise VarMixupError(f"model must return logits (B, num_classes), got {getattr(out, 'shape', type(out))}")
     return int(out.shape[1])
+
+
+def stratified_subset(labels: Tensor, limit: int | None, seed: int, salt: str) -> list[int]:
+    """``limit`` indices with (nearly) the same number from every class, in a seeded random order.
+
+    Each class gives ``limit // K`` images (the first ``limit % K`` classes one more), drawn at random
+    within the class; the list is then shuffled, so any prefix of it (a partial run) is about
+    class-balanced too. ``limit`` of ``None`` or at least ``len(labels)``: every index, shuffled.
+
+    Example:
+        >>> import torch
+        >>> idx = stratified_subset(torch.arange(40) % 4, 8, 0, "doc")
+        >>> sorted((torch.arange(40) % 4)[idx].tolist())
+        [0, 0, 1, 1, 2, 2, 3, 3]
+    """
+    labels = torch.as_tensor(labels).long()
+    g = torch.Generator().manual_seed(derive_seed(seed, salt))
+    if limit is None or limit >= labels.numel():
+        return torch.randperm(labels.numel(), generator=g).tolist()
+    classes = torch.unique(labels).tolist()
+    per, extra = divmod(check_int("limit", limit), len(classes))
+    taken: list[Tensor] = []
+    for i, c in enumerate(classes):
+        members = torch.nonzero(labels == c).flatten()
+        want = per + (1 if i < extra else 0)
+        if want > members.numel():
+            raise VarMixupError(f"class {c} has {members.numel()} images, fewer than the {want} a stratified subset of "
+                                f"{limit} needs; lower the number of images")
+        taken.append(members[torch.randperm(members.numel(), generator=g)[:want]])
+    chosen = torch.cat(taken)
+    return chosen[torch.randperm(chosen.numel(), generator=g)].tolist()
 
 
 def fixed_subset(n: int, limit: int | None, seed: int, salt: str) -> list[int]:

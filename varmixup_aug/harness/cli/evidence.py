@@ -23,6 +23,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, help="results JSON, e.g. results/cifar10-fast/erm/evidence.json")
     p.add_argument("--parts", default=",".join(EVIDENCE_PARTS), help="comma-separated subset of the parts")
     p.add_argument("--n-test", type=int, default=1000, help="fixed test images (seed --seed)")
+    p.add_argument("--test-subset", choices=["stratified", "random"], default="stratified",
+                   help="stratified: the same number per class, stored in random order; random: a uniform draw in "
+                   "test-split order (files made before this setting)")
+    p.add_argument("--calibration-n", type=int, default=1000,
+                   help="held-out training images the calibration part fits the temperature on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk-size", type=int, default=100, help="images per saved chunk")
     p.add_argument("--pool-size", type=int, default=5000, help="training images MI mixes with")
@@ -46,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     progress = start_run(args)
     cfg = EvidenceConfig(
-        n_test=args.n_test, seed=args.seed, chunk_size=args.chunk_size, pool_size=args.pool_size,
+        n_test=args.n_test, test_subset=args.test_subset, calibration_n=args.calibration_n, seed=args.seed,
+        chunk_size=args.chunk_size, pool_size=args.pool_size,
         oblivious_eps=float_list(args.oblivious_eps, "--oblivious-eps"), mi_samples_pl=args.mi_samples_pl,
         mi_samples_ol=args.mi_samples_ol, select_n=args.select_n,
         published_eps=float_list(args.published_eps, "--published-eps"), published_n=args.published_n,
