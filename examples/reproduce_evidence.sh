@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The reproduction behind docs/reproduction.md: five methods trained with the fast CIFAR network and schedule,
-# then the evidence protocol for each, then the tables. Every step resumes where it stopped.
+# The reproduction behind docs/reproduction.md: the methods trained with the fast CIFAR network and schedule,
+# then the evidence protocol for each, then the tables. Every step resumes where it stopped, and a finished
+# training run (its train_report.json is there) is not trained again.
 #
+# The papers' regime (no label smoothing, Beta(1, 1), per-sample lam), one seed at a time:
+#   OUT=results/cifar10-papers/seed0 SEED=0 LABEL_SMOOTHING=0 bash examples/reproduce_evidence.sh
+#   OUT=results/cifar10-papers-long/seed0 SEED=0 LABEL_SMOOTHING=0 EPOCHS=40 METHODS="erm mixup" \
+#     STAGES=train,evidence bash examples/reproduce_evidence.sh
+# The airbench recipe (label smoothing 0.2, the ablation in results/cifar10-fast):
 #   STAGES=train,evidence METHODS="erm mixup" bash examples/reproduce_evidence.sh
 #   STAGES=published bash examples/reproduce_evidence.sh              # the published attack on MI-OL, mixup model
 #   STAGES=autoattack AA_N=100 bash examples/reproduce_evidence.sh     # AutoAttack-rand on MI-OL, mixup model
@@ -12,29 +18,45 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/cifar10-jpg.tar.gz}
 OUT=${OUT:-results/cifar10-fast}
-METHODS=${METHODS:-erm mixup varmixup varmixup-residual vae-recon}
+SEED=${SEED:-0}
+LABEL_SMOOTHING=${LABEL_SMOOTHING:-0.2}
+EPOCHS=${EPOCHS:-12}
+PRECISION=${PRECISION:-auto}
+if [[ $LABEL_SMOOTHING == 0.2 ]]; then
+  DEFAULT_METHODS="erm mixup varmixup varmixup-residual vae-recon"
+  DEFAULT_PARTS=lam_selection,clean,corruptions,oblivious
+else
+  DEFAULT_METHODS="erm mixup adv-train varmixup varmixup-residual vae-recon"
+  DEFAULT_PARTS=lam_selection,calibration,clean,corruptions,oblivious
+fi
+METHODS=${METHODS:-$DEFAULT_METHODS}
+EVIDENCE_PARTS=${EVIDENCE_PARTS:-$DEFAULT_PARTS}
 STAGES=${STAGES:-train,evidence,published}
 ADAPTIVE_METHODS=${ADAPTIVE_METHODS:-mixup}
 THREADS=${THREADS:-2}
 CLI=${CLI:-varmixup-aug}
+# files made before the stratified test subset resume with the draw they were made with
+SUBSET=(); [[ $OUT == results/cifar10-fast ]] && SUBSET=(--test-subset random)
 
 for m in $METHODS; do
-  if [[ ,$STAGES, == *,train,* ]]; then
-    resume=(); [[ -e $OUT/$m/train_state.safetensors || -e $OUT/$m/checkpoint.safetensors ]] && resume=(--resume)
-    $CLI train-fast --method "$m" --data-dir "$DATA" --out "$OUT/$m" --epochs 12 "${resume[@]}" --threads "$THREADS"
+  if [[ ,$STAGES, == *,train,* && ! -e $OUT/$m/train_report.json ]]; then
+    resume=(); [[ -e $OUT/$m/train_state.safetensors ]] && resume=(--resume)
+    $CLI train-fast --method "$m" --data-dir "$DATA" --out "$OUT/$m" --epochs "$EPOCHS" --seed "$SEED" \
+      --label-smoothing "$LABEL_SMOOTHING" --precision "$PRECISION" "${resume[@]}" --threads "$THREADS"
   fi
   if [[ ,$STAGES, == *,evidence,* ]]; then
     $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" \
-      --parts lam_selection,clean,corruptions,oblivious
+      --parts "$EVIDENCE_PARTS" "${SUBSET[@]}"
   fi
 done
 for m in $ADAPTIVE_METHODS; do
   if [[ ,$STAGES, == *,published,* ]]; then
-    $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" --parts published
+    $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" --parts published \
+      "${SUBSET[@]}"
   fi
   if [[ ,$STAGES, == *,autoattack,* ]]; then
     $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" \
-      --parts autoattack --autoattack-n "${AA_N:-100}"
+      --parts autoattack --autoattack-n "${AA_N:-100}" "${SUBSET[@]}"
   fi
 done
 python examples/evidence_summary.py "$OUT"
