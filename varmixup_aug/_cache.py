@@ -19,7 +19,6 @@ import base64
 import json
 import math
 import shutil
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ._errors import VarMixupError
-from ._io import atomic_write_json, read_tensors, write_safetensors
+from ._io import atomic_write_json, read_tensors, safetensors_header, write_safetensors
 
 __all__ = ["CACHE_KEY", "CACHE_VERSION", "SHARD_BYTES", "Layout", "Spec", "check_disk", "find_manifest",
            "missing_shards", "open_shards", "plan_shards", "write_manifest", "write_owner", "write_shard"]
@@ -38,7 +37,6 @@ CACHE_VERSION = 3
 WRITER = "VarMixupDataset"
 SHARD_BYTES = 64 << 20  # the builder holds one shard in memory; 64 MiB keeps 1.28 M SD-VAE items in ~330 files
 _DISK_MARGIN = 16 << 20  # headers, the manifest, the file system's own blocks
-_MAX_HEADER = 100 << 20
 
 
 @dataclass(frozen=True)
@@ -91,30 +89,10 @@ def plan_shards(items: int, spec: Spec, shard_bytes: int = SHARD_BYTES) -> list[
     return [(start, min(start + per, items)) for start in range(0, items, per)]
 
 
-def _header(path: Path) -> tuple[dict[str, Any], int]:
-    """The JSON header of a safetensors file and the file size it implies; ValueError when it is not one,
-    or is truncated (header or data)."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ValueError(f"only {size} bytes")
-        (n,) = struct.unpack("<Q", head)
-        if n == 0 or n > min(size - 8, _MAX_HEADER):
-            raise ValueError(f"the header claims {n} bytes, the file has {size}")
-        header = json.loads(f.read(n))
-    if not isinstance(header, dict):
-        raise TypeError("the header is not a JSON object")
-    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-    if size != 8 + n + end:
-        raise ValueError(f"{size} bytes where the header needs {8 + n + end}: truncated")
-    return header, size
-
-
 def _metadata(path: Path) -> dict[str, Any] | None:
     """Our metadata of a readable safetensors file, or None when the file is readable but not ours.
     Raises ValueError (or OSError) when it is unreadable or truncated."""
-    header, _ = _header(path)
+    header, _ = safetensors_header(path)
     text = (header.get("__metadata__") or {}).get(CACHE_KEY)
     if text is None:
         return None

@@ -155,19 +155,45 @@ def write_safetensors(path: str | os.PathLike[str], tensors: dict[str, Tensor], 
     return Path(path)
 
 
-def _check_header_bytes(path: Path) -> None:
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own bound on the JSON header
+
+
+class BadSafetensorsFile(ValueError):
+    """A file that is not safetensors, or is truncated; the message says which and why."""
+
+
+def safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The JSON header of a safetensors file and its size, checked against the data length the header
+    implies; :class:`BadSafetensorsFile` when it is not one or is truncated."""
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise VarMixupError(f"{path}: not a safetensors file (only {size} bytes)")
+            raise BadSafetensorsFile(f"not a safetensors file (only {size} bytes)")
         (n,) = struct.unpack("<Q", head)
-        if n > size - 8 or n == 0:
-            raise VarMixupError(
-                f"{path}: not a safetensors file, or truncated (header claims {n} bytes, file has {size})"
-            )
-        if f.read(1) != b"{":
-            raise VarMixupError(f"{path}: not a safetensors file (header is not JSON)")
+        if n == 0 or n > min(size - 8, MAX_HEADER_BYTES):
+            raise BadSafetensorsFile(f"not a safetensors file, or truncated (header claims {n} bytes, file has {size})")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadSafetensorsFile("not a safetensors file (header is not JSON)") from exc
+    if not isinstance(header, dict):
+        raise BadSafetensorsFile("not a safetensors file (header is not a JSON object)")
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise BadSafetensorsFile("not a safetensors file (a tensor entry has no data_offsets)") from exc
+    if size != 8 + n + end:
+        raise BadSafetensorsFile(f"truncated or corrupt: {size} bytes where the header needs {8 + n + end}")
+    return header, size
+
+
+def _check_header_bytes(path: Path) -> None:
+    try:
+        safetensors_header(path)
+    except BadSafetensorsFile as exc:
+        raise VarMixupError(f"{path}: {exc}") from exc
 
 
 def read_header(path: str | os.PathLike[str], key: str, *, writer: str) -> dict[str, Any]:

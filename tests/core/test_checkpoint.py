@@ -102,7 +102,7 @@ class TestSaveLoadVAE:
         data = path.read_bytes()
         cut = tmp_path / "cut.safetensors"
         cut.write_bytes(data[: len(data) // 2])
-        with pytest.raises(VarMixupError, match="cut.safetensors: cannot read .*, the file may be truncated or corrupt"):
+        with pytest.raises(VarMixupError, match="cut.safetensors: truncated or corrupt: [0-9]+ bytes where the header needs"):
             load_vae(cut)
         cut.write_bytes(data[:100])
         with pytest.raises(VarMixupError, match="cut.safetensors: not a safetensors file, or truncated"):
@@ -167,3 +167,33 @@ class TestSaveLoadVAE:
         path = self._rewrite(tmp_path, header_update={"config": {"image_size": 9, "widths": [4, 8]}})
         with pytest.raises(VarMixupError, match="invalid VAE config in metadata .*multiple of"):
             load_vae(path)
+
+
+class TestSafetensorsHeader:
+    """The one header reader behind checkpoint loading and the latent cache's shard checks."""
+
+    def _file(self, tmp_path, header: bytes, data: bytes = b""):
+        path = tmp_path / "f.safetensors"
+        path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+        return path
+
+    def test_reads_a_real_file_and_its_size(self, tmp_path) -> None:
+        from varmixup_aug._io import safetensors_header
+
+        path = tmp_path / "t.safetensors"
+        save_file({"a": torch.zeros(3)}, str(path), metadata={"k": "v"})
+        header, size = safetensors_header(path)
+        assert header["a"]["shape"] == [3] and header["__metadata__"] == {"k": "v"}
+        assert size == path.stat().st_size
+
+    @pytest.mark.parametrize(("header", "data", "message"), [
+        (b"[1, 2]", b"", r"header is not a JSON object"),
+        (b'{"a": {"dtype": "F32"}}', b"", r"a tensor entry has no data_offsets"),
+        (b"\xff\xfe", b"", r"header is not JSON"),
+        (b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', b"1234", r"truncated or corrupt: 73 bytes where the header needs 77"),
+    ])
+    def test_names_what_is_wrong(self, tmp_path, header: bytes, data: bytes, message: str) -> None:
+        from varmixup_aug._io import BadSafetensorsFile, safetensors_header
+
+        with pytest.raises(BadSafetensorsFile, match=message):
+            safetensors_header(self._file(tmp_path, header, data))
