@@ -141,6 +141,12 @@ class TestTrainClassifierCommand:
         assert "--results-md needs --results-json" in capsys.readouterr().err
         assert main([*args, "--adaptive-modes", "ol,xx"]) == 2
         assert "adaptive_modes must be a non-empty subset of ('pl', 'ol')" in capsys.readouterr().err
+        before = (tmp_path / "ev" / "eval.json").read_bytes()
+        assert main(args) == 2  # an earlier evaluation in --out is kept unless --overwrite says otherwise
+        assert "already holds" in capsys.readouterr().err
+        assert (tmp_path / "ev" / "eval.json").read_bytes() == before
+        assert main([*args[:-1], "--overwrite", "--no-progress"]) == 0
+        assert json.loads((tmp_path / "ev" / "eval.json").read_text())["n_test"] == 12
 
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from ._flags import add_run_flags, float_list, int_list, start_run
+
+
+EVAL_FILES = ("eval.json", "reliability.png", "row.md")
 
 
 def add_parser(sub: Any) -> None:
@@ -21,6 +25,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--checkpoint", required=True, help="train-classifier run folder or its checkpoint.safetensors")
     p.add_argument("--data-dir", required=True, help="the dataset the model was trained on (same train split)")
     p.add_argument("--out", default=None, help="folder for eval.json, reliability.png, row.md")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an evaluation already in --out (put back if this one fails)")
     p.add_argument("--name", default=None, help="row name (default: the checkpoint's method)")
     p.add_argument("--limit-test", type=int, default=1000, help="fixed random subset of the test split (0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the test subset, corruptions, attacks and MI draws")
@@ -93,7 +99,7 @@ def _merge_row(path: Path, name: str, result: dict[str, Any], md: Path | None) -
 
 def run(args: argparse.Namespace) -> int:
     from varmixup_aug import VarMixupError
-    from .. import evaluate_checkpoint, markdown_table, read_result_rows
+    from .. import claim_run, evaluate_checkpoint, markdown_table, read_result_rows
 
     progress = start_run(args)
     if args.results_md and not args.results_json:
@@ -102,13 +108,19 @@ def run(args: argparse.Namespace) -> int:
         raise VarMixupError(f"--limit-test must be >= 0 (0: the whole test split), got {args.limit_test}")
     if args.results_json:
         read_result_rows(args.results_json)  # a foreign file is refused before the evaluation
-    result = evaluate_checkpoint(
-        args.checkpoint, args.data_dir, config=_eval_config(args), limit_test=args.limit_test or None,
-        pool_size=args.pool_size, select_lam=args.select_lam, lam_grid=float_list(args.lam_grid, "--lam-grid"),
-        select_limit=args.select_limit, select_mi_samples=args.select_mi_samples, max_clean_drop=args.max_clean_drop,
-        select_eps=_select_eps(args.select_eps), out_dir=args.out, name=args.name, device=args.device,
-        progress=progress,
-    )
+    config = _eval_config(args)
+    claim = (claim_run(args.out, resume=False, overwrite=args.overwrite, what="evaluate", run_files=EVAL_FILES)
+             if args.out else contextlib.nullcontext())
+    with claim as held:
+        if held is not None:
+            held.set_old_run_aside()
+        result = evaluate_checkpoint(
+            args.checkpoint, args.data_dir, config=config, limit_test=args.limit_test or None,
+            pool_size=args.pool_size, select_lam=args.select_lam, lam_grid=float_list(args.lam_grid, "--lam-grid"),
+            select_limit=args.select_limit, select_mi_samples=args.select_mi_samples,
+            max_clean_drop=args.max_clean_drop, select_eps=_select_eps(args.select_eps), out_dir=args.out,
+            name=args.name, device=args.device, progress=progress,
+        )
     name = result["name"]
     _print_summary(name, result)
     print(markdown_table({name: result}), end="")
