@@ -5,6 +5,9 @@ surface: the CLI, the examples and the benchmarks use only these names and the c
 """
 
 from varmixup_aug._tensors import resolve_device
+from .adaptive import (APGDResult, BinarizationResult, BinarizedDefence, EOTPGDResult, PenultimateFeatures,
+                       TransferResult, apgd, apgd_ce_then_dlr, apgd_checkpoints, binarization_test, eot_pgd, eot_sweep,
+                       transfer_attack)
 from .attacks import ATTACKS, adversarial_examples
 from .calibration import calibration_bins, expected_calibration_error, reliability_diagram
 from .classifier_checkpoint import load_classifier, read_classifier_metadata
@@ -28,13 +31,19 @@ from .train_classifier import METHODS, TrainClassifierConfig, load_train_split, 
 from .train_vae import TrainVAEConfig, evaluate_vae, train_vae
 
 __all__ = [
+    "APGDResult",
     "ATTACKS",
+    "BinarizationResult",
+    "BinarizedDefence",
     "CLAIMS",
     "CORRUPTIONS",
+    "EOTPGDResult",
     "EVIDENCE_PARTS",
     "EvalConfig",
     "EvidenceConfig",
     "FAST_METHODS",
+    "PenultimateFeatures",
+    "TransferResult",
     "VAE_METHODS",
     "FastCifarNet",
     "FastTrainConfig",
@@ -50,9 +59,13 @@ __all__ = [
     "TrainClassifierConfig",
     "TrainVAEConfig",
     "adversarial_examples",
+    "apgd",
+    "apgd_ce_then_dlr",
+    "apgd_checkpoints",
     "atomic_write_json",
     "autoattack_rand",
     "batch_crop_flip",
+    "binarization_test",
     "bits_to_bool",
     "cache_dir",
     "calibration_bins",
@@ -62,6 +75,8 @@ __all__ = [
     "compare_pairwise",
     "corrupt",
     "cpu_bf16_units",
+    "eot_pgd",
+    "eot_sweep",
     "evaluate_checkpoint",
     "evaluate_claim",
     "evaluate_robustness",
@@ -95,6 +110,7 @@ __all__ = [
     "train_classifier",
     "train_fast_classifier",
     "train_vae",
+    "transfer_attack",
     "wilson_interval",
     "write_pictures",
 ]
