@@ -16,7 +16,11 @@ TINY_EVIDENCE = ["--n-test", "40", "--chunk-size", "20", "--pool-size", "50", "-
                  "--oblivious-eps", "8/255", "--published-eps", "8/255", "--published-n", "8",
                  "--published-steps", "2", "--published-mi-samples", "2", "--mi-samples-pl", "2",
                  "--mi-samples-ol", "2", "--autoattack-n", "2", "--autoattack-steps", "2", "--autoattack-eot", "2",
-                 "--no-progress"]
+                 "--eot-sweep-n", "2", "--eot-sweep-eps", "8/255", "--eot-sweep-steps", "1,2", "--eot-sweep-eots", "1",
+                 "--eot-sweep-restarts", "1", "--eot-sweep-mi-samples", "2", "--apgd-n", "2", "--apgd-steps", "2",
+                 "--apgd-eot", "1", "--apgd-mi-samples", "2", "--binarization-n", "1", "--binarization-steps", "2",
+                 "--binarization-eot", "1", "--binarization-inner", "10", "--binarization-mi-samples", "2",
+                 "--transfer-eps", "8/255", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +56,21 @@ class TestEvidenceCommand:
         assert main(args) == 0
         data = json.loads(out.read_text())
         parts = data["parts"]
+        # Every part but the superseded AutoAttack-rand; transfer is skipped without --transfer-source.
         assert set(parts) == {"lam_selection", "calibration", "clean", "corruptions", "oblivious:8/255",
-                              "published:8/255", "autoattack:8/255"}
+                              "published:8/255", "eot_sweep:8/255", "apgd:8/255", "binarization:8/255"}
         clean = parts["clean"]["chunks"]
         assert sorted(clean) == ["0", "1"] and all(len(c["none"]) == 20 for c in clean.values())
         assert {"mi_pl@paper", "mi_ol@selected", "mi_combined@selected"} <= set(clean["0"])
         assert len(parts["corruptions"]["chunks"]) == 33
         assert len(parts["published:8/255"]["chunks"]["0"]["mi_ol@paper"]) == 8
-        assert len(parts["autoattack:8/255"]["chunks"]["0"]["indices"]) == 2
+        sweep = parts["eot_sweep:8/255"]["chunks"]["0"]
+        assert {"pgd1-eot1-r1:mi_ol@paper", "pgd2-eot1-r1:none"} <= set(sweep) and len(sweep["indices"]) == 2
+        assert sweep["indices"] == parts["published:8/255"]["chunks"]["0"]["indices"][:2]  # prefixes of one order
+        apgd = parts["apgd:8/255"]["chunks"]["0"]
+        assert len(apgd["mi_ol@paper"]) == len(apgd["none"]) == 2 and set(apgd["attack"]) <= {"c", "d"}
+        binar = parts["binarization:8/255"]["chunks"]["0"]
+        assert {"valid", "success", "random_hit", "p_boundary"} <= set(binar) and len(binar["valid"]) == 1
         assert main(args) == 0  # everything is there: nothing is recomputed (chunk timings unchanged)
         again = json.loads(out.read_text())["parts"]
         assert all(again[p]["chunks"] == parts[p]["chunks"] for p in parts if p != "lam_selection")
@@ -140,6 +151,92 @@ class TestEvidenceConfig:
             EvidenceConfig(oblivious_eps=(8.0,))
         with pytest.raises(VarMixupError, match=r"test_subset must be one of \('random', 'stratified'\), got 'first'"):
             EvidenceConfig(test_subset="first")
+        with pytest.raises(VarMixupError, match="eps values must be in"):
+            EvidenceConfig(eot_sweep_eps=(8.0,))
+        with pytest.raises(VarMixupError, match="pool_source must be one of"):
+            EvidenceConfig(pool_source="val")
+        with pytest.raises(VarMixupError, match="binarization_attack must be one of"):
+            EvidenceConfig(binarization_attack="fgsm")
+        with pytest.raises(VarMixupError, match="eot_sweep_eots must be an int >= 1"):
+            EvidenceConfig(eot_sweep_eots=(0,))
+
+    def test_autoattack_is_not_run_by_default(self) -> None:
+        from varmixup_aug.harness import DEFAULT_PARTS, EVIDENCE_PARTS
+
+        assert "autoattack" in EVIDENCE_PARTS and "autoattack" not in DEFAULT_PARTS
+        assert EvidenceConfig().parts == DEFAULT_PARTS and EvidenceConfig(parts=("autoattack",)).parts
+
+
+class TestAdaptiveParts:
+    def test_transfer_scores_the_sources_pgd_and_checks_the_source_file(self, fast_run: Path, image_folder: Path,
+                                                                       tmp_path: Path, capsys) -> None:
+        out = tmp_path / "evidence.json"
+        base = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), "--parts",
+                "transfer", *TINY_EVIDENCE]
+        assert main([*base, "--transfer-source", str(fast_run)]) == 0
+        part = json.loads(out.read_text())["parts"]["transfer:8/255"]
+        assert part["n"] == 40 and len(part["source_sha"]) == 64
+        assert {"none", "mi_ol@paper", "mi_pl@paper", "mi_ol@selected"} <= set(part["chunks"]["0"])
+        assert main([*base, "--transfer-source", str(fast_run / "checkpoint.safetensors")]) == 0  # same file
+        other = tmp_path / "other.safetensors"
+        other.write_bytes((fast_run / "checkpoint.safetensors").read_bytes() + b" ")
+        assert main([*base, "--transfer-source", str(other)]) == 2
+        assert "made from another source checkpoint" in capsys.readouterr().err
+
+    def test_a_file_from_before_the_new_settings_is_read_and_extended(self, fast_run: Path, image_folder: Path,
+                                                                     tmp_path: Path, capsys) -> None:
+        out = tmp_path / "evidence.json"
+        before = TINY_EVIDENCE[:TINY_EVIDENCE.index("--eot-sweep-n")] + ["--no-progress"]  # the older flags only
+        base = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), "--parts", "clean",
+                *before]
+        assert main(base) == 0
+        data = json.loads(out.read_text())
+        for key in [k for k in data["config"] if k.startswith(("eot_sweep", "apgd", "binarization", "transfer"))]:
+            del data["config"][key]  # as a file written before these settings existed
+        del data["config"]["pool_source"]
+        out.write_text(json.dumps(data))
+        assert main([*base, "--eot-sweep-n", "3"]) == 0  # new settings at their defaults, or extendable
+        assert main([*base, "--pool-source", "test-augmented"]) == 2  # another protocol: refused, as before
+        assert "made with another config" in capsys.readouterr().err
+
+
+class TestLoadEvaluationData:
+    def test_the_reference_pool_is_augmented_test_images(self, fast_run: Path, image_folder: Path) -> None:
+        from varmixup_aug._random import derive_seed
+        from varmixup_aug.harness import load_evaluation_data, load_tensor_dataset, open_image_dataset
+        from varmixup_aug.harness import reference_pool_augment
+
+        ref = load_evaluation_data(fast_run, image_folder, n_test=10, pool_size=30, select_n=0,
+                                   pool_source="test-augmented", progress=False)
+        test_x, test_y = load_tensor_dataset(open_image_dataset(image_folder, "test"), progress=False)
+        idx = ref["pool_indices"]
+        assert len(idx) == 30 and ref["pool_source"] == "test-augmented"
+        expected = reference_pool_augment(test_x[idx].float() / 255, seed=derive_seed(0, "mi-pool-augment"))
+        torch.testing.assert_close(ref["pool"][0], expected)
+        assert torch.equal(ref["pool"][1], test_y[idx].long())
+        default = load_evaluation_data(fast_run, image_folder, n_test=10, pool_size=30, select_n=0, progress=False)
+        assert default["pool_source"] == "train" and torch.equal(default["x"], ref["x"])  # the same test images
+        with pytest.raises(VarMixupError, match="pool_source must be one of"):
+            load_evaluation_data(fast_run, image_folder, pool_source="val", progress=False)
+
+
+class TestReferencePoolAugment:
+    def test_flips_and_crops_from_zero_padding_seeded(self) -> None:
+        from varmixup_aug.harness import reference_pool_augment
+
+        x = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.5  # no zeros inside
+        a = reference_pool_augment(x, seed=1)
+        assert torch.equal(a, reference_pool_augment(x, seed=1)) and not torch.equal(a, reference_pool_augment(x, seed=2))
+        for i in range(64):  # each is a shifted copy of the image or of its mirror, zeros where it left the frame
+            found = False
+            for img in (x[i], x[i].flip(-1)):
+                padded = torch.nn.functional.pad(img, (4, 4, 4, 4))
+                found |= any(torch.equal(a[i], padded[:, dy:dy + 8, dx:dx + 8]) for dy in range(9) for dx in range(9))
+            assert found
+        flipped = sum(not torch.equal(a[i], x[i]) for i in range(64))
+        assert flipped > 40  # 1/81 of the crops are centred and 1/2 of those unflipped
+        with pytest.raises(VarMixupError, match="images must be square images"):
+            reference_pool_augment(torch.rand(1, 3, 4, 6), seed=0)
 
 
 class TestAutoattackRand:

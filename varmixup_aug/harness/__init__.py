@@ -15,7 +15,7 @@ from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from .claims import CLAIMS, claims_table, evaluate_claim
 from .evidence_results import bits_to_bool, load_runs, part_indices, part_vector
 from .evidence_summary import PUBLISHED_MI_CIFAR10, reliability_figures, reproduction_tables
-from .evidence import EVIDENCE_PARTS, PAPER_LAM, EvidenceConfig, autoattack_rand, run_evidence
+from .evidence import DEFAULT_PARTS, EVIDENCE_PARTS, PAPER_LAM, EvidenceConfig, autoattack_rand, run_evidence
 from .fast_training import (FAST_METHODS, PRECISIONS, VAE_METHODS, FastTrainConfig, batch_crop_flip,
                             cpu_bf16_units, fgsm_random_start, train_fast_classifier)
 from .data import cache_dir, load_tensor_dataset, open_image_dataset
@@ -24,7 +24,8 @@ from .models import FastCifarNet, PreActResNet, SmallCNN
 from .outputs import (RunClaim, atomic_write_json, check_out, claim_run, hold_output, merge_result_row,
                       read_result_rows)
 from .pictures import mixup_grid, reconstruction_grid, write_pictures
-from .report import EvalConfig, evaluate_checkpoint, evaluate_robustness, load_evaluation_data, markdown_table
+from .report import (POOL_SOURCES, EvalConfig, evaluate_checkpoint, evaluate_robustness, load_evaluation_data,
+                     markdown_table, reference_pool_augment)
 from .scoring import predict_logits
 from .significance import compare_pairwise, mcnemar_exact, paired_bootstrap_interval, wilson_interval
 from .train_classifier import METHODS, TrainClassifierConfig, load_train_split, split_holdout, train_classifier
@@ -37,6 +38,7 @@ __all__ = [
     "BinarizedDefence",
     "CLAIMS",
     "CORRUPTIONS",
+    "DEFAULT_PARTS",
     "EOTPGDResult",
     "EVIDENCE_PARTS",
     "EvalConfig",
@@ -50,6 +52,7 @@ __all__ = [
     "fgsm_random_start",
     "METHODS",
     "PAPER_LAM",
+    "POOL_SOURCES",
     "PRECISIONS",
     "PUBLISHED_MI_CIFAR10",
     "PreActResNet",
@@ -100,6 +103,7 @@ __all__ = [
     "read_classifier_metadata",
     "read_result_rows",
     "reconstruction_grid",
+    "reference_pool_augment",
     "reliability_diagram",
     "reliability_figures",
     "reproduction_tables",

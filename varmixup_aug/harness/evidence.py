@@ -23,8 +23,22 @@ Parts (``EvidenceConfig.parts``):
 - ``published``: Tramer, Carlini, Brendel and Madry (2020)'s attack on MI: PGD-50, step
   ``0.5/255``, random start, through MI-OL itself with 15 fresh mixes on every forward pass; scored
   by an independent MI-OL (N=30) and the plain model, per eps, on a fixed subset.
-- ``autoattack``: AutoAttack's "rand" version built with 100 steps: APGD-CE then APGD-DLR, EOT 20,
-  through MI-OL; on the first ``autoattack_n`` images of the same subset.
+- ``eot_sweep``: EOT-PGD through MI-OL (15 mixes) at 50, 100 and 200 steps x EOT 1, 5 and 15, 2 restarts,
+  per image its best iterate under an independent MI-OL (N=30); scored by a fresh pass of that judge and
+  by the plain model; on the first ``eot_sweep_n`` images of the subset, at 2/255 and 8/255.
+- ``apgd``: our APGD-CE then APGD-DLR with EOT 20 through MI-OL (:func:`.adaptive.apgd_ce_then_dlr`),
+  which returns every image's own best iterate; on the first ``apgd_n`` images. It replaces
+  ``autoattack`` (torchattacks' AutoAttack-rand, which returns clean images it does not count as
+  fooled); that part still runs when named in ``parts`` and old files are read as they are.
+- ``binarization``: the binarization test (:func:`.adaptive.binarization_test`) of the EOT-PGD used
+  above, on MI-OL; on the first ``binarization_n`` images.
+- ``transfer``: PGD-10 made on another plain model (``transfer_source``, an ERM checkpoint) and scored
+  by this model plain and with MI, on all the test images; skipped without a source.
+
+The four adaptive parts (``eot_sweep``, ``apgd``, ``binarization``, ``transfer``) are in :mod:`.evidence_adaptive`.
+
+The MI pool is ``pool_size`` training images by default; ``pool_source="test-augmented"`` is the pool of
+the MI reference code (test images, training augmentation; see ``load_evaluation_data``).
 """
 
 from __future__ import annotations
@@ -49,15 +63,19 @@ from varmixup_aug._random import derive_seed
 from .attacks import adversarial_examples
 from .calibration import expected_calibration_error, fit_temperature
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from .evidence_adaptive import ADAPTIVE_PARTS, BINARIZATION_ATTACKS, adaptive_runners
 from .lam_selection import select_mi_lam
 from .data import load_tensor_dataset, open_image_dataset
-from .report import TEST_SUBSETS, load_evaluation_data
+from .report import POOL_SOURCES, TEST_SUBSETS, load_evaluation_data
 from .eval_context import EvalContext
 from .scoring import batch_ranges, eps_key, mi_correct
 
-__all__ = ["EVIDENCE_PARTS", "EvidenceConfig", "autoattack_rand", "run_evidence", "vector_accuracy"]
+__all__ = ["DEFAULT_PARTS", "EVIDENCE_PARTS", "EvidenceConfig", "autoattack_rand", "run_evidence", "vector_accuracy"]
 
-EVIDENCE_PARTS = ("lam_selection", "calibration", "clean", "corruptions", "oblivious", "published", "autoattack")
+EVIDENCE_PARTS = ("lam_selection", "calibration", "clean", "corruptions", "oblivious", "published", *ADAPTIVE_PARTS,
+                  "autoattack")
+# What a run does when no parts are named: every part but the superseded torchattacks AutoAttack-rand.
+DEFAULT_PARTS = tuple(p for p in EVIDENCE_PARTS if p != "autoattack")
 PAPER_LAM = 0.5
 FORMAT = "varmixup-aug-evidence"
 
@@ -95,7 +113,31 @@ class EvidenceConfig:
     autoattack_eot: int = 20
     autoattack_mi_samples: int = 15
     autoattack_chunk_size: int = 5
-    parts: tuple[str, ...] = EVIDENCE_PARTS
+    pool_source: str = "train"
+    eot_sweep_n: int = 100
+    eot_sweep_eps: tuple[float, ...] = (2 / 255, 8 / 255)
+    eot_sweep_steps: tuple[int, ...] = (50, 100, 200)
+    eot_sweep_eots: tuple[int, ...] = (1, 5, 15)
+    eot_sweep_restarts: int = 2
+    eot_sweep_mi_samples: int = 15
+    eot_sweep_chunk_size: int = 5
+    apgd_n: int = 100
+    apgd_eps: float = 8 / 255
+    apgd_steps: int = 100
+    apgd_eot: int = 20
+    apgd_mi_samples: int = 15
+    apgd_chunk_size: int = 5
+    binarization_n: int = 50
+    binarization_eps: float = 8 / 255
+    binarization_attack: str = "eot_pgd"
+    binarization_steps: int = 50
+    binarization_eot: int = 5
+    binarization_inner: int = 200
+    binarization_mi_samples: int = 15
+    binarization_chunk_size: int = 5
+    transfer_source: str | None = None
+    transfer_eps: tuple[float, ...] = (8 / 255, 2 / 255)
+    parts: tuple[str, ...] = DEFAULT_PARTS
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.parts if p not in EVIDENCE_PARTS]
@@ -104,11 +146,25 @@ class EvidenceConfig:
         if self.test_subset not in TEST_SUBSETS:
             raise VarMixupError(f"test_subset must be one of {TEST_SUBSETS}, got {self.test_subset!r}")
         for name in ("n_test", "calibration_n", "chunk_size", "pool_size", "published_n", "published_chunk_size",
-                     "autoattack_chunk_size", "select_n"):
+                     "autoattack_chunk_size", "select_n", "eot_sweep_restarts", "eot_sweep_mi_samples",
+                     "eot_sweep_chunk_size", "apgd_steps", "apgd_eot", "apgd_mi_samples", "apgd_chunk_size",
+                     "binarization_steps", "binarization_eot", "binarization_mi_samples", "binarization_chunk_size"):
             object.__setattr__(self, name, check_int(name, getattr(self, name)))
-        for eps in (*self.oblivious_eps, *self.published_eps, self.autoattack_eps):
+        for name in ("eot_sweep_n", "apgd_n", "binarization_n"):  # 0 skips the part
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=0))
+        object.__setattr__(self, "binarization_inner", check_int("binarization_inner", self.binarization_inner,
+                                                                 minimum=2))
+        for name in ("eot_sweep_steps", "eot_sweep_eots"):
+            object.__setattr__(self, name, tuple(check_int(name, v) for v in getattr(self, name)))
+        for eps in (*self.oblivious_eps, *self.published_eps, self.autoattack_eps, *self.eot_sweep_eps,
+                    self.apgd_eps, self.binarization_eps, *self.transfer_eps):
             if not math.isfinite(eps) or not 0 <= eps <= 1:
                 raise VarMixupError(f"eps values must be in [0, 1] (pixel units, e.g. 8/255), got {eps!r}")
+        if self.pool_source not in POOL_SOURCES:
+            raise VarMixupError(f"pool_source must be one of {POOL_SOURCES}, got {self.pool_source!r}")
+        if self.binarization_attack not in BINARIZATION_ATTACKS:
+            raise VarMixupError(f"binarization_attack must be one of {BINARIZATION_ATTACKS}, got "
+                                f"{self.binarization_attack!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -123,11 +179,15 @@ def vector_accuracy(bits: str) -> float:
     return bits.count("1") / max(1, len(bits))
 
 
-# Settings that do not change any stored chunk: which parts run, and how long the prefix of the
-# adaptive subset is (its chunks are the same for any length).
-_EXTENDABLE = ("parts", "published_n", "autoattack_n")
-# Settings added later, as the files made before them ran.
-_DEFAULTS_BEFORE = {"test_subset": "random", "calibration_n": 1000}
+# Settings that do not change any stored chunk: which parts run, how long the prefix of the adaptive subset
+# is (its chunks are the same for any length), and the transfer source's path (its file's sha256 is checked
+# per part instead, so the same file under another path is accepted).
+_EXTENDABLE = ("parts", "published_n", "autoattack_n", "eot_sweep_n", "apgd_n", "binarization_n", "transfer_source")
+# Settings added later, as the files made before them ran: the random test subset, and the MI pool of training
+# images; the adaptive parts' settings at their defaults (no file made before them has those parts).
+_ADAPTIVE_SETTINGS = ("eot_sweep", "apgd_", "binarization_", "transfer_")
+_DEFAULTS_BEFORE = {"test_subset": "random", "calibration_n": 1000, "pool_source": "train",
+                    **{k: v for k, v in EvidenceConfig().to_dict().items() if k.startswith(_ADAPTIVE_SETTINGS)}}
 
 
 def _identity(value: Any) -> Any:
@@ -328,11 +388,12 @@ def _part_oblivious(ctx: _Context) -> None:
                     f"PGD-{ctx.cfg.pgd_steps} {eps_key(eps)}")
 
 
-def _subset(ctx: _Context) -> list[int]:
-    """A fixed subset of the test images for the adaptive attacks (the same for every model)."""
+def _subset(ctx: _Context, limit: int | None = None) -> list[int]:
+    """The first ``limit`` (default ``published_n``) of a fixed order of the test images for the adaptive
+    attacks (the same for every model); every adaptive part takes a prefix of it, so they share images."""
     n = ctx.x.shape[0]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(ctx.cfg.seed, "adaptive-subset")))
-    return perm[:min(n, ctx.cfg.published_n)].tolist()
+    return perm[:min(n, ctx.cfg.published_n if limit is None else limit)].tolist()
 
 
 def _judge(ctx: _Context, adv: Tensor, y: Tensor, tag: str) -> dict[str, str]:
@@ -438,7 +499,7 @@ def run_evidence(
     data = load_evaluation_data(ckpt, data_dir, n_test=cfg.n_test, pool_size=cfg.pool_size,
                                 select_n=cfg.select_n, seed=cfg.seed, test_subset=cfg.test_subset,
                                 calibration_n=cfg.calibration_n if "calibration" in cfg.parts else 0,
-                                progress=progress)
+                                pool_source=cfg.pool_source, progress=progress)
     model = data["model"]
     header = {"config": cfg.to_dict(), "checkpoint_sha": _sha256(data["checkpoint_file"]),
               "checkpoint": str(checkpoint), "method": data["meta"].get("method"),
@@ -451,7 +512,7 @@ def run_evidence(
         "calibration": lambda: _part_calibration(ctx, data["calibration"], lambda: _test_split(data_dir, progress)),
         "clean": lambda: _part_clean(ctx), "corruptions": lambda: _part_corruptions(ctx),
         "oblivious": lambda: _part_oblivious(ctx), "published": lambda: _part_published(ctx),
-        "autoattack": lambda: _part_autoattack(ctx),
+        "autoattack": lambda: _part_autoattack(ctx), **adaptive_runners(ctx),
     }
     for part in cfg.parts:
         if part in runners:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from varmixup_aug import MIPredictor, VarMixupError
 from varmixup_aug._checks import check_int, check_number, check_seed
 from varmixup_aug._io import atomic_write_json, atomic_write_text
-from varmixup_aug._random import mix_seed
+from varmixup_aug._random import derive_seed, mix_seed
 from varmixup_aug._tensors import resolve_device, to_float_images
 from .attacks import adversarial_examples
 from .calibration import calibration_bins, expected_calibration_error, reliability_diagram
@@ -36,6 +36,7 @@ from .classifier_checkpoint import checkpoint_file, load_classifier, read_classi
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from .data import dataset_labels, load_tensor_dataset, open_image_dataset
 from .eval_context import EvalContext
+from .fast_training import batch_crop_flip
 from .lam_selection import select_mi_lam
 from .scoring import (
     accuracy_from_logits,
@@ -45,10 +46,12 @@ from .scoring import (
     mi_correct,
 )
 
-__all__ = ["EvalConfig", "evaluate_checkpoint", "evaluate_robustness", "load_evaluation_data", "markdown_table"]
+__all__ = ["POOL_SOURCES", "EvalConfig", "evaluate_checkpoint", "evaluate_robustness", "load_evaluation_data",
+           "markdown_table", "reference_pool_augment"]
 
 _DEFAULT_EPS = (2 / 255, 4 / 255, 8 / 255)
 TEST_SUBSETS = ("random", "stratified")
+POOL_SOURCES = ("train", "test-augmented")
 
 
 @dataclass
@@ -358,7 +361,7 @@ def _decode(dataset: Any, indices: Sequence[int], desc: str, progress: bool) -> 
 
 def load_evaluation_data(checkpoint: str | os.PathLike[str], data_dir: str | os.PathLike[str], *,
                          n_test: int | None = 1000, pool_size: int = 5000, select_n: int | None = 1000, seed: int = 0,
-                         test_subset: str = "random", calibration_n: int = 0,
+                         test_subset: str = "random", calibration_n: int = 0, pool_source: str = "train",
                          device: str | torch.device = "auto", progress: bool = True) -> dict[str, Any]:
     """What evaluating one checkpoint reads: the model, a fixed test subset, the MI pool and held-out images.
 
@@ -368,11 +371,18 @@ def load_evaluation_data(checkpoint: str | os.PathLike[str], data_dir: str | os.
       order (:func:`~varmixup_aug.harness.scoring.stratified_subset`);
     - ``calibration``: ``calibration_n`` held-out training images (another fixed draw) for fitting a
       temperature, or ``None`` when ``calibration_n`` is 0 or the checkpoint stores no held-out split;
-    - ``pool``: ``pool_size`` images of the train split outside the checkpoint's held-out split;
+    - ``pool``: with ``pool_source="train"`` (the default), ``pool_size`` images of the train split outside
+      the checkpoint's held-out split; with ``"test-augmented"``, the MI reference code's pool (github.com/
+      P2333/Mixup-Inference): ``pool_size`` images of the *test* split (a fixed subset of seed ``seed``; all
+      10,000 for CIFAR-10 with ``pool_size=10000``, as there, the evaluated images among them), each passed
+      once through the training augmentation (:func:`reference_pool_augment`, seeded);
     - ``held``: ``select_n`` (``None``: all) of the held-out training images stored in the
       checkpoint, or ``None`` when it stores none or ``select_n`` is 0;
-    - ``model`` (on ``device``), ``meta``, ``checkpoint_file``, ``test_indices``, ``test_size``, ``device``.
+    - ``model`` (on ``device``), ``meta``, ``checkpoint_file``, ``test_indices``, ``test_size``, ``device``,
+      ``pool_indices`` (into the pool's split) and ``pool_source``.
     """
+    if pool_source not in POOL_SOURCES:
+        raise VarMixupError(f"pool_source must be one of {POOL_SOURCES}, got {pool_source!r}")
     dev = resolve_device(device)
     path = checkpoint_file(checkpoint)
     meta = read_classifier_metadata(path)
@@ -386,10 +396,15 @@ def load_evaluation_data(checkpoint: str | os.PathLike[str], data_dir: str | os.
         test_idx = fixed_subset(len(test_ds), n_test, seed, "test-subset")
     x, y = _decode(test_ds, test_idx, "decoding test", progress)
     held_idx = _held_out_indices(meta, len(train_ds), data_dir)
-    held_set = set(held_idx)
-    candidates = [i for i in range(len(train_ds)) if i not in held_set]
-    pick = fixed_subset(len(candidates), pool_size, seed, "mi-pool")
-    pool = _decode(train_ds, [candidates[i] for i in pick], "decoding MI pool", progress)
+    if pool_source == "train":
+        held_set = set(held_idx)
+        candidates = [i for i in range(len(train_ds)) if i not in held_set]
+        pool_idx = [candidates[i] for i in fixed_subset(len(candidates), pool_size, seed, "mi-pool")]
+        pool = _decode(train_ds, pool_idx, "decoding MI pool", progress)
+    else:
+        pool_idx = fixed_subset(len(test_ds), pool_size, seed, "mi-pool-test")
+        px, py = _decode(test_ds, pool_idx, "decoding MI pool (test split)", progress)
+        pool = (reference_pool_augment(px, seed=derive_seed(seed, "mi-pool-augment")), py)
     held = None
     if held_idx and select_n != 0:
         sub = fixed_subset(len(held_idx), select_n, seed, "lam-subset")
@@ -400,7 +415,37 @@ def load_evaluation_data(checkpoint: str | os.PathLike[str], data_dir: str | os.
         calibration = _decode(train_ds, [held_idx[i] for i in sub], "decoding calibration images", progress)
     return {"model": load_classifier(path, device=dev), "meta": meta, "checkpoint_file": path, "x": x, "y": y,
             "pool": pool, "held": held, "calibration": calibration, "test_indices": test_idx,
-            "test_size": len(test_ds), "device": dev}
+            "test_size": len(test_ds), "device": dev, "pool_indices": pool_idx, "pool_source": pool_source}
+
+
+def reference_pool_augment(images: Tensor, *, seed: int, padding: int = 4) -> Tensor:
+    """Each image once through the training augmentation of the MI reference code, seeded.
+
+    A horizontal flip with probability 1/2 and a random crop of the original size from the image padded
+    with ``padding`` zero pixels on every side (torchvision's ``RandomHorizontalFlip`` and
+    ``RandomCrop(32, padding=4)``, as ``cifar_transform`` in that code builds them), drawn from a generator
+    seeded with ``seed``.
+
+    Args:
+        images: ``(N, C, H, H)`` square images (float or uint8). seed: the draws. padding: pixels of zeros.
+
+    Returns:
+        ``(N, C, H, H)``, the dtype of ``images``.
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(4, 3, 8, 8)
+        >>> reference_pool_augment(x, seed=0).shape
+        torch.Size([4, 3, 8, 8])
+    """
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[2] != images.shape[3]:
+        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise VarMixupError(f"images must be square images (N, C, H, H), got {got}")
+    padding = check_int("padding", padding, minimum=0)
+    g = torch.Generator().manual_seed(check_seed(seed, allow_none=False))
+    flip = torch.rand(images.shape[0], generator=g) < 0.5
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    return batch_crop_flip(padded, torch.arange(images.shape[0]), size=images.shape[-1], flip=flip, generator=g)
 
 
 def _held_out_indices(meta: dict[str, Any], train_size: int, data_dir: Any) -> list[int]:
