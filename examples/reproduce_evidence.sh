@@ -11,6 +11,8 @@
 #   STAGES=train,evidence METHODS="erm mixup" bash examples/reproduce_evidence.sh
 #   STAGES=published bash examples/reproduce_evidence.sh              # the published attack on MI-OL, mixup model
 #   STAGES=autoattack AA_N=100 bash examples/reproduce_evidence.sh     # AutoAttack-rand on MI-OL, mixup model
+#   STAGES=adaptive bash examples/reproduce_evidence.sh    # EOT-PGD sweep, APGD with EOT, binarization test
+#   STAGES=transfer bash examples/reproduce_evidence.sh    # PGD-10 made on $OUT/erm, scored by every method
 #
 # The adaptive attacks are the costly parts (50 steps x 15 MI mixes per image), so they run on the mixup
 # model, whose claims they test; ADAPTIVE_METHODS="mixup erm" adds others.
@@ -48,11 +50,19 @@ for m in $METHODS; do
     $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" \
       --parts "$EVIDENCE_PARTS" "${SUBSET[@]}"
   fi
+  if [[ ,$STAGES, == *,transfer,* ]]; then
+    $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" \
+      --parts transfer --transfer-source "$OUT/erm" "${SUBSET[@]}"
+  fi
 done
 for m in $ADAPTIVE_METHODS; do
   if [[ ,$STAGES, == *,published,* ]]; then
     $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" --parts published \
       "${SUBSET[@]}"
+  fi
+  if [[ ,$STAGES, == *,adaptive,* ]]; then
+    $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" \
+      --parts eot_sweep,apgd,binarization "${SUBSET[@]}"
   fi
   if [[ ,$STAGES, == *,autoattack,* ]]; then
     $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" \

@@ -207,6 +207,27 @@ class TestApgd:
             start = apgd(model, x, y, eps=EPS, steps=1, eot=1)  # the same start, one step
         assert bool((res.loss >= start.loss - 1e-6).all())
 
+    def test_step_halving_follows_the_two_conditions(self) -> None:
+        from varmixup_aug.harness.adaptive import _APGDState
+
+        # Image 0 raised its loss at 2 of 5 steps (< 0.75 * 5): halve. Image 1 at 4 of 5 and its best rose: keep.
+        # Image 2 at 4 of 5 but its step was kept last time and its best has not risen since: halve.
+        # Halving restarts from the best point and forgets the momentum.
+        b = 3
+        x = torch.zeros(b, 1, 2, 2)
+        st = _APGDState(cur=x + 0.5, prev=x + 0.4, f=torch.zeros(b), g=torch.ones_like(x), eta=torch.ones(b, 1, 1, 1),
+                        best_x=x + 0.1, best_f=torch.tensor([1.0, 2.0, 3.0]), best_g=-torch.ones_like(x),
+                        increases=torch.tensor([2.0, 4.0, 4.0]), reduced_last=torch.zeros(b, dtype=torch.bool),
+                        best_f_last=torch.tensor([0.0, 1.0, 3.0]))
+        st.checkpoint(5, 0.75)
+        assert st.eta.flatten().tolist() == [0.5, 1.0, 0.5]
+        assert torch.equal(st.cur[0], x[0] + 0.1) and torch.equal(st.prev[0], x[0] + 0.1)  # from the best point
+        assert torch.equal(st.cur[1], x[1] + 0.5) and torch.equal(st.g[1], torch.ones(1, 2, 2))  # untouched
+        assert st.reduced_last.tolist() == [True, False, True] and bool((st.increases == 0).all())
+        st.increases = torch.full((b,), 5.0)  # many increases, and no gain for anyone since this checkpoint
+        st.checkpoint(5, 0.75)
+        assert st.eta.flatten().tolist() == [0.5, 0.5, 0.5]  # only image 1: its step was kept last time
+
     def test_deterministic_under_the_seed(self) -> None:
         model = linear_model()
         x = images()
