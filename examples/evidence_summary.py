@@ -4,8 +4,12 @@
     python examples/evidence_summary.py results/cifar10-fast --check  # exit 1 if a block is stale
 
 A block is the text between ``<!-- evidence:NAME -->`` and ``<!-- /evidence:NAME -->``; NAME is a
-table of :func:`varmixup_aug.harness.reproduction_tables`. Numbers are computed from the per-image
-results in the JSON files, never typed in. The reliability diagrams of the finished clean results go to
+table of :func:`varmixup_aug.harness.reproduction_tables` (RESULTS: one run per method, the airbench
+recipe with label smoothing 0.2, an ablation) or of :func:`varmixup_aug.harness.papers_tables`
+(``papers ...``: the ``seed<k>/<method>`` runs of the papers' regime, by default ``cifar10-papers``
+beside RESULTS; ``papers-long ...``: the longer schedule, ``cifar10-papers-long``). Numbers are
+computed from the per-image results in the JSON files, never typed in; a folder that does not exist
+yet gives tables of ``-``. The reliability diagrams of RESULTS' finished clean results go to
 ``docs/figures/reliability-<method>.png``.
 """
 
@@ -16,7 +20,7 @@ import re
 import sys
 from pathlib import Path
 
-from varmixup_aug.harness import reliability_figures, reproduction_tables
+from varmixup_aug.harness import papers_tables, reliability_figures, reproduction_tables
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = (REPO / "docs" / "reproduction.md", REPO / "README.md")
@@ -35,10 +39,17 @@ def render(text: str, tables: dict[str, str]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path, help="folder with one sub-folder per method")
+    parser.add_argument("results", type=Path, help="folder with one sub-folder per method (one run each)")
+    parser.add_argument("--papers", type=Path, default=None,
+                        help="folder with seed<k>/<method> runs, the papers' regime (default: cifar10-papers beside "
+                             "RESULTS)")
+    parser.add_argument("--papers-long", type=Path, default=None,
+                        help="the same for the longer schedule (default: cifar10-papers-long beside RESULTS)")
     parser.add_argument("--check", action="store_true", help="only check that the blocks are up to date")
     args = parser.parse_args()
     tables = reproduction_tables(args.results)
+    tables |= papers_tables(args.papers or args.results.parent / "cifar10-papers")
+    tables |= papers_tables(args.papers_long or args.results.parent / "cifar10-papers-long", prefix="papers-long")
     stale = []
     for path in FILES:
         old = path.read_text()

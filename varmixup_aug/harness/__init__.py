@@ -12,9 +12,10 @@ from .attacks import ATTACKS, adversarial_examples
 from .calibration import calibration_bins, expected_calibration_error, reliability_diagram
 from .classifier_checkpoint import load_classifier, read_classifier_metadata
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from .claims import CLAIMS, claims_table, evaluate_claim
-from .evidence_results import bits_to_bool, load_runs, part_indices, part_vector
-from .evidence_summary import PUBLISHED_MI_CIFAR10, reliability_figures, reproduction_tables
+from .claims import (CLAIMS, FAST_CLAIMS, claims_table, evaluate_claim, evaluate_claim_across_seeds, evaluate_claims,
+                     evaluate_claims_across_seeds)
+from .evidence_results import bits_to_bool, load_runs, load_seed_runs, part_indices, part_vector
+from .evidence_summary import PUBLISHED_MI_CIFAR10, papers_tables, reliability_figures, reproduction_tables
 from .evidence import DEFAULT_PARTS, EVIDENCE_PARTS, PAPER_LAM, EvidenceConfig, autoattack_rand, run_evidence
 from .fast_training import (FAST_METHODS, PRECISIONS, VAE_METHODS, FastTrainConfig, batch_crop_flip,
                             cpu_bf16_units, fgsm_random_start, train_fast_classifier)
@@ -27,11 +28,13 @@ from .pictures import mixup_grid, reconstruction_grid, write_pictures
 from .report import (POOL_SOURCES, EvalConfig, evaluate_checkpoint, evaluate_robustness, load_evaluation_data,
                      markdown_table, reference_pool_augment)
 from .scoring import predict_logits
-from .significance import compare_pairwise, mcnemar_exact, paired_bootstrap_interval, wilson_interval
+from .significance import (ALPHA, compare_pairwise, holm_adjust, mcnemar_exact, mcnemar_min_p,
+                           paired_bootstrap_interval, paired_swap_test, t_interval, wilson_interval)
 from .train_classifier import METHODS, TrainClassifierConfig, load_train_split, split_holdout, train_classifier
 from .train_vae import TrainVAEConfig, evaluate_vae, train_vae
 
 __all__ = [
+    "ALPHA",
     "APGDResult",
     "ATTACKS",
     "BinarizationResult",
@@ -43,6 +46,7 @@ __all__ = [
     "EVIDENCE_PARTS",
     "EvalConfig",
     "EvidenceConfig",
+    "FAST_CLAIMS",
     "FAST_METHODS",
     "FastCifarNet",
     "FastTrainConfig",
@@ -81,22 +85,30 @@ __all__ = [
     "eot_sweep",
     "evaluate_checkpoint",
     "evaluate_claim",
+    "evaluate_claim_across_seeds",
+    "evaluate_claims",
+    "evaluate_claims_across_seeds",
     "evaluate_robustness",
     "evaluate_vae",
     "expected_calibration_error",
     "fgsm_random_start",
     "hold_output",
+    "holm_adjust",
     "load_classifier",
     "load_evaluation_data",
     "load_runs",
+    "load_seed_runs",
     "load_tensor_dataset",
     "load_train_split",
     "markdown_table",
     "mcnemar_exact",
+    "mcnemar_min_p",
     "merge_result_row",
     "mixup_grid",
     "open_image_dataset",
     "paired_bootstrap_interval",
+    "paired_swap_test",
+    "papers_tables",
     "part_indices",
     "part_vector",
     "predict_logits",
@@ -111,6 +123,7 @@ __all__ = [
     "run_evidence",
     "select_mi_lam",
     "split_holdout",
+    "t_interval",
     "train_classifier",
     "train_fast_classifier",
     "train_vae",

@@ -1,6 +1,7 @@
 """Reading the committed results of the reproduction: training reports and per-image evidence.
 
-One home for how ``results/<root>/<method>/{train_report,evidence}.json`` are read, shared by the
+One home for how ``results/<root>/<method>/{train_report,evidence}.json`` (one training run per
+method) and ``results/<root>/seed<k>/<method>/...`` (one per training seed) are read, shared by the
 tables (:mod:`.evidence_summary`) and the verdicts per claim (:mod:`.claims`). A part that is not
 complete reads as ``None``, so a partial run is never reported as a finished one.
 """
@@ -8,16 +9,20 @@ complete reads as ``None``, so a partial run is never reported as a finished one
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from varmixup_aug import VarMixupError
 from .fast_training import FAST_METHODS
 
-__all__ = ["bits_to_bool", "clean_confidences", "corruption_scores", "load_runs", "part_indices", "part_progress",
-           "part_vector", "selected_lams"]
+__all__ = ["bits_to_bool", "calibration_confidences", "clean_confidences", "corruption_scores", "load_runs",
+           "load_seed_runs", "part_indices", "part_progress", "part_vector", "selected_lams"]
+
+_SEED_FOLDER = re.compile(r"seed(\d+)")
 
 
 def load_runs(root: str | Path) -> dict[str, dict[str, Any]]:
@@ -30,6 +35,14 @@ def load_runs(root: str | Path) -> dict[str, dict[str, Any]]:
             runs[method] = {"train": json.loads(report.read_text()),
                             "evidence": json.loads(evidence.read_text()) if evidence.is_file() else None}
     return runs
+
+
+def load_seed_runs(root: str | Path) -> dict[int, dict[str, dict[str, Any]]]:
+    """``{seed: load_runs(root / f"seed{seed}")}`` for the ``seed<k>`` folders under ``root`` that hold a run,
+    in seed order; ``{}`` when ``root`` does not exist."""
+    folders = [p for p in Path(root).glob("seed*") if p.is_dir() and _SEED_FOLDER.fullmatch(p.name)]
+    by_seed = {int(p.name[4:]): load_runs(p) for p in folders}
+    return {seed: by_seed[seed] for seed in sorted(by_seed) if by_seed[seed]}
 
 
 def _complete_chunks(evidence: dict[str, Any] | None, part: str) -> list[dict[str, Any]] | None:
@@ -75,6 +88,23 @@ def clean_confidences(evidence: dict[str, Any] | None) -> tuple[Tensor, Tensor] 
     chunks = evidence["parts"]["clean"]["chunks"]  # type: ignore[index]
     conf = [c for i in range(len(chunks)) for c in chunks[str(i)]["confidence"]]
     return torch.tensor(conf, dtype=torch.float64), bits_to_bool(bits)
+
+
+def calibration_confidences(evidence: dict[str, Any] | None, *, scaled: bool = False) -> tuple[Tensor, Tensor] | None:
+    """``(confidence, correct)`` on all test images from the calibration part, or ``None`` if it is not there.
+
+    ``scaled=False``: the raw top softmax probability; ``True``: after the part's temperature scaling.
+    Both ``(10000,)`` in test-split order, so they pair across models.
+    """
+    result = (evidence or {}).get("parts", {}).get("calibration", {}).get("result")
+    if result is None:
+        return None
+    test = result["test"]
+    conf = torch.tensor(test["confidence_ts" if scaled else "confidence"], dtype=torch.float64)
+    if not len(test["correct"]) == conf.numel() == test["n"]:
+        raise VarMixupError(f"the calibration part must store n = {test['n']} correct bits and confidences, got "
+                            f"{len(test['correct'])} and {conf.numel()}; rerun the calibration part")
+    return conf, bits_to_bool(test["correct"])
 
 
 def corruption_scores(evidence: dict[str, Any] | None) -> Tensor | None:

@@ -2,8 +2,10 @@
 
 Every number in ``docs/reproduction.md`` and README's summary comes from here: accuracies with
 Wilson 95% intervals, ECE with a bootstrap interval, and paired tests between methods on the same
-images. Parts that are not complete for a method show ``-``, so a partial run is never reported
-as a finished one.
+images, for one run per method (:func:`reproduction_tables`: the airbench recipe with label smoothing
+0.2, an ablation); and means over training seeds with the claims judged across seeds
+(:func:`papers_tables`: the papers' regime). Parts that are not complete for a method show ``-``, so
+a partial run is never reported as a finished one.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from typing import Any
 import torch
 
 from .calibration import bootstrap_ece, expected_calibration_error, reliability_diagram
-from .claims import CLAIMS, claims_table, evaluate_claim
+from .claims import (CLAIMS, FAST_CLAIMS, Measure, claims_table, evaluate_claims, evaluate_claims_across_seeds,
+                     measure_by_seed)
 from .evidence import PAPER_LAM
-from .evidence_results import (bits_to_bool, clean_confidences, corruption_scores, load_runs, part_indices,
-                               part_progress, part_vector, selected_lams)
+from .evidence_results import (bits_to_bool, clean_confidences, corruption_scores, load_runs, load_seed_runs,
+                               part_indices, part_progress, part_vector, selected_lams)
+from .fast_training import FAST_METHODS
 from .significance import (bootstrap_indices, mcnemar_exact, paired_bootstrap_interval, percentile_interval,
                            wilson_interval)
 
-__all__ = ["PUBLISHED_MI_CIFAR10", "reliability_figures", "reproduction_tables"]
+__all__ = ["PUBLISHED_MI_CIFAR10", "papers_tables", "reliability_figures", "reproduction_tables"]
 
 # Pang et al. (ICLR 2020), Table 2 (CIFAR-10, ResNet-50, untargeted PGD-10 at 8/255, oblivious), as the issue quotes it.
 PUBLISHED_MI_CIFAR10 = {
@@ -166,9 +170,10 @@ def _pairwise_table(runs: dict[str, dict[str, Any]]) -> str:
 
 
 def reproduction_tables(root: str | Path) -> dict[str, str]:
-    """Markdown tables keyed by name: ``training``, ``status``, ``clean``, ``oblivious <eps> lam <set>``, ``paper``,
-    ``published <eps>``, ``autoattack 8/255``, ``pairwise``, ``conclusions`` (the verdict per claim,
-    :mod:`.claims`) and ``verdicts`` (its short form)."""
+    """Markdown tables of one run per method, keyed by name: ``training``, ``status``, ``clean``,
+    ``oblivious <eps> lam <set>``, ``paper``, ``published <eps>``, ``autoattack 8/255``, ``pairwise``,
+    ``conclusions`` (the verdict per claim of :data:`~.claims.FAST_CLAIMS`, :mod:`.claims`) and
+    ``verdicts`` (its short form)."""
     runs = load_runs(root)
     tables = {"training": _training_table(runs), "status": _status_table(runs), "clean": _clean_table(runs),
               "paper": _paper_table(runs)}
@@ -179,10 +184,58 @@ def reproduction_tables(root: str | Path) -> dict[str, str]:
         tables[f"published {eps}"] = _adaptive_table(runs, f"published:{eps}", "PGD-50")
     tables["autoattack 8/255"] = _adaptive_table(runs, "autoattack:8/255", "AutoAttack-rand")
     tables["pairwise"] = _pairwise_table(runs)
-    results = [evaluate_claim(runs, c) for c in CLAIMS]
-    tables["conclusions"] = claims_table(runs, results=results)
-    tables["verdicts"] = claims_table(runs, brief=True, results=results)
+    results = evaluate_claims(runs, FAST_CLAIMS)
+    tables["conclusions"] = claims_table(runs, FAST_CLAIMS, results=results)
+    tables["verdicts"] = claims_table(runs, FAST_CLAIMS, brief=True, results=results)
     return tables
+
+
+def _mean_sd(values: list[float], scale: float = 100.0) -> str:
+    """``mean ± sd (k)`` of per-seed values (sample sd), ``mean (1)`` for one seed, ``-`` for none."""
+    if not values:
+        return "-"
+    v = torch.tensor(values, dtype=torch.float64) * scale
+    sd = f" ± {float(v.std()):.1f}" if len(values) > 1 else ""
+    return f"{float(v.mean()):.1f}{sd} ({len(values)})"
+
+
+def _measure_cell(seed_runs: dict[int, dict[str, dict[str, Any]]], measure: Measure) -> str:
+    source, values = measure_by_seed(seed_runs, measure)
+    cell = _mean_sd(list(values.values()))
+    return f"{cell} on 1,000" if source == "clean" else cell
+
+
+_HEADLINE = [  # (column, measure of a method)
+    ("raw ECE %", lambda m: Measure(m, "ece")),
+    ("ECE % after temperature scaling", lambda m: Measure(m, "ece_ts")),
+    ("mean corruption accuracy", lambda m: Measure(m, "corruption")),
+    ("PGD-10 2/255", lambda m: Measure(m, part="oblivious:2/255")),
+    ("PGD-10 8/255", lambda m: Measure(m, part="oblivious:8/255")),
+    (f"MI-OL (lam {PAPER_LAM:g}), PGD-10 8/255", lambda m: Measure(m, part="oblivious:8/255", key="mi_ol@paper")),
+]
+
+
+def _headline_table(seed_runs: dict[int, dict[str, dict[str, Any]]]) -> str:
+    """One row per method: mean ± sd over seeds (and how many) of each headline number, in percent."""
+    rows = []
+    for method in FAST_METHODS:
+        reports = [runs[method]["train"] for runs in seed_runs.values() if method in runs]
+        rows.append([method, str(len(reports)), _mean_sd([r["test_accuracy"] for r in reports]),
+                     *[_measure_cell(seed_runs, measure(method)) for _, measure in _HEADLINE]])
+    return _table(["method", "seeds", "clean accuracy, 10,000 test images", *[c for c, _ in _HEADLINE]], rows)
+
+
+def papers_tables(root: str | Path, *, prefix: str = "papers") -> dict[str, str]:
+    """Markdown tables over training seeds (``root/seed<k>/<method>``), keyed ``<prefix> headline`` (mean ± sd
+    (seeds) per method: clean accuracy on all test images, raw ECE, ECE after temperature scaling, mean
+    corruption accuracy, PGD-10 at 2/255 and 8/255, MI-OL under PGD-10 at 8/255), ``<prefix> claims``
+    (:data:`~.claims.CLAIMS` judged across seeds) and ``<prefix> verdicts`` (its short form). Raw ECE
+    marked ``on 1,000`` comes from the clean part (no calibration part yet)."""
+    seed_runs = load_seed_runs(root)
+    results = evaluate_claims_across_seeds(seed_runs, CLAIMS)
+    return {f"{prefix} headline": _headline_table(seed_runs),
+            f"{prefix} claims": claims_table(seed_runs, CLAIMS, across_seeds=True, results=results),
+            f"{prefix} verdicts": claims_table(seed_runs, CLAIMS, across_seeds=True, brief=True, results=results)}
 
 
 def reliability_figures(root: str | Path, out_dir: str | Path) -> list[Path]:
