@@ -70,4 +70,4 @@ for m in $ADAPTIVE_METHODS; do
   fi
 done
 # the tables of docs/reproduction.md and README, from every committed result (SUMMARY=0 skips them)
-if [[ ${SUMMARY:-1} != 0 ]]; then python examples/evidence_summary.py; fi
+if [[ ${SUMMARY:-1} != 0 ]]; then python examples/evidence_summary.py results/cifar10-fast; fi
