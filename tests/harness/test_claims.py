@@ -217,7 +217,7 @@ class TestClaimList:
         for claim in CLAIMS:
             for m in (claim.a, claim.b):
                 assert m.method in FAST_METHODS
-                assert m.part.split(":")[0] in ("clean", "oblivious", "published", "autoattack")
+                assert m.part.split(":")[0] in ("clean", "oblivious", "published", "autoattack", "apgd")
 
     def test_the_new_claims_are_only_in_the_full_list(self) -> None:
         new = [c for c in CLAIMS if c not in FAST_CLAIMS]

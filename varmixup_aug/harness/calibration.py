@@ -101,8 +101,11 @@ def fit_temperature(logits: Tensor, labels: Tensor, *, low: float = 0.05, high: 
         >>> g = torch.Generator().manual_seed(0)
         >>> labels = torch.randint(0, 4, (2000,), generator=g)
         >>> logits = torch.randn(2000, 4, generator=g) + 3 * torch.nn.functional.one_hot(labels, 4)
-        >>> 0.3 < fit_temperature(logits * 3, labels) / 3 < 3  # sharpened logits get T near 3
-        True
+        >>> t = fit_temperature(logits, labels)
+        >>> round(t, 2)  # these logits are too flat for their accuracy: T < 1 sharpens them
+        0.3
+        >>> round(fit_temperature(logits * 3, labels) / t, 3)  # logits 3x as sharp need a T 3x as large
+        3.0
     """
     if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] == 0:
         got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
