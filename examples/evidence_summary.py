@@ -7,7 +7,9 @@ A block is the text between ``<!-- evidence:NAME -->`` and ``<!-- /evidence:NAME
 table of :func:`varmixup_aug.harness.reproduction_tables` (RESULTS: one run per method, the airbench
 recipe with label smoothing 0.2, an ablation) or of :func:`varmixup_aug.harness.papers_tables`
 (``papers ...``: the ``seed<k>/<method>`` runs of the papers' regime, by default ``cifar10-papers``
-beside RESULTS; ``papers-long ...``: the longer schedule, ``cifar10-papers-long``). Numbers are
+beside RESULTS; ``papers-long ...``: the longer schedule, ``cifar10-papers-long``) or of
+:func:`varmixup_aug.harness.precision_tables` (``papers precision ...``: ERM by precision and seed, from
+``cifar10-papers`` and ``cifar10-papers-precision``). Numbers are
 computed from the per-image results in the JSON files, never typed in; a folder that does not exist
 yet gives tables of ``-``. The reliability diagrams of RESULTS' finished clean results go to
 ``docs/figures/reliability-<method>.png``.
@@ -20,7 +22,7 @@ import re
 import sys
 from pathlib import Path
 
-from varmixup_aug.harness import papers_tables, reliability_figures, reproduction_tables
+from varmixup_aug.harness import papers_tables, precision_tables, reliability_figures, reproduction_tables
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = (REPO / "docs" / "reproduction.md", REPO / "README.md")
@@ -45,10 +47,15 @@ def main() -> int:
                              "RESULTS)")
     parser.add_argument("--papers-long", type=Path, default=None,
                         help="the same for the longer schedule (default: cifar10-papers-long beside RESULTS)")
+    parser.add_argument("--papers-precision", type=Path, default=None,
+                        help="seed<k>/erm runs in the other precision, for the bf16 check (default: "
+                             "cifar10-papers-precision beside RESULTS)")
     parser.add_argument("--check", action="store_true", help="only check that the blocks are up to date")
     args = parser.parse_args()
     tables = reproduction_tables(args.results)
-    tables |= papers_tables(args.papers or args.results.parent / "cifar10-papers")
+    papers = args.papers or args.results.parent / "cifar10-papers"
+    tables |= papers_tables(papers)
+    tables |= precision_tables([papers, args.papers_precision or args.results.parent / "cifar10-papers-precision"])
     tables |= papers_tables(args.papers_long or args.results.parent / "cifar10-papers-long", prefix="papers-long")
     stale = []
     for path in FILES:

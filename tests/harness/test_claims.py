@@ -15,7 +15,7 @@ from scipy import stats
 from varmixup_aug import VarMixupError
 from varmixup_aug.harness import (CLAIMS, FAST_CLAIMS, claims_table, evaluate_claim, evaluate_claim_across_seeds,
                                   evaluate_claims, evaluate_claims_across_seeds, holm_adjust, load_seed_runs,
-                                  papers_tables)
+                                  papers_tables, precision_tables)
 from varmixup_aug.harness.calibration import bootstrap_ece, expected_calibration_error
 from varmixup_aug.harness.claims import Claim, Measure, measure_by_seed
 from varmixup_aug.harness.evidence_results import calibration_confidences, part_indices
@@ -208,6 +208,45 @@ class TestHolmOverTheTable:
         table = claims_table(runs, (ACC, second), results=results[:2]).splitlines()
         assert table[0] == "| source | claim | A | B | A - B [95% bootstrap CI] | p (test) | Holm p | n | verdict |"
         assert table[2].endswith("| 0.0312 (McNemar) | 0.0625 | 200 | **inconclusive** |")
+
+
+class TestPrecisionTables:
+    @staticmethod
+    def _run(folder: Path, precision: str, accuracy: float, correct: str | None = None) -> None:
+        folder.mkdir(parents=True)
+        report = {"precision": precision, "test_accuracy": accuracy, "wall_time_s": 100.0, "steps": 50,
+                  "cpu_bf16_units": ["avx512_bf16"] if precision == "bf16" else []}
+        (folder / "train_report.json").write_text(json.dumps(report))
+        if correct is not None:
+            part = {"result": {"test": {"correct": correct}}}
+            (folder / "evidence.json").write_text(json.dumps({"parts": {"calibration": part}}))
+
+    def test_bf16_against_the_fp32_seed_spread(self, tmp_path: Path) -> None:
+        papers, other = tmp_path / "papers", tmp_path / "precision"
+        self._run(papers / "seed0" / "erm", "bf16", 0.896, "1101")
+        self._run(other / "seed0" / "erm", "fp32", 0.895, "1110")
+        self._run(other / "seed1" / "erm", "fp32", 0.899)
+        self._run(papers / "seed0" / "mixup", "bf16", 0.5)  # another method: not in the ERM check
+        tables = precision_tables([papers, other])
+        runs = tables["papers precision runs"].splitlines()[2:]
+        assert runs == ["| bf16 | 0 | avx512_bf16 | 89.60 | 2.00 |", "| fp32 | 0 | none | 89.50 | 2.00 |",
+                        "| fp32 | 1 | none | 89.90 | 2.00 |"]
+        check = tables["papers precision check"].splitlines()[2:]
+        assert check[0] == "| bf16 - fp32, seed 0 | +0.10 | 1 / 1 | 1.000 |"
+        assert check[1] == "| fp32 seed 1 - fp32 seed 0 | +0.40 | - | - |"
+        assert check[2].endswith("| **passed** |")
+
+    def test_a_bf16_gap_larger_than_the_seed_spread_fails(self, tmp_path: Path) -> None:
+        self._run(tmp_path / "seed0" / "erm", "bf16", 0.85)
+        self._run(tmp_path / "other" / "seed0" / "erm", "fp32", 0.895)
+        self._run(tmp_path / "other" / "seed1" / "erm", "fp32", 0.899)
+        assert precision_tables([tmp_path, tmp_path / "other"])["papers precision check"].endswith("| **failed** |")
+
+    def test_without_an_fp32_pair_it_is_not_run_yet(self, tmp_path: Path) -> None:
+        self._run(tmp_path / "seed0" / "erm", "bf16", 0.85)
+        tables = precision_tables([tmp_path, tmp_path / "missing"])
+        assert tables["papers precision check"].splitlines()[2:] == [
+            "| bf16 within the fp32 seed-to-seed spread |  |  | not run yet |"]
 
 
 class TestClaimList:
@@ -405,15 +444,16 @@ class TestPapersTables:
                 a, b = _seed_pair(k, n=100)
                 evidence = _evidence({"clean": {"none": _bits(a), "confidence": [0.9] * 100},
                                       "oblivious:8/255": {"none": _bits(b), "mi_ol@paper": _bits(a)}})
-                (folder / "train_report.json").write_text(json.dumps({"test_accuracy": accuracy}))
+                (folder / "train_report.json").write_text(json.dumps({"test_accuracy": accuracy,
+                                                                      "precision": ("fp32", "bf16")[k]}))
                 (folder / "evidence.json").write_text(json.dumps(evidence))
         tables = papers_tables(tmp_path)
         headline = tables["papers headline"].splitlines()
         pgd, mi = ([100 * float(_seed_pair(k, n=100)[i].double().mean()) for k in (0, 1)] for i in (1, 0))
         assert headline[2].startswith("| erm | 2 | 91.0 ± 1.4 (2) | ")
         assert headline[2].endswith(f" on 1,000 | - | - | - | {statistics.mean(pgd):.1f} ± {statistics.stdev(pgd):.1f} (2) "
-                                    f"| {statistics.mean(mi):.1f} ± {statistics.stdev(mi):.1f} (2) |")
-        assert headline[-1] == "| adv-train | 0 | - | - | - | - | - | - | - |"
+                                    f"| {statistics.mean(mi):.1f} ± {statistics.stdev(mi):.1f} (2) | bf16, fp32 |")
+        assert headline[-1] == "| adv-train | 0 | - | - | - | - | - | - | - | - |"
         claims = {line.split(" | ")[0][2:]: line for line in tables["papers claims"].splitlines()[2:]}
         mi_ol = claims["MI-OL raises the mixup model's accuracy under oblivious PGD-10 at 8/255"]
         assert " | 2 | mixup mi-ol lam paper, oblivious:8/255: " in mi_ol and mi_ol.endswith("| **confirmed** |")
@@ -423,7 +463,7 @@ class TestPapersTables:
 
     def test_a_folder_not_there_yet_gives_dashes(self, tmp_path: Path) -> None:
         tables = papers_tables(tmp_path / "cifar10-papers-long", prefix="papers-long")
-        assert all(line.endswith("| 0 | - | - | - | - | - | - | - |")
+        assert all(line.endswith("| 0 | - | - | - | - | - | - | - | - |")
                    for line in tables["papers-long headline"].splitlines()[2:])
         rows = tables["papers-long claims"].splitlines()[2:]
         assert len(rows) == len(CLAIMS) and all(r.endswith("| 0 | - | - | - | - | - | not run yet |") for r in rows)

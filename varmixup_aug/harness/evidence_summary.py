@@ -4,8 +4,9 @@ Every number in ``docs/reproduction.md`` and README's summary comes from here: a
 Wilson 95% intervals, ECE with a bootstrap interval, and paired tests between methods on the same
 images, for one run per method (:func:`reproduction_tables`: the airbench recipe with label smoothing
 0.2, an ablation); and means over training seeds with the claims judged across seeds
-(:func:`papers_tables`: the papers' regime). Parts that are not complete for a method show ``-``, so
-a partial run is never reported as a finished one.
+(:func:`papers_tables`: the papers' regime); and ERM trained in bf16 against fp32
+(:func:`precision_tables`). Parts that are not complete for a method show ``-``, so a partial run
+is never reported as a finished one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .fast_training import FAST_METHODS
 from .significance import (bootstrap_indices, mcnemar_exact, paired_bootstrap_interval, percentile_interval,
                            wilson_interval)
 
-__all__ = ["PUBLISHED_MI_CIFAR10", "papers_tables", "reliability_figures", "reproduction_tables"]
+__all__ = ["PUBLISHED_MI_CIFAR10", "papers_tables", "precision_tables", "reliability_figures", "reproduction_tables"]
 
 # Pang et al. (ICLR 2020), Table 2 (CIFAR-10, ResNet-50, untargeted PGD-10 at 8/255, oblivious), as the issue quotes it.
 PUBLISHED_MI_CIFAR10 = {
@@ -216,13 +217,16 @@ _HEADLINE = [  # (column, measure of a method)
 
 
 def _headline_table(seed_runs: dict[int, dict[str, dict[str, Any]]]) -> str:
-    """One row per method: mean ± sd over seeds (and how many) of each headline number, in percent."""
+    """One row per method: mean ± sd over seeds (and how many) of each headline number, in percent, and the
+    precisions its runs trained in."""
     rows = []
     for method in FAST_METHODS:
         reports = [runs[method]["train"] for runs in seed_runs.values() if method in runs]
+        precisions = ", ".join(sorted({r.get("precision", "fp32") for r in reports})) or "-"
         rows.append([method, str(len(reports)), _mean_sd([r["test_accuracy"] for r in reports]),
-                     *[_measure_cell(seed_runs, measure(method)) for _, measure in _HEADLINE]])
-    return _table(["method", "seeds", "clean accuracy, 10,000 test images", *[c for c, _ in _HEADLINE]], rows)
+                     *[_measure_cell(seed_runs, measure(method)) for _, measure in _HEADLINE], precisions])
+    return _table(["method", "seeds", "clean accuracy, 10,000 test images", *[c for c, _ in _HEADLINE], "precision"],
+                  rows)
 
 
 def papers_tables(root: str | Path, *, prefix: str = "papers") -> dict[str, str]:
@@ -236,6 +240,58 @@ def papers_tables(root: str | Path, *, prefix: str = "papers") -> dict[str, str]
     return {f"{prefix} headline": _headline_table(seed_runs),
             f"{prefix} claims": claims_table(seed_runs, CLAIMS, across_seeds=True, results=results),
             f"{prefix} verdicts": claims_table(seed_runs, CLAIMS, across_seeds=True, brief=True, results=results)}
+
+
+def _test_correct(evidence: dict[str, Any] | None) -> str | None:
+    """Per-image correctness on all test images, from the calibration part."""
+    part = (evidence or {}).get("parts", {}).get("calibration", {})
+    return part.get("result", {}).get("test", {}).get("correct")
+
+
+def _accuracy_difference(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """``a - b`` in points from the training reports, and McNemar on the test images when both have them."""
+    diff = 100 * (a["train"]["test_accuracy"] - b["train"]["test_accuracy"])
+    bits_a, bits_b = _test_correct(a["evidence"]), _test_correct(b["evidence"])
+    if bits_a is None or bits_b is None or len(bits_a) != len(bits_b):
+        return [f"{diff:+.2f}", "-", "-"]
+    r = mcnemar_exact(bits_to_bool(bits_a), bits_to_bool(bits_b))
+    return [f"{diff:+.2f}", f"{r['a_only']} / {r['b_only']}", f"{r['p_value']:.3f}"]
+
+
+def precision_tables(roots: list[str | Path], *, method: str = "erm") -> dict[str, str]:
+    """The bf16 check: ``method``'s runs under every ``root/seed<k>/`` by precision and seed.
+
+    ``papers precision runs``: one row per run (precision, seed, the CPU's bf16 units, accuracy on all
+    test images, seconds per step). ``papers precision check``: bf16 - fp32 at each seed that has both,
+    and fp32 seed against fp32 seed, with McNemar on the test images where the evidence's calibration part
+    is there for both. bf16 passes when no same-seed bf16 - fp32 difference is larger in size than the
+    largest fp32 seed-to-seed difference."""
+    runs: dict[tuple[str, int], dict[str, Any]] = {}
+    for root in roots:
+        for seed, by_method in load_seed_runs(root).items():
+            if method in by_method:
+                runs.setdefault((by_method[method]["train"].get("precision", "fp32"), seed), by_method[method])
+    rows = []
+    for (precision, seed), run in sorted(runs.items()):
+        t = run["train"]
+        rows.append([precision, str(seed), ", ".join(t.get("cpu_bf16_units") or ["none"]),
+                     f"{100 * t['test_accuracy']:.2f}", f"{t['wall_time_s'] / t['steps']:.2f}"])
+    head = ["precision", "seed", "CPU bf16 units", "clean accuracy, 10,000 test images", "s per step (wall)"]
+    fp32_seeds = sorted(seed for precision, seed in runs if precision == "fp32")
+    same = [(f"bf16 - fp32, seed {s}", runs["bf16", s], runs["fp32", s]) for s in fp32_seeds if ("bf16", s) in runs]
+    spread = [(f"fp32 seed {j} - fp32 seed {i}", runs["fp32", j], runs["fp32", i])
+              for n, i in enumerate(fp32_seeds) for j in fp32_seeds[n + 1:]]
+    checks = [[name, *_accuracy_difference(a, b)] for name, a, b in same + spread]
+
+    def largest(pairs: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> float:
+        return max(abs(a["train"]["test_accuracy"] - b["train"]["test_accuracy"]) for _, a, b in pairs)
+
+    verdict = "not run yet" if not (same and spread) else (
+        "**passed**" if largest(same) <= largest(spread) else "**failed**")
+    checks.append(["bf16 within the fp32 seed-to-seed spread", "", "", verdict])
+    return {"papers precision runs": _table(head, rows),
+            "papers precision check": _table(["comparison", "accuracy difference (points)",
+                                              "images only A / only B got right", "McNemar p"], checks)}
 
 
 def reliability_figures(root: str | Path, out_dir: str | Path) -> list[Path]:
