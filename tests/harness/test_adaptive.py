@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -63,6 +65,18 @@ def in_ball(adv: Tensor, x: Tensor, eps: float = EPS) -> bool:
     return bool((adv - x).abs().max() <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1)
 
 
+def assert_seeded(attack: Callable[[MIPredictor, MIPredictor, Tensor, Tensor, int], Tensor]) -> None:
+    """The attack gives the same images for one seed and others for another (fresh MI predictors each time)."""
+    model = linear_model()
+    x = images()
+    y = predicted(model, x)
+
+    def run(seed: int) -> Tensor:
+        return attack(*mi_pair(model), x, y, seed)
+
+    assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
+
+
 class TestEotPgd:
     def test_stays_in_the_ball_through_mi_and_reports_every_checkpoint(self) -> None:
         model = linear_model()
@@ -113,16 +127,8 @@ class TestEotPgd:
         assert res.judged_steps == (2, 4, 6, 8) and judge.calls == 4 + 1
 
     def test_deterministic_under_the_seed(self) -> None:
-        model = linear_model()
-        x = images()
-        y = predicted(model, x)
-
-        def run(seed: int) -> Tensor:
-            mi, judge = mi_pair(model)
-            return eot_pgd(mi, x, y, eps=EPS, judge=judge, checkpoints=(3,), eot=2, restarts=1,
-                           seed=seed).adversarials[3]
-
-        assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
+        assert_seeded(lambda mi, judge, x, y, seed: eot_pgd(mi, x, y, eps=EPS, judge=judge, checkpoints=(3,), eot=2,
+                                                            restarts=1, seed=seed).adversarials[3])
 
     @pytest.mark.parametrize(("kwargs", "match"), [
         ({"eps": 8}, "got 8; did you mean 8/255"),
@@ -229,15 +235,8 @@ class TestApgd:
         assert st.eta.flatten().tolist() == [0.5, 0.5, 0.5]  # only image 1: its step was kept last time
 
     def test_deterministic_under_the_seed(self) -> None:
-        model = linear_model()
-        x = images()
-        y = predicted(model, x)
-
-        def run(seed: int) -> Tensor:
-            mi, judge = mi_pair(model)
-            return apgd(mi, x, y, eps=EPS, steps=4, eot=2, judge=judge, seed=seed).adversarials
-
-        assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
+        assert_seeded(lambda mi, judge, x, y, seed: apgd(mi, x, y, eps=EPS, steps=4, eot=2, judge=judge,
+                                                         seed=seed).adversarials)
 
     def test_errors(self) -> None:
         x = images(2)
