@@ -9,7 +9,9 @@ recipe with label smoothing 0.2, an ablation) or of :func:`varmixup_aug.harness.
 (``papers ...``: the ``seed<k>/<method>`` runs of the papers' regime, by default ``cifar10-papers``
 beside RESULTS; ``papers-long ...``: the longer schedule, ``cifar10-papers-long``) or of
 :func:`varmixup_aug.harness.precision_tables` (``papers precision ...``: ERM by precision and seed, from
-``cifar10-papers`` and ``cifar10-papers-precision``). Numbers are
+``cifar10-papers`` and ``cifar10-papers-precision``) or of :func:`varmixup_aug.harness.adaptive_tables`
+(``papers eot ...``, ``papers apgd``, ``papers binarization``, ``papers transfer ...``, ``papers attack
+precision``: the adaptive parts of seed 0 in ``cifar10-papers``). Numbers are
 computed from the per-image results in the JSON files, never typed in; a folder that does not exist
 yet gives tables of ``-``. The reliability diagrams of RESULTS' finished clean results go to
 ``docs/figures/reliability-<method>.png``.
@@ -22,7 +24,8 @@ import re
 import sys
 from pathlib import Path
 
-from varmixup_aug.harness import papers_tables, precision_tables, reliability_figures, reproduction_tables
+from varmixup_aug.harness import (adaptive_tables, papers_tables, precision_tables, reliability_figures,
+                                  reproduction_tables)
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = (REPO / "docs" / "reproduction.md", REPO / "README.md")
@@ -55,6 +58,7 @@ def main() -> int:
     tables = reproduction_tables(args.results)
     papers = args.papers or args.results.parent / "cifar10-papers"
     tables |= papers_tables(papers)
+    tables |= adaptive_tables(papers)
     tables |= precision_tables([papers, args.papers_precision or args.results.parent / "cifar10-papers-precision"])
     tables |= papers_tables(args.papers_long or args.results.parent / "cifar10-papers-long", prefix="papers-long")
     stale = []

@@ -12,6 +12,7 @@
 #   STAGES=published bash examples/reproduce_evidence.sh              # the published attack on MI-OL, mixup model
 #   STAGES=autoattack AA_N=100 bash examples/reproduce_evidence.sh     # AutoAttack-rand on MI-OL, mixup model
 #   STAGES=adaptive bash examples/reproduce_evidence.sh    # EOT-PGD sweep, APGD with EOT, binarization test
+#     (SWEEP_N, APGD_N, BINARIZATION_N: images each; ATTACK_PRECISION=fp32 runs the attacker in fp32 too)
 #   STAGES=transfer bash examples/reproduce_evidence.sh    # PGD-10 made on $OUT/erm, scored by every method
 #
 # The adaptive attacks are the costly parts (50 steps x 15 MI mixes per image), so they run on the mixup
@@ -35,6 +36,11 @@ METHODS=${METHODS:-$DEFAULT_METHODS}
 EVIDENCE_PARTS=${EVIDENCE_PARTS:-$DEFAULT_PARTS}
 STAGES=${STAGES:-train,evidence,published}
 ADAPTIVE_METHODS=${ADAPTIVE_METHODS:-mixup}
+# images per adaptive part (a larger n later extends the same files); the attacker in bf16, verdicts in fp32
+SWEEP_N=${SWEEP_N:-100}
+APGD_N=${APGD_N:-100}
+BINARIZATION_N=${BINARIZATION_N:-50}
+ATTACK_PRECISION=${ATTACK_PRECISION:-bf16}
 THREADS=${THREADS:-2}
 CLI=${CLI:-varmixup-aug}
 # files made before the stratified test subset resume with the draw they were made with
@@ -62,7 +68,8 @@ for m in $ADAPTIVE_METHODS; do
   fi
   if [[ ,$STAGES, == *,adaptive,* ]]; then
     $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" \
-      --parts eot_sweep,apgd,binarization "${SUBSET[@]}"
+      --parts eot_sweep,apgd,binarization --attack-precision "$ATTACK_PRECISION" --eot-sweep-n "$SWEEP_N" \
+      --apgd-n "$APGD_N" --binarization-n "$BINARIZATION_N" "${SUBSET[@]}"
   fi
   if [[ ,$STAGES, == *,autoattack,* ]]; then
     $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" \

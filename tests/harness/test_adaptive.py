@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from varmixup_aug import MIPredictor, VarMixupError
 from varmixup_aug._random import derive_seed
-from varmixup_aug.harness import (APGDResult, BinarizationResult, BinarizedDefence, EOTPGDResult,
+from varmixup_aug.harness import (APGDResult, AutocastAttacker, BinarizationResult, BinarizedDefence, EOTPGDResult,
                                   PenultimateFeatures, TransferResult, adversarial_examples, apgd, apgd_ce_then_dlr,
                                   apgd_checkpoints, binarization_test, eot_pgd, eot_sweep, transfer_attack)
 
@@ -167,6 +167,55 @@ class TestEotSweep:
                       seed=derive_seed(3, "eot-sweep", 1))
         assert torch.equal(out["pgd4-eot1-r1"]["judge"], ref.correct[4])
         assert torch.equal(out["pgd4-eot1-r1"]["plain"], ~wrong(model, ref.adversarials[4], y))
+
+
+class TestAutocastAttacker:
+    @staticmethod
+    def conv_model() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, K)).eval()
+
+    def test_bf16_forward_with_a_float32_output_close_to_fp32(self) -> None:
+        model, x = self.conv_model(), images()
+        seen: list[torch.dtype] = []
+        model[0].register_forward_hook(lambda _m, _a, out: seen.append(out.dtype))
+        out = AutocastAttacker(model)(x)
+        assert seen == [torch.bfloat16] and out.dtype == torch.float32
+        torch.testing.assert_close(out, model(x), atol=0.05, rtol=0.05)
+
+    def test_the_gradient_reaches_the_input_and_points_the_same_way(self) -> None:
+        model, x = self.conv_model(), images()
+        y = predicted(model, x)
+        grads = []
+        for m in (model, AutocastAttacker(model)):
+            xr = x.clone().requires_grad_(True)
+            F.cross_entropy(m(xr), y).backward()
+            grads.append(xr.grad)
+        assert grads[1].dtype == torch.float32
+        assert float((grads[0].sign() == grads[1].sign()).double().mean()) > 0.9
+
+    def test_mi_draws_are_those_of_the_wrapped_predictor(self) -> None:
+        model = self.conv_model()
+        x = images(3)
+        plain, _ = mi_pair(model, seed=5)
+        wrapped, _ = mi_pair(model, seed=5)
+        torch.testing.assert_close(AutocastAttacker(wrapped)(x), plain(x), atol=0.05, rtol=0.05)
+        assert torch.equal(plain.draw(predicted(model, x))["ol"], wrapped.draw(predicted(model, x))["ol"])
+
+    def test_an_eot_pgd_through_it_stays_in_the_ball_and_is_judged_in_fp32(self) -> None:
+        model = linear_model()
+        x = images()
+        y = predicted(model, x)
+        mi, judge = mi_pair(model)
+        res = eot_pgd(AutocastAttacker(mi), x, y, eps=EPS, judge=judge, checkpoints=(5,), eot=2, restarts=1)
+        assert in_ball(res.adversarials[5], x) and res.adversarials[5].dtype == torch.float32
+        assert res.accuracy(5) < 1.0
+
+    def test_rejects_what_is_not_a_module_or_a_half_dtype(self) -> None:
+        with pytest.raises(VarMixupError, match="model must be a torch.nn.Module, got function"):
+            AutocastAttacker(lambda x: x)  # type: ignore[arg-type]
+        with pytest.raises(VarMixupError, match="dtype must be torch.bfloat16 or torch.float16, got torch.float64"):
+            AutocastAttacker(linear_model(), dtype=torch.float64)
 
 
 class TestApgdCheckpoints:

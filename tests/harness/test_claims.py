@@ -169,7 +169,7 @@ class TestEceClaims:
     def test_a_calibration_part_of_the_wrong_length_is_refused(self) -> None:
         bad = _with_calibration(_clean(torch.ones(3, dtype=torch.bool)), torch.ones(4, dtype=torch.bool),
                                 torch.rand(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64))
-        with pytest.raises(VarMixupError, match="calibration part must store n = 4 correct bits and confidences"):
+        with pytest.raises(VarMixupError, match="calibration part must store n = 4 confidences, got 3"):
             calibration_confidences(bad)
 
 
@@ -218,7 +218,7 @@ class TestPrecisionTables:
                   "cpu_bf16_units": ["avx512_bf16"] if precision == "bf16" else []}
         (folder / "train_report.json").write_text(json.dumps(report))
         if correct is not None:
-            part = {"result": {"test": {"correct": correct}}}
+            part = {"result": {"test": {"n": len(correct), "correct": correct}}}
             (folder / "evidence.json").write_text(json.dumps({"parts": {"calibration": part}}))
 
     def test_bf16_against_the_fp32_seed_spread(self, tmp_path: Path) -> None:
@@ -234,19 +234,33 @@ class TestPrecisionTables:
         check = tables["papers precision check"].splitlines()[2:]
         assert check[0] == "| bf16 - fp32, seed 0 | +0.10 | 1 / 1 | 1.000 |"
         assert check[1] == "| fp32 seed 1 - fp32 seed 0 | +0.40 | - | - |"
-        assert check[2].endswith("| **passed** |")
+        assert check[2:] == ["", "bf16 within the fp32 seed-to-seed spread: **passed**"]
 
     def test_a_bf16_gap_larger_than_the_seed_spread_fails(self, tmp_path: Path) -> None:
         self._run(tmp_path / "seed0" / "erm", "bf16", 0.85)
         self._run(tmp_path / "other" / "seed0" / "erm", "fp32", 0.895)
         self._run(tmp_path / "other" / "seed1" / "erm", "fp32", 0.899)
-        assert precision_tables([tmp_path, tmp_path / "other"])["papers precision check"].endswith("| **failed** |")
+        assert precision_tables([tmp_path, tmp_path / "other"])["papers precision check"].endswith(": **failed**")
 
     def test_without_an_fp32_pair_it_is_not_run_yet(self, tmp_path: Path) -> None:
         self._run(tmp_path / "seed0" / "erm", "bf16", 0.85)
         tables = precision_tables([tmp_path, tmp_path / "missing"])
-        assert tables["papers precision check"].splitlines()[2:] == [
-            "| bf16 within the fp32 seed-to-seed spread |  |  | not run yet |"]
+        assert tables["papers precision check"] == "bf16 within the fp32 seed-to-seed spread: not run yet"
+
+    def test_the_same_run_under_two_roots_is_an_error(self, tmp_path: Path) -> None:
+        self._run(tmp_path / "a" / "seed0" / "erm", "bf16", 0.85)
+        self._run(tmp_path / "b" / "seed0" / "erm", "bf16", 0.86)
+        with pytest.raises(VarMixupError, match=r"two bf16 runs of 'erm' with seed 0: .*a.seed0.erm and .*b.seed0.erm"):
+            precision_tables([tmp_path / "a", tmp_path / "b"])
+
+    def test_a_calibration_part_with_missing_bits_is_an_error(self, tmp_path: Path) -> None:
+        self._run(tmp_path / "a" / "seed0" / "erm", "bf16", 0.85, "1101")
+        self._run(tmp_path / "b" / "seed0" / "erm", "fp32", 0.86, "1101")
+        self._run(tmp_path / "b" / "seed1" / "erm", "fp32", 0.86)
+        evidence = tmp_path / "a" / "seed0" / "erm" / "evidence.json"
+        evidence.write_text(json.dumps({"parts": {"calibration": {"result": {"test": {"n": 5, "correct": "1101"}}}}}))
+        with pytest.raises(VarMixupError, match="calibration part must store n = 5 correct bits, got 4"):
+            precision_tables([tmp_path / "a", tmp_path / "b"])
 
 
 class TestClaimList:

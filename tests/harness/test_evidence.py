@@ -157,6 +157,8 @@ class TestEvidenceConfig:
             EvidenceConfig(pool_source="val")
         with pytest.raises(VarMixupError, match="binarization_attack must be one of"):
             EvidenceConfig(binarization_attack="fgsm")
+        with pytest.raises(VarMixupError, match=r"attack_precision must be one of \('fp32', 'bf16'\), got 'fp16'"):
+            EvidenceConfig(attack_precision="fp16")
         with pytest.raises(VarMixupError, match="eot_sweep_eots must be an int >= 1"):
             EvidenceConfig(eot_sweep_eots=(0,))
 
@@ -267,6 +269,24 @@ class TestEvidenceStore:
         assert parts["clean"]["chunks"] == first["clean"]["chunks"]
         assert parts["clean"]["seconds_this_run"] == first["clean"]["seconds_this_run"] > 0  # nothing redone
         assert len(parts["published:8/255"]["chunks"]["0"]["none"]) == 10  # the short chunk is redone
+
+
+    def test_a_parts_own_settings_may_change_until_it_has_a_chunk(self, fast_run: Path, image_folder: Path,
+                                                                  tmp_path: Path, capsys) -> None:
+        out = tmp_path / "evidence.json"
+        base = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), *TINY_EVIDENCE]
+        assert main([*base, "--parts", "clean"]) == 0
+        clean = json.loads(out.read_text())["parts"]["clean"]["chunks"]
+        bf16 = ["--attack-precision", "bf16", "--eot-sweep-restarts", "2"]
+        assert main([*base, "--parts", "clean,eot_sweep", *bf16]) == 0  # the sweep had no chunk yet: accepted
+        data = json.loads(out.read_text())
+        assert data["parts"]["clean"]["chunks"] == clean and data["config"]["attack_precision"] == "bf16"
+        assert len(data["parts"]["eot_sweep:8/255"]["chunks"]["0"]["pgd2-eot1-r2:mi_ol@paper"]) == 2
+        assert main([*base, "--parts", "clean"]) == 2  # fp32 now would change the stored sweep
+        assert "made with another config (attack_precision, eot_sweep_restarts)" in capsys.readouterr().err
+        assert main([*base, "--parts", "clean", *bf16, "--apgd-steps", "3"]) == 0  # APGD has not run
+        assert main([*base, "--parts", "clean", *bf16, "--mi-samples-ol", "3"]) == 2  # binds every part
+        assert "made with another config (mi_samples_ol)" in capsys.readouterr().err
 
 
 class TestReproductionTables:

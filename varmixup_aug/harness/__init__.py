@@ -5,9 +5,10 @@ surface: the CLI, the examples and the benchmarks use only these names and the c
 """
 
 from varmixup_aug._tensors import resolve_device
-from .adaptive import (APGDResult, BinarizationResult, BinarizedDefence, EOTPGDResult, PenultimateFeatures,
-                       TransferResult, apgd, apgd_ce_then_dlr, apgd_checkpoints, binarization_test, eot_pgd, eot_sweep,
-                       transfer_attack)
+from .adaptive import (APGDResult, AutocastAttacker, BinarizationResult, BinarizedDefence, EOTPGDResult,
+                       PenultimateFeatures, TransferResult, apgd, apgd_ce_then_dlr, apgd_checkpoints, binarization_test,
+                       eot_pgd, eot_sweep, transfer_attack)
+from .adaptive_summary import PLATEAU, adaptive_tables, attack_precision_table
 from .attacks import ATTACKS, adversarial_examples
 from .calibration import calibration_bins, expected_calibration_error, reliability_diagram
 from .classifier_checkpoint import load_classifier, read_classifier_metadata
@@ -38,6 +39,7 @@ __all__ = [
     "ALPHA",
     "APGDResult",
     "ATTACKS",
+    "AutocastAttacker",
     "BinarizationResult",
     "BinarizedDefence",
     "CLAIMS",
@@ -53,6 +55,7 @@ __all__ = [
     "FastTrainConfig",
     "METHODS",
     "PAPER_LAM",
+    "PLATEAU",
     "POOL_SOURCES",
     "PRECISIONS",
     "PUBLISHED_MI_CIFAR10",
@@ -65,11 +68,13 @@ __all__ = [
     "TrainVAEConfig",
     "TransferResult",
     "VAE_METHODS",
+    "adaptive_tables",
     "adversarial_examples",
     "apgd",
     "apgd_ce_then_dlr",
     "apgd_checkpoints",
     "atomic_write_json",
+    "attack_precision_table",
     "autoattack_rand",
     "batch_crop_flip",
     "binarization_test",

@@ -17,7 +17,8 @@ fresh mixes on every call):
 Public names: :func:`eot_pgd` (:class:`EOTPGDResult`) and the grid :func:`eot_sweep`; :func:`apgd`,
 :func:`apgd_ce_then_dlr` (:class:`APGDResult`) and the schedule :func:`apgd_checkpoints`;
 :func:`transfer_attack` (:class:`TransferResult`); :func:`binarization_test` (:class:`BinarizationResult`),
-built on :class:`PenultimateFeatures` and :class:`BinarizedDefence`.
+built on :class:`PenultimateFeatures` and :class:`BinarizedDefence`; :class:`AutocastAttacker` runs an
+attacker in bf16 (its judge stays fp32).
 
 Cost, in forward-and-backward passes of one mix (``N_a`` mixes per attacker call, ``N_j`` per judge call,
 a judge pass being forward only, about a third of one): EOT-PGD costs ``restarts * steps * eot * N_a``
@@ -47,6 +48,7 @@ from .scoring import as_float_images, as_labels, batch_ranges
 
 __all__ = [
     "APGDResult",
+    "AutocastAttacker",
     "BinarizationResult",
     "BinarizedDefence",
     "EOTPGDResult",
@@ -124,6 +126,40 @@ def _eot_loss_grad(model: nn.Module, x: Tensor, y: Tensor, loss: Callable[[Tenso
         total += values.detach()
         grad += g
     return total / eot, grad / eot
+
+
+class AutocastAttacker(nn.Module):
+    """``model`` run under ``torch.autocast`` (bf16 by default) on its device; the output is float32.
+
+    For the attacker's side only: its loss and gradient in bf16 are about twice as fast on a CPU with bf16
+    units, and whether the attack worked is still decided by a judge at full precision. Randomness is the
+    wrapped model's (an :class:`~varmixup_aug.MIPredictor` draws as it would outside).
+
+    Args:
+        model: ``(B, C, H, W) -> (B, K)``, e.g. an ``MIPredictor``. dtype: the autocast dtype.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+        >>> x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        >>> out = AutocastAttacker(net)(x)
+        >>> out.dtype, bool((out - net(x)).abs().max() < 0.05)
+        (torch.float32, True)
+    """
+
+    def __init__(self, model: nn.Module, *, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise VarMixupError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if dtype not in (torch.bfloat16, torch.float16):
+            raise VarMixupError(f"dtype must be torch.bfloat16 or torch.float16, got {dtype}")
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(module_device(self.model).type, dtype=self.dtype):
+            out = self.model(x)
+        return out.float()
 
 
 @torch.no_grad()

@@ -63,7 +63,7 @@ from varmixup_aug._random import derive_seed
 from .attacks import adversarial_examples
 from .calibration import expected_calibration_error, fit_temperature
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from .evidence_adaptive import ADAPTIVE_PARTS, BINARIZATION_ATTACKS, adaptive_runners
+from .evidence_adaptive import ADAPTIVE_PARTS, ATTACK_PRECISIONS, BINARIZATION_ATTACKS, adaptive_runners
 from .lam_selection import select_mi_lam
 from .data import load_tensor_dataset, open_image_dataset
 from .report import POOL_SOURCES, TEST_SUBSETS, load_evaluation_data
@@ -135,6 +135,7 @@ class EvidenceConfig:
     binarization_inner: int = 200
     binarization_mi_samples: int = 15
     binarization_chunk_size: int = 5
+    attack_precision: str = "fp32"
     transfer_source: str | None = None
     transfer_eps: tuple[float, ...] = (8 / 255, 2 / 255)
     parts: tuple[str, ...] = DEFAULT_PARTS
@@ -162,6 +163,8 @@ class EvidenceConfig:
                 raise VarMixupError(f"eps values must be in [0, 1] (pixel units, e.g. 8/255), got {eps!r}")
         if self.pool_source not in POOL_SOURCES:
             raise VarMixupError(f"pool_source must be one of {POOL_SOURCES}, got {self.pool_source!r}")
+        if self.attack_precision not in ATTACK_PRECISIONS:
+            raise VarMixupError(f"attack_precision must be one of {ATTACK_PRECISIONS}, got {self.attack_precision!r}")
         if self.binarization_attack not in BINARIZATION_ATTACKS:
             raise VarMixupError(f"binarization_attack must be one of {BINARIZATION_ATTACKS}, got "
                                 f"{self.binarization_attack!r}")
@@ -186,8 +189,14 @@ _EXTENDABLE = ("parts", "published_n", "autoattack_n", "eot_sweep_n", "apgd_n", 
 # Settings added later, as the files made before them ran: the random test subset, and the MI pool of training
 # images; the adaptive parts' settings at their defaults (no file made before them has those parts).
 _ADAPTIVE_SETTINGS = ("eot_sweep", "apgd_", "binarization_", "transfer_")
-_DEFAULTS_BEFORE = {"test_subset": "random", "calibration_n": 1000, "pool_source": "train",
+_DEFAULTS_BEFORE = {"test_subset": "random", "calibration_n": 1000, "pool_source": "train", "attack_precision": "fp32",
                     **{k: v for k, v in EvidenceConfig().to_dict().items() if k.startswith(_ADAPTIVE_SETTINGS)}}
+
+
+# Settings of one kind of part, by name prefix: they may change while no chunk of such a part is stored.
+_PART_SETTINGS = {"published_": ("published",), "autoattack_": ("autoattack",), "eot_sweep_": ("eot_sweep",),
+                  "apgd_": ("apgd",), "binarization_": ("binarization",), "transfer_": ("transfer",),
+                  "attack_precision": ("eot_sweep", "apgd", "binarization")}
 
 
 def _identity(value: Any) -> Any:
@@ -199,6 +208,24 @@ def _identity(value: Any) -> Any:
 def _config_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     a, b = _identity(saved), _identity(now)
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _parts_of_setting(name: str) -> tuple[str, ...] | None:
+    """The kinds of part a setting affects alone, or ``None`` when it affects every part."""
+    return next((parts for prefix, parts in _PART_SETTINGS.items() if name.startswith(prefix)), None)
+
+
+def _stored_parts(data: dict[str, Any]) -> set[str]:
+    """The kinds of part (``oblivious``, ``eot_sweep``, ...) with at least one stored chunk or result."""
+    return {name.split(":")[0] for name, entry in data.get("parts", {}).items()
+            if entry.get("chunks") or entry.get("result") is not None}
+
+
+def _binding_changes(data: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The config changes that would alter stored results: a part's own settings bind once it has a chunk."""
+    stored = _stored_parts(data)
+    changed = _config_changes(data.get("config") or {}, now)
+    return [k for k in changed if (parts := _parts_of_setting(k)) is None or stored.intersection(parts)]
 
 
 def _read_store(path: Path) -> dict[str, Any]:
@@ -229,10 +256,11 @@ class _Store:
             if self.data.get("checkpoint_sha") != header.get("checkpoint_sha"):
                 raise VarMixupError(f"{path} was made with another checkpoint_sha (another checkpoint); use another "
                                     "output path or delete it to start over")
-            changed = _config_changes(self.data.get("config") or {}, header["config"])
+            changed = _binding_changes(self.data, header["config"])
             if changed:
                 raise VarMixupError(f"{path} was made with another config ({', '.join(changed)}); pass the settings it "
                                     "was made with, use another output path, or delete it to start over")
+            self.data["config"] = header["config"]  # what changed, if anything, belongs to parts not run yet
         else:
             self.data = {"format": FORMAT, **header, "parts": {}}
 

@@ -20,17 +20,18 @@ from torch import Tensor, nn
 
 from varmixup_aug import VarMixupError
 from varmixup_aug._random import derive_seed
-from .adaptive import apgd, apgd_ce_then_dlr, binarization_test, eot_pgd, eot_sweep, transfer_attack
+from .adaptive import AutocastAttacker, apgd, apgd_ce_then_dlr, binarization_test, eot_pgd, eot_sweep, transfer_attack
 from .classifier_checkpoint import checkpoint_file, load_classifier
 from .scoring import eps_key
 
 if TYPE_CHECKING:
     from .evidence import _Context
 
-__all__ = ["ADAPTIVE_PARTS", "BINARIZATION_ATTACKS", "adaptive_runners"]
+__all__ = ["ADAPTIVE_PARTS", "ATTACK_PRECISIONS", "BINARIZATION_ATTACKS", "adaptive_runners"]
 
 ADAPTIVE_PARTS = ("eot_sweep", "apgd", "binarization", "transfer")
 BINARIZATION_ATTACKS = ("eot_pgd", "apgd")
+ATTACK_PRECISIONS = ("fp32", "bf16")
 
 
 def _bits(t: Tensor) -> str:
@@ -43,8 +44,14 @@ def _evidence() -> Any:
     return evidence
 
 
+def _in_attack_precision(ctx: _Context, model: nn.Module) -> nn.Module:
+    """The attacker's model, under bf16 autocast when ``attack_precision`` is ``"bf16"`` (judges stay fp32)."""
+    return AutocastAttacker(model) if ctx.cfg.attack_precision == "bf16" else model
+
+
 def _attacker_and_judge(ctx: _Context, tag: str, samples: int) -> tuple[nn.Module, nn.Module]:
-    return (ctx.mi("ol", "paper", f"{tag}:attacker", samples=samples), ctx.mi("ol", "paper", f"{tag}:judge"))
+    attacker = ctx.mi("ol", "paper", f"{tag}:attacker", samples=samples)
+    return _in_attack_precision(ctx, attacker), ctx.mi("ol", "paper", f"{tag}:judge")
 
 
 def _part_eot_sweep(ctx: _Context) -> None:
@@ -95,15 +102,15 @@ def _binarization_attack(ctx: _Context, eps: float, seed: int) -> Callable[..., 
     cfg = ctx.cfg
     if cfg.binarization_attack == "apgd":
         def run_apgd(model: nn.Module, x: Tensor, y: Tensor, *, judge: nn.Module) -> Tensor:
-            return apgd(model, x, y, eps=eps, loss="ce", steps=cfg.binarization_steps, eot=cfg.binarization_eot,
-                        judge=judge, seed=seed).adversarials
+            return apgd(_in_attack_precision(ctx, model), x, y, eps=eps, loss="ce", steps=cfg.binarization_steps,
+                        eot=cfg.binarization_eot, judge=judge, seed=seed).adversarials
 
         return run_apgd
 
     def run_pgd(model: nn.Module, x: Tensor, y: Tensor, *, judge: nn.Module) -> Tensor:
         steps = cfg.binarization_steps
-        return eot_pgd(model, x, y, eps=eps, judge=judge, checkpoints=(steps,), eot=cfg.binarization_eot,
-                       restarts=1, seed=seed).adversarials[steps]
+        return eot_pgd(_in_attack_precision(ctx, model), x, y, eps=eps, judge=judge, checkpoints=(steps,),
+                       eot=cfg.binarization_eot, restarts=1, seed=seed).adversarials[steps]
 
     return run_pgd
 
@@ -117,8 +124,10 @@ def _part_binarization(ctx: _Context) -> None:
 
     def work(i: int, s: int, e: int) -> dict[str, Any]:
         tag = f"binarization:{eps_key(eps)}:{i}"
-        attacker, judge = _attacker_and_judge(ctx, tag, cfg.binarization_mi_samples)
-        res = binarization_test(attacker, xs[s:e], ys[s:e], _binarization_attack(ctx, eps, derive_seed(cfg.seed, tag)),
+        # the defence is binarized as it is; the attack on the binarized defence runs in attack_precision
+        defence = ctx.mi("ol", "paper", f"{tag}:attacker", samples=cfg.binarization_mi_samples)
+        judge = ctx.mi("ol", "paper", f"{tag}:judge")
+        res = binarization_test(defence, xs[s:e], ys[s:e], _binarization_attack(ctx, eps, derive_seed(cfg.seed, tag)),
                                 eps=eps, judge=judge, n_inner=cfg.binarization_inner, seed=derive_seed(cfg.seed, tag))
         rounded = partial(_rounded, digits=4)
         return {"indices": keep[s:e], "valid": _bits(res.valid), "success": _bits(res.success),

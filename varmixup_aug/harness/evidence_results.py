@@ -19,8 +19,8 @@ from torch import Tensor
 from varmixup_aug import VarMixupError
 from .fast_training import FAST_METHODS
 
-__all__ = ["bits_to_bool", "calibration_confidences", "clean_confidences", "corruption_scores", "load_runs",
-           "load_seed_runs", "part_indices", "part_progress", "part_vector", "selected_lams"]
+__all__ = ["bits_to_bool", "calibration_confidences", "calibration_correct", "clean_confidences", "corruption_scores",
+           "load_runs", "load_seed_runs", "part_indices", "part_progress", "part_vector", "selected_lams"]
 
 _SEED_FOLDER = re.compile(r"seed(\d+)")
 
@@ -90,20 +90,37 @@ def clean_confidences(evidence: dict[str, Any] | None) -> tuple[Tensor, Tensor] 
     return torch.tensor(conf, dtype=torch.float64), bits_to_bool(bits)
 
 
+def _calibration_test(evidence: dict[str, Any] | None) -> dict[str, Any] | None:
+    result = (evidence or {}).get("parts", {}).get("calibration", {}).get("result")
+    if result is None:
+        return None
+    test: dict[str, Any] = result["test"]
+    if len(test["correct"]) != test["n"]:
+        raise VarMixupError(f"the calibration part must store n = {test['n']} correct bits, got "
+                            f"{len(test['correct'])}; rerun the calibration part")
+    return test
+
+
+def calibration_correct(evidence: dict[str, Any] | None) -> Tensor | None:
+    """``(10000,)`` bool, whether the model is right on each test image (test-split order), from the
+    calibration part; ``None`` if it is not there."""
+    test = _calibration_test(evidence)
+    return None if test is None else bits_to_bool(test["correct"])
+
+
 def calibration_confidences(evidence: dict[str, Any] | None, *, scaled: bool = False) -> tuple[Tensor, Tensor] | None:
     """``(confidence, correct)`` on all test images from the calibration part, or ``None`` if it is not there.
 
     ``scaled=False``: the raw top softmax probability; ``True``: after the part's temperature scaling.
     Both ``(10000,)`` in test-split order, so they pair across models.
     """
-    result = (evidence or {}).get("parts", {}).get("calibration", {}).get("result")
-    if result is None:
+    test = _calibration_test(evidence)
+    if test is None:
         return None
-    test = result["test"]
     conf = torch.tensor(test["confidence_ts" if scaled else "confidence"], dtype=torch.float64)
-    if not len(test["correct"]) == conf.numel() == test["n"]:
-        raise VarMixupError(f"the calibration part must store n = {test['n']} correct bits and confidences, got "
-                            f"{len(test['correct'])} and {conf.numel()}; rerun the calibration part")
+    if conf.numel() != test["n"]:
+        raise VarMixupError(f"the calibration part must store n = {test['n']} confidences, got {conf.numel()}; "
+                            "rerun the calibration part")
     return conf, bits_to_bool(test["correct"])
 
 

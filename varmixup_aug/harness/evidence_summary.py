@@ -16,15 +16,17 @@ from typing import Any
 
 import torch
 
+from varmixup_aug import VarMixupError
 from .calibration import bootstrap_ece, expected_calibration_error, reliability_diagram
 from .claims import (CLAIMS, FAST_CLAIMS, Measure, claims_table, evaluate_claims, evaluate_claims_across_seeds,
                      measure_by_seed)
 from .evidence import PAPER_LAM
-from .evidence_results import (bits_to_bool, clean_confidences, corruption_scores, load_runs, load_seed_runs,
-                               part_indices, part_progress, part_vector, selected_lams)
+from .evidence_results import (bits_to_bool, calibration_correct, clean_confidences, corruption_scores, load_runs,
+                               load_seed_runs, part_indices, part_progress, part_vector, selected_lams)
 from .fast_training import FAST_METHODS
-from .significance import (bootstrap_indices, mcnemar_exact, paired_bootstrap_interval, percentile_interval,
-                           wilson_interval)
+from .markdown import accuracy_cell as _acc
+from .markdown import render_table as _table
+from .significance import bootstrap_indices, mcnemar_exact, paired_bootstrap_interval, percentile_interval
 
 __all__ = ["PUBLISHED_MI_CIFAR10", "papers_tables", "precision_tables", "reliability_figures", "reproduction_tables"]
 
@@ -35,14 +37,6 @@ PUBLISHED_MI_CIFAR10 = {
     "mixup + MI-combined": (82.9, 33.7),
     "ERM + MI-OL": (81.6, 7.4),
 }
-
-
-def _acc(bits: str | None) -> str:
-    if bits is None:
-        return "-"
-    k, n = bits.count("1"), len(bits)
-    lo, hi = wilson_interval(k, n)
-    return f"{100 * k / n:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def _ece_with_interval(conf: torch.Tensor, correct: torch.Tensor) -> str:
@@ -57,12 +51,6 @@ def _mean_with_interval(scores: torch.Tensor) -> str:
     draws = bootstrap_indices(scores.numel(), samples=1000)
     lo, hi = percentile_interval(scores.double()[draws].mean(1))
     return f"{100 * float(scores.mean()):.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _training_table(runs: dict[str, dict[str, Any]]) -> str:
@@ -242,20 +230,31 @@ def papers_tables(root: str | Path, *, prefix: str = "papers") -> dict[str, str]
             f"{prefix} verdicts": claims_table(seed_runs, CLAIMS, across_seeds=True, brief=True, results=results)}
 
 
-def _test_correct(evidence: dict[str, Any] | None) -> str | None:
-    """Per-image correctness on all test images, from the calibration part."""
-    part = (evidence or {}).get("parts", {}).get("calibration", {})
-    return part.get("result", {}).get("test", {}).get("correct")
-
-
 def _accuracy_difference(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """``a - b`` in points from the training reports, and McNemar on the test images when both have them."""
     diff = 100 * (a["train"]["test_accuracy"] - b["train"]["test_accuracy"])
-    bits_a, bits_b = _test_correct(a["evidence"]), _test_correct(b["evidence"])
-    if bits_a is None or bits_b is None or len(bits_a) != len(bits_b):
+    correct_a, correct_b = calibration_correct(a["evidence"]), calibration_correct(b["evidence"])
+    if correct_a is None or correct_b is None or correct_a.numel() != correct_b.numel():
         return [f"{diff:+.2f}", "-", "-"]
-    r = mcnemar_exact(bits_to_bool(bits_a), bits_to_bool(bits_b))
+    r = mcnemar_exact(correct_a, correct_b)
     return [f"{diff:+.2f}", f"{r['a_only']} / {r['b_only']}", f"{r['p_value']:.3f}"]
+
+
+def _runs_by_precision(roots: list[str | Path], method: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """``method``'s runs under every ``root/seed<k>/``, keyed by (precision, seed); a key found twice is an error."""
+    runs: dict[tuple[str, int], dict[str, Any]] = {}
+    folders: dict[tuple[str, int], Path] = {}
+    for root in roots:
+        for seed, by_method in load_seed_runs(root).items():
+            if method not in by_method:
+                continue
+            key = (by_method[method]["train"].get("precision", "fp32"), seed)
+            folder = Path(root) / f"seed{seed}" / method
+            if key in folders:
+                raise VarMixupError(f"two {key[0]} runs of {method!r} with seed {seed}: {folders[key]} and {folder}; "
+                                    "keep one of them, or pass only one of their roots")
+            runs[key], folders[key] = by_method[method], folder
+    return runs
 
 
 def precision_tables(roots: list[str | Path], *, method: str = "erm") -> dict[str, str]:
@@ -266,11 +265,7 @@ def precision_tables(roots: list[str | Path], *, method: str = "erm") -> dict[st
     and fp32 seed against fp32 seed, with McNemar on the test images where the evidence's calibration part
     is there for both. bf16 passes when no same-seed bf16 - fp32 difference is larger in size than the
     largest fp32 seed-to-seed difference."""
-    runs: dict[tuple[str, int], dict[str, Any]] = {}
-    for root in roots:
-        for seed, by_method in load_seed_runs(root).items():
-            if method in by_method:
-                runs.setdefault((by_method[method]["train"].get("precision", "fp32"), seed), by_method[method])
+    runs = _runs_by_precision(roots, method)
     rows = []
     for (precision, seed), run in sorted(runs.items()):
         t = run["train"]
@@ -288,10 +283,11 @@ def precision_tables(roots: list[str | Path], *, method: str = "erm") -> dict[st
 
     verdict = "not run yet" if not (same and spread) else (
         "**passed**" if largest(same) <= largest(spread) else "**failed**")
-    checks.append(["bf16 within the fp32 seed-to-seed spread", "", "", verdict])
+    table = _table(["comparison", "accuracy difference (points)", "images only A / only B got right", "McNemar p"],
+                   checks) if checks else ""
+    line = f"bf16 within the fp32 seed-to-seed spread: {verdict}"
     return {"papers precision runs": _table(head, rows),
-            "papers precision check": _table(["comparison", "accuracy difference (points)",
-                                              "images only A / only B got right", "McNemar p"], checks)}
+            "papers precision check": f"{table}\n\n{line}" if table else line}
 
 
 def reliability_figures(root: str | Path, out_dir: str | Path) -> list[Path]:

@@ -35,6 +35,7 @@ from .calibration import calibration_bins, expected_calibration_error, reliabili
 from .classifier_checkpoint import checkpoint_file, load_classifier, read_classifier_metadata
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from .data import dataset_labels, load_tensor_dataset, open_image_dataset
+from .markdown import render_table
 from .eval_context import EvalContext
 from .fast_training import batch_crop_flip
 from .lam_selection import select_mi_lam
@@ -331,7 +332,7 @@ def markdown_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     head += [f"PGD obl. {k} none / PL / OL" for k in eps_keys]
     head += [f"FGSM adapt. {k} PL / OL" for k in eps_keys]
     head += [f"PGD adapt. {k} PL / OL" for k in eps_keys]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    rows = []
     for name, r in results.items():
         clean = r.get("clean", {})
         cells = [str(name), _pct(clean.get("accuracy")), _pct(clean.get("ece")),
@@ -347,8 +348,8 @@ def markdown_table(results: Mapping[str, Mapping[str, Any]]) -> str:
             for k in eps_keys:
                 e = r.get(part, {}).get(k, {})
                 cells.append(f"{_pct(e.get('mi_pl'))} / {_pct(e.get('mi_ol'))}" + (subset if e else ""))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return render_table(head, rows) + "\n"
 
 
 # ---- from a checkpoint and a dataset ----------------------------------------------------------

@@ -63,6 +63,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--binarization-eot", type=int, default=5)
     p.add_argument("--binarization-inner", type=int, default=200, help="inner points per binary task")
     p.add_argument("--binarization-mi-samples", type=int, default=15, help="MI-OL mixes per attacked forward")
+    p.add_argument("--attack-precision", choices=("fp32", "bf16"), default="fp32",
+                   help="the adaptive attacks' own forward and backward (bf16: autocast); every verdict stays fp32")
     p.add_argument("--transfer-source", default=None,
                    help="plain (ERM) checkpoint or run folder the transfer attack is made on (none: no transfer)")
     p.add_argument("--transfer-eps", default="8/255,2/255")
@@ -92,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         binarization_mi_samples=args.binarization_mi_samples,
         binarization_steps=args.binarization_steps, binarization_eot=args.binarization_eot,
         binarization_inner=args.binarization_inner, transfer_source=args.transfer_source,
+        attack_precision=args.attack_precision,
         transfer_eps=float_list(args.transfer_eps, "--transfer-eps"),
         parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
     )
