@@ -21,8 +21,8 @@ def subset(**keys: str) -> dict[str, Any]:
     """A subset part over SUBSET, in two chunks of two images."""
     first = {k: v[:2] for k, v in keys.items()}
     second = {k: v[2:] for k, v in keys.items()}
-    return {"n": len(SUBSET), "chunks": {"0": {"range": [0, 2], "indices": SUBSET[:2], **first},
-                                         "1": {"range": [2, 4], "indices": SUBSET[2:], **second}}}
+    return {"n": len(SUBSET), "chunks": {"0": {"range": [0, 2], "indices": SUBSET[:2], "seconds": 5.0, **first},
+                                         "1": {"range": [2, 4], "indices": SUBSET[2:], "seconds": 5.0, **second}}}
 
 
 def sweep(grid: dict[tuple[int, int], str], restarts: int = 2) -> dict[str, Any]:
@@ -67,13 +67,13 @@ class TestAdaptiveTables:
         # SUBSET [7, 2, 5, 0] of the oblivious bits: none "1001", MI-OL "1111"
         assert cells[3].startswith("50.0 ") and cells[4].startswith("100.0 ") and cells[5].startswith("25.0 ")
         assert cells[6] == "-25.0 (p 1.00)" and cells[7] == "-25.0 (p 1.00)"  # one image fewer each
-        assert cells[8] == "yes"
+        assert cells[8] == "yes" and cells[9] == "2.5"  # chunks of 5 s for two images
 
     def test_no_plateau_when_the_stronger_setting_fools_two_more_images(self, tmp_path: Path) -> None:
         grid = {(100, 15): "1111", PLATEAU: "1100", (PLATEAU[0], 5): "1100"}
         write_run(tmp_path / "seed0" / "mixup", {"eot_sweep:8/255": sweep(grid)})
         row = adaptive_tables(tmp_path)["papers eot plateau"].splitlines()[2]
-        assert row.endswith("| -50.0 (p 0.50) | +0.0 (p 1.00) | no |")
+        assert row.endswith("| -50.0 (p 0.50) | +0.0 (p 1.00) | no | 2.5 |")
         assert "| - | - |" in row  # no oblivious part yet
 
     def test_apgd_binarization_and_transfer(self, tmp_path: Path) -> None:
@@ -87,10 +87,10 @@ class TestAdaptiveTables:
         write_run(tmp_path / "seed0" / "erm", {})
         tables = adaptive_tables(tmp_path)
         apgd = tables["papers apgd"].splitlines()
-        assert len(apgd) == 3 and apgd[2].startswith("| mixup | 8/255 | 4 | 0.0 [") and apgd[2].endswith("| 2 |")
+        assert len(apgd) == 3 and apgd[2].startswith("| mixup | 8/255 | 4 | 0.0 [") and apgd[2].endswith("| 2 | 2.5 |")
         assert "| - | 25.0 [" in apgd[2]  # no oblivious part; MI-OL right on one of four
         binarization = tables["papers binarization"].splitlines()[2]
-        assert binarization == ("| mixup | EOT-PGD, 50 steps, EOT 5 | 8/255 | 4 | 3 | 1 | 2 / 3 (67%) | **failed** |")
+        assert binarization == "| mixup | EOT-PGD, 50 steps, EOT 5 | 8/255 | 4 | 3 | 1 | 2 / 3 (67%) | **failed** | 2.5 |"
         transfer = tables["papers transfer 8/255"].splitlines()
         assert len(transfer) == 3 and transfer[2].startswith("| mixup | 10 | 50.0 [")
         assert "| 80.0 [" in transfer[2] and "| 60.0 [" in transfer[2] and "| 70.0 [" in transfer[2]
@@ -100,7 +100,7 @@ class TestAdaptiveTables:
         parts = {"binarization:8/255": subset(valid="0111", success="0111", random_hit="0000", clean_correct="1111")}
         write_run(tmp_path / "seed0" / "varmixup", parts)
         row = adaptive_tables(tmp_path)["papers binarization"].splitlines()[2]
-        assert row.endswith("| 4 | 3 | 0 | 3 / 3 (100%) | **passed** |")
+        assert row.endswith("| 4 | 3 | 0 | 3 / 3 (100%) | **passed** | 2.5 |")
 
 
 class TestAttackPrecisionTable:
@@ -112,6 +112,7 @@ class TestAttackPrecisionTable:
         rows = attack_precision_table(tmp_path).splitlines()
         assert rows[2].startswith("| 25 steps, EOT 1 | 4 | 50.0 [") and rows[2].endswith("| 0 / 0 | 1.00 |")
         assert rows[3].endswith("| 1 / 1 | 1.00 |")  # image 1 only the fp32 attack fooled, image 0 only bf16
+        assert rows[4:] == ["", "Whole sweep, s per image, fp32 / bf16 attacker: 2.5 / 2.5"]
 
     def test_one_side_missing_is_not_run_yet(self, tmp_path: Path) -> None:
         evidence = {"config": CONFIG, "parts": {"eot_sweep:2/255": sweep({(25, 1): "1100"}, restarts=1)}}

@@ -47,6 +47,14 @@ def _restarts(evidence: dict[str, Any] | None, eps: str) -> str:
     return ", ".join(sorted(found)) or "-"
 
 
+def _seconds_per_image(evidence: dict[str, Any] | None, part: str) -> str:
+    """The part's measured time per image: its chunks' seconds over its images (whatever else ran beside)."""
+    entry = (evidence or {}).get("parts", {}).get(part, {})
+    chunks = entry.get("chunks", {}).values()
+    n = sum(c["range"][1] - c["range"][0] for c in chunks)
+    return f"{sum(c.get('seconds', 0.0) for c in chunks) / n:.1f}" if n else "-"
+
+
 def _on_subset(evidence: dict[str, Any] | None, subset_part: str, part: str, key: str) -> str | None:
     """``part``'s bits (a part over every test image) on the images of the subset part ``subset_part``."""
     keep, bits = part_indices(evidence, subset_part), part_vector(evidence, part, key)
@@ -90,7 +98,7 @@ def _plateau_row(method: str, evidence: dict[str, Any] | None, eps: str) -> list
     return [method, eps, str(len(next(iter(grid.values())))),
             accuracy_cell(_on_subset(evidence, part, f"oblivious:{eps}", "none")),
             accuracy_cell(_on_subset(evidence, part, f"oblivious:{eps}", "mi_ol@paper")),
-            accuracy_cell(top), d_steps, d_eot, plateau]
+            accuracy_cell(top), d_steps, d_eot, plateau, _seconds_per_image(evidence, part)]
 
 
 def _plateau_table(runs: dict[str, dict[str, Any]]) -> str:
@@ -98,7 +106,8 @@ def _plateau_table(runs: dict[str, dict[str, Any]]) -> str:
     rows = [row for m, r in runs.items() for eps in _EPS if (row := _plateau_row(m, r["evidence"], eps))]
     return _table(["method", "eps", "n", "no defence, PGD-10 (oblivious)", "MI-OL, PGD-10 (oblivious)",
                          f"MI-OL, EOT-PGD {steps} steps, EOT {eot}", f"{steps} steps - fewer (EOT {eot})",
-                         f"EOT {eot} - fewer ({steps} steps)", "plateau (each within one image)"], rows)
+                         f"EOT {eot} - fewer ({steps} steps)", "plateau (each within one image)",
+                   "sweep s per image"], rows)
 
 
 def _apgd_table(runs: dict[str, dict[str, Any]]) -> str:
@@ -113,9 +122,9 @@ def _apgd_table(runs: dict[str, dict[str, Any]]) -> str:
         attack = part_vector(ev, part, "attack") or ""
         rows.append([method, eps, str(len(bits)), accuracy_cell(part_vector(ev, part, "none")),
                      accuracy_cell(_on_subset(ev, part, f"oblivious:{eps}", "mi_ol@paper")), accuracy_cell(bits),
-                     str(attack.count("d"))])
+                     str(attack.count("d")), _seconds_per_image(ev, part)])
     return _table(["method", "eps", "n", "no defence, on the APGD adversarials", "MI-OL, PGD-10 (oblivious)",
-                         "MI-OL, APGD-CE then DLR with EOT", "images whose kept iterate is DLR's"], rows)
+                         "MI-OL, APGD-CE then DLR with EOT", "images whose kept iterate is DLR's", "s per image"], rows)
 
 
 def _binarization_table(runs: dict[str, dict[str, Any]], threshold: float = 0.95) -> str:
@@ -137,9 +146,10 @@ def _binarization_table(runs: dict[str, dict[str, Any]], threshold: float = 0.95
         verdict = "-" if rate is None else ("passed" if rate >= threshold else "failed")
         rows.append([method, attack, part.split(":")[1], str(len(valid)), str(n_valid),
                      str(sum(v == h == "1" for v, h in zip(valid, hits, strict=True))),
-                     "-" if rate is None else f"{won} / {n_valid} ({100 * rate:.0f}%)", f"**{verdict}**"])
+                     "-" if rate is None else f"{won} / {n_valid} ({100 * rate:.0f}%)", f"**{verdict}**",
+                     _seconds_per_image(ev, part)])
     return _table(["method", "attack under test", "eps", "n", "valid tasks", "valid, a random corner already won",
-                         "attack succeeded (valid tasks)", f"verdict (>= {100 * threshold:.0f}%)"], rows)
+                         "attack succeeded (valid tasks)", f"verdict (>= {100 * threshold:.0f}%)", "s per image"], rows)
 
 
 def _transfer_table(runs: dict[str, dict[str, Any]], eps: str) -> str:
@@ -161,7 +171,9 @@ def attack_precision_table(folder: str | Path, *, eps: str = "2/255") -> str:
     """The same EOT-PGD sweep with the attacker in fp32 and in bf16 (``folder/fp32.json``, ``folder/bf16.json``,
     the same seeds and images), compared per image at each step count; the judge is fp32 in both."""
     found = {p: Path(folder) / f"{p}.json" for p in ("fp32", "bf16")}
-    grids = {p: _sweep_grid(json.loads(f.read_text()), eps) if f.is_file() else {} for p, f in found.items()}
+    evidence = {p: json.loads(f.read_text()) if f.is_file() else None for p, f in found.items()}
+    grids = {p: _sweep_grid(ev, eps) for p, ev in evidence.items()}
+    seconds = " / ".join(_seconds_per_image(evidence[p], f"eot_sweep:{eps}") for p in ("fp32", "bf16"))
     rows = []
     for key in sorted(set(grids["fp32"]) & set(grids["bf16"])):
         a, b = grids["fp32"][key], grids["bf16"][key]
@@ -170,8 +182,9 @@ def attack_precision_table(folder: str | Path, *, eps: str = "2/255") -> str:
         r = mcnemar_exact(bits_to_bool(a), bits_to_bool(b))
         rows.append([f"{key[0]} steps, EOT {key[1]}", str(len(a)), accuracy_cell(a), accuracy_cell(b),
                      f"{r['b_only']} / {r['a_only']}", f"{r['p_value']:.2f}"])
-    return _table([f"EOT-PGD through MI-OL, {eps}", "n", "MI-OL, fp32 attacker", "MI-OL, bf16 attacker",
-                         "images only the fp32 / only the bf16 attacker fooled", "McNemar p"], rows)
+    table = _table([f"EOT-PGD through MI-OL, {eps}", "n", "MI-OL, fp32 attacker", "MI-OL, bf16 attacker",
+                    "images only the fp32 / only the bf16 attacker fooled", "McNemar p"], rows)
+    return f"{table}\n\nWhole sweep, s per image, fp32 / bf16 attacker: {seconds}" if rows else table
 
 
 def adaptive_tables(root: str | Path, *, seed: int = 0, prefix: str = "papers") -> dict[str, str]:
