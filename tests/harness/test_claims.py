@@ -13,9 +13,9 @@ import torch
 from scipy import stats
 
 from varmixup_aug import VarMixupError
-from varmixup_aug.harness import (CLAIMS, FAST_CLAIMS, claims_table, evaluate_claim, evaluate_claim_across_seeds,
-                                  evaluate_claims, evaluate_claims_across_seeds, holm_adjust, load_seed_runs,
-                                  papers_tables, precision_tables)
+from varmixup_aug.harness import (CLAIMS, FAST_CLAIMS, REFERENCE_POOL_FILE, claims_table, evaluate_claim,
+                                  evaluate_claim_across_seeds, evaluate_claims, evaluate_claims_across_seeds, holm_adjust,
+                                  load_seed_runs, papers_tables, precision_tables)
 from varmixup_aug.harness.calibration import bootstrap_ece, expected_calibration_error
 from varmixup_aug.harness.claims import Claim, Measure, measure_by_seed
 from varmixup_aug.harness.evidence_results import calibration_confidences, part_indices
@@ -473,7 +473,26 @@ class TestPapersTables:
         assert " | 2 | mixup mi-ol lam paper, oblivious:8/255: " in mi_ol and mi_ol.endswith("| **confirmed** |")
         assert claims["VarMixup is more accurate on clean images than adversarial training (FGSM, 8/255)"].endswith(
             "| 0 of 2 | - | - | - | - | - | not run yet |")
-        assert list(tables) == ["papers headline", "papers claims", "papers verdicts"]
+        assert list(tables) == ["papers headline", "papers claims", "papers verdicts", "papers paper seed 0"]
+        paper = tables["papers paper seed 0"].splitlines()
+        assert paper[0].endswith("| ours clean [95% CI] | ours robust [95% CI] | ours, reference pool: clean | ours, "
+                                 "reference pool: robust |")
+        a, b = _seed_pair(0, n=100)
+        cells = [c.split(" [")[0] for c in paper[2].strip("| ").split(" | ")]  # mixup: clean "none", robust "none"
+        assert cells == ["mixup", "93.8", "3.6", f"{100 * float(a.double().mean()):.1f}",
+                         f"{100 * float(b.double().mean()):.1f}", "-", "-"]
+
+    def test_the_reference_pool_file_fills_its_own_columns(self, tmp_path: Path) -> None:
+        folder = tmp_path / "seed0" / "erm"
+        folder.mkdir(parents=True)
+        (folder / "train_report.json").write_text(json.dumps({"test_accuracy": 0.9}))
+        ours = _evidence({"clean": {"mi_ol@paper": "1100"}, "oblivious:8/255": {"mi_ol@paper": "1000"}})
+        reference = _evidence({"clean": {"mi_ol@paper": "1110"}, "oblivious:8/255": {"mi_ol@paper": "0000"}})
+        (folder / "evidence.json").write_text(json.dumps(ours))
+        (folder / REFERENCE_POOL_FILE).write_text(json.dumps(reference))
+        row = papers_tables(tmp_path)["papers paper seed 0"].splitlines()[5]
+        cells = [c.split(" [")[0] for c in row.strip("| ").split(" | ")]
+        assert cells == ["ERM + MI-OL", "81.6", "7.4", "50.0", "25.0", "75.0", "0.0"]
 
     def test_a_folder_not_there_yet_gives_dashes(self, tmp_path: Path) -> None:
         tables = papers_tables(tmp_path / "cifar10-papers-long", prefix="papers-long")

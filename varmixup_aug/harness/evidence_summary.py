@@ -11,6 +11,7 @@ is never reported as a finished one.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from .markdown import accuracy_cell as _acc
 from .markdown import render_table as _table
 from .significance import bootstrap_indices, mcnemar_exact, paired_bootstrap_interval, percentile_interval
 
-__all__ = ["PUBLISHED_MI_CIFAR10", "papers_tables", "precision_tables", "reliability_figures", "reproduction_tables"]
+__all__ = ["PUBLISHED_MI_CIFAR10", "REFERENCE_POOL_FILE", "papers_tables", "precision_tables", "reliability_figures",
+           "reproduction_tables"]
 
 # Pang et al. (ICLR 2020), Table 2 (CIFAR-10, ResNet-50, untargeted PGD-10 at 8/255, oblivious), as the issue quotes it.
 PUBLISHED_MI_CIFAR10 = {
@@ -90,15 +92,31 @@ def _oblivious_table(runs: dict[str, dict[str, Any]], eps: str, lam_set: str) ->
     return _table(["method", "no defence", "MI-PL (N=10)", "MI-OL (N=30)", "MI-combined"], rows)
 
 
-def _paper_table(runs: dict[str, dict[str, Any]]) -> str:
-    def ours(method: str, key: str) -> tuple[str, str]:
-        ev = runs.get(method, {}).get("evidence")
-        return _acc(part_vector(ev, "clean", key)), _acc(part_vector(ev, "oblivious:8/255", key))
+# The MI reference code's pool (the test split, training augmentation, 10,000 images), a second evidence file
+REFERENCE_POOL_FILE = "evidence-reference-pool.json"
 
-    mine = {"mixup": ours("mixup", "none"), "mixup + MI-OL": ours("mixup", "mi_ol@paper"),
-            "mixup + MI-combined": ours("mixup", "mi_combined@paper"), "ERM + MI-OL": ours("erm", "mi_ol@paper")}
-    rows = [[name, f"{clean:g}", f"{robust:g}", *mine[name]] for name, (clean, robust) in PUBLISHED_MI_CIFAR10.items()]
-    return _table(["model", "paper clean", "paper robust", "ours clean [95% CI]", "ours robust [95% CI]"], rows)
+
+def _paper_table(runs: dict[str, dict[str, Any]], reference: dict[str, dict[str, Any]] | None = None) -> str:
+    """Ours beside Pang et al.'s Table 2; with ``reference`` (evidence per method, the reference's pool) also
+    those two columns."""
+    def ours(evidences: dict[str, Any], method: str, key: str) -> list[str]:
+        ev = evidences.get(method)
+        return [_acc(part_vector(ev, "clean", key)), _acc(part_vector(ev, "oblivious:8/255", key))]
+
+    which = {"mixup": ("mixup", "none"), "mixup + MI-OL": ("mixup", "mi_ol@paper"),
+             "mixup + MI-combined": ("mixup", "mi_combined@paper"), "ERM + MI-OL": ("erm", "mi_ol@paper")}
+    sources = [{m: r["evidence"] for m, r in runs.items()}] + ([reference] if reference is not None else [])
+    rows = [[name, f"{clean:g}", f"{robust:g}", *[c for ev in sources for c in ours(ev, *which[name])]]
+            for name, (clean, robust) in PUBLISHED_MI_CIFAR10.items()]
+    head = ["model", "paper clean", "paper robust", "ours clean [95% CI]", "ours robust [95% CI]"]
+    if reference is not None:
+        head += ["ours, reference pool: clean", "ours, reference pool: robust"]
+    return _table(head, rows)
+
+
+def _reference_pool_evidence(folder: Path) -> dict[str, dict[str, Any]]:
+    """``{method: evidence}`` of the runs under ``folder`` that have a reference-pool evidence file."""
+    return {m: json.loads(p.read_text()) for m in FAST_METHODS if (p := folder / m / REFERENCE_POOL_FILE).is_file()}
 
 
 def _adaptive_table(runs: dict[str, dict[str, Any]], part: str, attack: str) -> str:
@@ -221,13 +239,17 @@ def papers_tables(root: str | Path, *, prefix: str = "papers") -> dict[str, str]
     """Markdown tables over training seeds (``root/seed<k>/<method>``), keyed ``<prefix> headline`` (mean ± sd
     (seeds) per method: clean accuracy on all test images, raw ECE, ECE after temperature scaling, mean
     corruption accuracy, PGD-10 at 2/255 and 8/255, MI-OL under PGD-10 at 8/255), ``<prefix> claims``
-    (:data:`~.claims.CLAIMS` judged across seeds) and ``<prefix> verdicts`` (its short form). Raw ECE
-    marked ``on 1,000`` comes from the clean part (no calibration part yet)."""
+    (:data:`~.claims.CLAIMS` judged across seeds), ``<prefix> verdicts`` (its short form) and ``<prefix> paper
+    seed 0`` (seed 0 beside the MI paper's Table 2, also with the reference's pool where
+    :data:`REFERENCE_POOL_FILE` is there). Raw ECE marked ``on 1,000`` comes from the clean part (no
+    calibration part yet)."""
     seed_runs = load_seed_runs(root)
     results = evaluate_claims_across_seeds(seed_runs, CLAIMS)
+    seed0 = Path(root) / "seed0"
     return {f"{prefix} headline": _headline_table(seed_runs),
             f"{prefix} claims": claims_table(seed_runs, CLAIMS, across_seeds=True, results=results),
-            f"{prefix} verdicts": claims_table(seed_runs, CLAIMS, across_seeds=True, brief=True, results=results)}
+            f"{prefix} verdicts": claims_table(seed_runs, CLAIMS, across_seeds=True, brief=True, results=results),
+            f"{prefix} paper seed 0": _paper_table(seed_runs.get(0, {}), _reference_pool_evidence(seed0))}
 
 
 def _accuracy_difference(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
