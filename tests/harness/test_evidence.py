@@ -408,3 +408,21 @@ class TestEvaluationExamples:
                         "--num-samples", "2", "--chunk-size", "16", "--pool-size", "50", "--threads", "1")
         assert "MI-OL (N=2, lam=0.5) accuracy" in out and "on 40 test images" in out
         assert "80 mixes in chunks of 16" in out
+
+    def test_single_step_check_scores_fgsm_and_pgd_and_never_overwrites(self, fast_run: Path, image_folder: Path,
+                                                                         tmp_path: Path) -> None:
+        out = tmp_path / "check.json"
+        args = [str(fast_run), "--data-dir", str(image_folder), "--n", "20", "--threads", "1", "--out", str(out)]
+        printed = self._run("single_step_check.py", *args)
+        result = json.loads(out.read_text())
+        assert result["n"] == 20 and [r["eps"] for r in result["rows"]] == [2.0, 8.0]
+        assert all(0 <= r["pgd10"] <= result["clean"] and 0 <= r["fgsm_random_start"] <= 1 for r in result["rows"])
+        assert printed.splitlines()[0] == f"clean {100 * result['clean']:.1f}% on 20 images"
+        import subprocess
+        import sys
+
+        from _helpers import REPO
+
+        again = subprocess.run([sys.executable, str(REPO / "examples" / "single_step_check.py"), *args],
+                               capture_output=True, text=True, timeout=300)
+        assert again.returncode == 2 and "exists; pass --overwrite" in again.stderr

@@ -141,6 +141,13 @@ class TestFastTrainConfig:
     def test_rejects_bad_adversarial_settings(self, name: str) -> None:
         with pytest.raises(VarMixupError, match=f"{name} must be a finite number > 0"):
             FastTrainConfig(out="x", **{name: 0.0})
+        with pytest.raises(VarMixupError, match=r"adv_attack must be one of \('fgsm-rs', 'n-fgsm'\), got 'pgd'"):
+            FastTrainConfig(out="x", adv_attack="pgd")
+
+    def test_the_step_defaults_to_the_attacks_own(self) -> None:
+        assert FastTrainConfig(out="x").adv_step_fraction == 1.25
+        assert FastTrainConfig(out="x", adv_attack="n-fgsm").adv_step_fraction == 1.0
+        assert FastTrainConfig(out="x", adv_attack="n-fgsm", adv_step_fraction=0.5).to_dict()["adv_step_fraction"] == 0.5
 
 
 class TestLabelSmoothingSetting:
@@ -183,6 +190,17 @@ class TestFgsmRandomStart:
                 return float(torch.sum(-t * torch.log_softmax(model(images), 1)))
 
         assert loss(adv) > loss(x + noise) > 0
+
+    def test_n_fgsm_starts_in_twice_the_ball_and_is_not_clipped_to_it(self) -> None:
+        x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(7)) * 0.5 + 0.25  # no [0, 1] clipping
+        t = torch.nn.functional.one_hot(torch.arange(16) % 4, 4).float()
+        eps = 8 / 255
+        adv = fgsm_random_start(self._model(), x, t, eps=eps, step_size=eps, start_radius=2 * eps, project=False,
+                                generator=torch.Generator().manual_seed(8))
+        noise = (torch.rand(x.shape, generator=torch.Generator().manual_seed(8)) * 2 - 1) * 2 * eps
+        step = adv - x - noise  # exactly one signed step of eps on every pixel
+        torch.testing.assert_close(step.abs(), torch.full_like(step, eps), atol=1e-6, rtol=0)
+        assert float((adv - x).abs().max()) > eps and float((adv - x).abs().max()) <= 3 * eps + 1e-6
 
     def test_the_same_generator_seed_gives_the_same_images(self) -> None:
         x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(5))
@@ -244,6 +262,10 @@ class TestTrainFastClassifier:
         assert full["args"]["method"] == "adv-train" and full["args"]["adv_eps"] == pytest.approx(8 / 255)
         assert [h["mean_loss"] for h in resumed["history"]] == [h["mean_loss"] for h in full["history"]]
         assert full["history"][0]["mean_loss"] != erm["history"][0]["mean_loss"]  # other inputs than ERM's
+        noisy = train_fast_classifier(self._cfg(str(tmp_path / "n"), adv_attack="n-fgsm", **cfg), x, y, num_classes=4,
+                                      progress=False)
+        assert noisy["args"]["adv_attack"] == "n-fgsm" and noisy["args"]["adv_step_fraction"] == 1.0
+        assert noisy["history"][0]["mean_loss"] != full["history"][0]["mean_loss"]
 
     def test_learns_a_separable_task(self, tmp_path) -> None:
         g = torch.Generator().manual_seed(0)

@@ -19,7 +19,7 @@ from .evidence_results import bits_to_bool, load_runs, load_seed_runs, part_indi
 from .evidence_summary import (PUBLISHED_MI_CIFAR10, REFERENCE_POOL_FILE, papers_tables, precision_tables,
                                reliability_figures, reproduction_tables)
 from .evidence import DEFAULT_PARTS, EVIDENCE_PARTS, PAPER_LAM, EvidenceConfig, autoattack_rand, run_evidence
-from .fast_training import (FAST_METHODS, PRECISIONS, VAE_METHODS, FastTrainConfig, batch_crop_flip,
+from .fast_training import (ADV_ATTACKS, FAST_METHODS, PRECISIONS, VAE_METHODS, FastTrainConfig, batch_crop_flip,
                             cpu_bf16_units, fgsm_random_start, train_fast_classifier)
 from .data import cache_dir, load_tensor_dataset, open_image_dataset
 from .lam_selection import select_mi_lam
@@ -36,6 +36,7 @@ from .train_classifier import METHODS, TrainClassifierConfig, load_train_split, 
 from .train_vae import TrainVAEConfig, evaluate_vae, train_vae
 
 __all__ = [
+    "ADV_ATTACKS",
     "ALPHA",
     "APGDResult",
     "ATTACKS",

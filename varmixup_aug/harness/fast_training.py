@@ -16,10 +16,14 @@ code: Keller Jordan's airbench94 (94.0% in 9.9 epochs) and David Page's ResNet-9
 There is no test-time augmentation: the model that is reported is the model that is attacked.
 Every method (:data:`FAST_METHODS`) trains the same network with the same schedule and seed; only
 the batch transform differs (:func:`make_batch_transform`). ``adv-train`` is the baseline of fast
-adversarial training (Wong, Rice and Kolter 2020, "Fast is better than free"): each batch is
-replaced by its FGSM adversarial from a uniform random start in the ``adv_eps`` ball, one step of
-``adv_step`` (1.25 eps), clipped to the ball and to [0, 1], computed on the network being trained
-(:func:`fgsm_random_start`).
+adversarial training with one gradient step per batch, computed on the network being trained
+(:func:`fgsm_random_start`), by ``adv_attack``:
+
+- ``"fgsm-rs"`` (Wong, Rice and Kolter 2020, "Fast is better than free"): FGSM from a uniform random start
+  in the ``adv_eps`` ball, one step of 1.25 eps, clipped to the ball and to [0, 1]. In this recipe it
+  overfits catastrophically (the model resists that one step and nothing else; ``examples/single_step_check.py``);
+- ``"n-fgsm"`` (de Jorge et al. 2022, "Make some noise"): a start uniform in twice the ball, one step of
+  eps, not clipped to the ball (only to [0, 1]); as cheap, and made to avoid that failure.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from .classifier_checkpoint import CHECKPOINT_NAME, FORMAT_NAME, FORMAT_VERSION,
 from .models import FastCifarNet
 
 __all__ = [
+    "ADV_ATTACKS",
     "FAST_METHODS",
     "FastTrainConfig",
     "PRECISIONS",
@@ -58,6 +63,11 @@ __all__ = [
 ]
 
 FAST_METHODS = ("erm", "mixup", "varmixup", "varmixup-residual", "vae-recon", "adv-train")
+# adv-train's single step: the start's radius and the step (multiples of eps), and whether it is clipped to the ball
+ADV_ATTACKS: dict[str, dict[str, Any]] = {
+    "fgsm-rs": {"start_fraction": 1.0, "step_fraction": 1.25, "project": True},
+    "n-fgsm": {"start_fraction": 2.0, "step_fraction": 1.0, "project": False},
+}
 VAE_METHODS = ("varmixup", "varmixup-residual", "vae-recon")
 PRECISIONS = ("auto", "fp32", "bf16")
 STATE_NAME = "train_state.safetensors"
@@ -124,8 +134,10 @@ class FastTrainConfig:
 
     ``lr`` and ``weight_decay`` are per 1024 examples on the summed loss, as in that recipe;
     ``bias_lr_scale`` multiplies the learning rate (not the decay) of the batch-norm shifts.
-    ``label_smoothing`` 0.2 is airbench's; the papers' regime trains with 0. ``adv_eps`` and
-    ``adv_step_fraction`` (step = fraction x eps) are read by ``adv-train`` only.
+    ``label_smoothing`` 0.2 is airbench's; the papers' regime trains with 0. ``adv_attack``
+    (:data:`ADV_ATTACKS`), ``adv_eps`` and ``adv_step_fraction`` (step = fraction x eps; ``None``: the
+    attack's own, 1.25 for ``"fgsm-rs"`` and 1.0 for ``"n-fgsm"``, resolved at construction) are read by
+    ``adv-train`` only.
     ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``) is resolved at construction: ``"auto"`` becomes
     ``"bf16"`` where the CPU has bf16 units and ``"fp32"`` elsewhere, so the saved settings (and a
     resume's check of them) name the precision the run used.
@@ -146,8 +158,9 @@ class FastTrainConfig:
     lookahead_every: int = 5
     translate: int = 2
     alpha: float = 1.0
+    adv_attack: str = "fgsm-rs"
     adv_eps: float = 8 / 255
-    adv_step_fraction: float = 1.25
+    adv_step_fraction: float | None = None
     widths: tuple[int, ...] = (64, 256, 256)
     seed: int = 0
     checkpoint_every: int = 25
@@ -160,6 +173,10 @@ class FastTrainConfig:
             raise VarMixupError(f"method must be one of {FAST_METHODS}, got {self.method!r}")
         for name in ("epochs", "batch_size", "checkpoint_every", "lookahead_every"):
             setattr(self, name, check_int(name, getattr(self, name)))
+        if self.adv_attack not in ADV_ATTACKS:
+            raise VarMixupError(f"adv_attack must be one of {tuple(ADV_ATTACKS)}, got {self.adv_attack!r}")
+        if self.adv_step_fraction is None:
+            self.adv_step_fraction = ADV_ATTACKS[self.adv_attack]["step_fraction"]
         for name in ("lr", "alpha", "adv_eps", "adv_step_fraction"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
@@ -202,7 +219,7 @@ _RESUMABLE_CHANGES = ("out", "max_steps", "checkpoint_every")  # may differ betw
 
 
 # settings added later, as runs saved before them trained
-_DEFAULTS_BEFORE = {"precision": "fp32", "adv_eps": 8 / 255, "adv_step_fraction": 1.25}
+_DEFAULTS_BEFORE = {"precision": "fp32", "adv_eps": 8 / 255, "adv_step_fraction": 1.25, "adv_attack": "fgsm-rs"}
 
 
 def _changed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -249,12 +266,14 @@ def make_batch_transform(cfg: FastTrainConfig, num_classes: int, vae: Any
 
 
 def fgsm_random_start(model: nn.Module, images: Tensor, targets: Tensor, *, eps: float, step_size: float,
-                      generator: torch.Generator, autocast_dtype: torch.dtype | None = None) -> Tensor:
+                      generator: torch.Generator, autocast_dtype: torch.dtype | None = None,
+                      start_radius: float | None = None, project: bool = True) -> Tensor:
     """FGSM from a uniform random start (Wong, Rice and Kolter 2020): the training images of ``adv-train``.
 
-    The start is uniform in the L-inf ball of ``eps``; one signed-gradient step of ``step_size`` on the
-    soft-target cross-entropy, then the result is clipped to the ball and to ``[0, 1]``. The network
-    stays in the mode it is in (training, as in that paper's code).
+    The start is uniform in the L-inf ball of ``start_radius`` (default ``eps``); one signed-gradient step
+    of ``step_size`` on the soft-target cross-entropy, then the result is clipped to the ball of ``eps``
+    (unless ``project=False``) and to ``[0, 1]``. N-FGSM (de Jorge et al. 2022) is ``start_radius=2 * eps,
+    step_size=eps, project=False``. The network stays in the mode it is in (training, as in those papers' code).
 
     Args:
         model: ``(B, C, H, W)`` images in ``[0, 1]`` -> logits ``(B, K)``.
@@ -268,13 +287,14 @@ def fgsm_random_start(model: nn.Module, images: Tensor, targets: Tensor, *, eps:
         ``(B, C, H, W)`` adversarial images, detached, in ``images``' memory format.
     """
     noise = torch.rand(images.shape, generator=generator, dtype=images.dtype)
-    delta = ((noise * 2 - 1) * eps).to(images.device)
+    delta = ((noise * 2 - 1) * (eps if start_radius is None else start_radius)).to(images.device)
     delta = ((images + delta).clamp(0, 1) - images).requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_dtype is torch.bfloat16):
         logits = model(images + delta)
     loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=1))
     (grad,) = torch.autograd.grad(loss, delta)
-    step = (delta.detach() + step_size * grad.sign()).clamp(-eps, eps)
+    step = delta.detach() + step_size * grad.sign()
+    step = step.clamp(-eps, eps) if project else step
     return (images + step).clamp(0, 1).contiguous(memory_format=torch.channels_last)
 
 
@@ -392,8 +412,11 @@ class _Run:
         x, target = self.batch()
         if cfg.method == "adv-train":
             g = torch.Generator().manual_seed(derive_seed(cfg.seed, "adv", self.global_step))
-            x = fgsm_random_start(self.net, x, target, eps=cfg.adv_eps, step_size=cfg.adv_step_fraction * cfg.adv_eps,
-                                  generator=g, autocast_dtype=cfg.autocast_dtype)
+            attack, fraction = ADV_ATTACKS[cfg.adv_attack], cfg.adv_step_fraction
+            assert fraction is not None  # resolved at construction
+            x = fgsm_random_start(self.net, x, target, eps=cfg.adv_eps, step_size=fraction * cfg.adv_eps,
+                                  generator=g, autocast_dtype=cfg.autocast_dtype,
+                                  start_radius=attack["start_fraction"] * cfg.adv_eps, project=attack["project"])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             logits = self.net(x)
         loss = torch.sum(-target * F.log_softmax(logits.float(), dim=1))  # the loss in fp32 either way

@@ -12,16 +12,19 @@ _COMMANDS = ["demo", "train_vae", "pictures"]
 _COMMANDS += ["train_classifier", "evaluate", "train_fast", "evidence"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``varmixup-aug`` parser with every sub-command (parsing runs nothing)."""
     import importlib
-
-    modules = [importlib.import_module(f".{name}", __name__) for name in _COMMANDS]
 
     parser = argparse.ArgumentParser(prog="varmixup-aug", description="VarMixup and Mixup Inference tools.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in modules:
-        module.add_parser(sub)
-    args = parser.parse_args(argv)
+    for name in _COMMANDS:
+        importlib.import_module(f".{name}", __name__).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except VarMixupError as exc:

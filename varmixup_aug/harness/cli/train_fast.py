@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .. import FAST_METHODS, PRECISIONS, VAE_METHODS
+from .. import ADV_ATTACKS, FAST_METHODS, PRECISIONS, VAE_METHODS
 from ._flags import (add_out_flags, add_run_flags, add_vae_flags, int_list, nonnegative_int, positive_float,
                      positive_int, positive_int_list, start_run, vae_from_flags, vae_label)
 
@@ -36,8 +36,12 @@ def add_parser(sub: Any) -> None:
                    help="0.2 is airbench's recipe; 0 trains on one-hot (or mixed one-hot) targets, as the papers do")
     p.add_argument("--adv-eps", type=positive_float, default=8 / 255,
                    help="adv-train: L-inf radius in pixel units (default 8/255)")
-    p.add_argument("--adv-step-fraction", type=positive_float, default=1.25,
-                   help="adv-train: FGSM step as a multiple of --adv-eps (Wong et al.: 1.25)")
+    p.add_argument("--adv-attack", choices=tuple(ADV_ATTACKS), default="fgsm-rs",
+                   help="adv-train's single step: fgsm-rs (Wong et al. 2020) or n-fgsm (de Jorge et al. 2022, a start "
+                        "in twice the ball, not clipped to it; avoids catastrophic overfitting)")
+    p.add_argument("--adv-step-fraction", type=positive_float, default=None,
+                   help="adv-train: the step as a multiple of --adv-eps (default: the attack's own, fgsm-rs 1.25, "
+                        "n-fgsm 1.0)")
     p.add_argument("--holdout", type=nonnegative_int, default=1000,
                    help="train-split images held out (never trained on)")
     p.add_argument("--holdout-seed", type=int, default=0)
@@ -62,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
 
     progress = start_run(args)
     cfg = FastTrainConfig(out=args.out, method=args.method, epochs=args.epochs, batch_size=args.batch_size,
-                          alpha=args.alpha, label_smoothing=args.label_smoothing, adv_eps=args.adv_eps,
-                          adv_step_fraction=args.adv_step_fraction, seed=args.seed, max_steps=args.max_steps,
-                          checkpoint_every=args.checkpoint_every, precision=args.precision,
+                          alpha=args.alpha, label_smoothing=args.label_smoothing, adv_attack=args.adv_attack,
+                          adv_eps=args.adv_eps, adv_step_fraction=args.adv_step_fraction, seed=args.seed,
+                          max_steps=args.max_steps, checkpoint_every=args.checkpoint_every, precision=args.precision,
                           widths=int_list(args.widths, "--widths", "64,256,256"))
     with claim_run(args.out, resume=args.resume, overwrite=args.overwrite, what=f"train-fast --method {args.method}",
                    run_files=("checkpoint.safetensors", "train_state.safetensors", "train_report.json")) as claim:
