@@ -14,6 +14,8 @@
 #   STAGES=adaptive bash examples/reproduce_evidence.sh    # EOT-PGD sweep, APGD with EOT, binarization test
 #     (SWEEP_N, APGD_N, BINARIZATION_N: images each; ATTACK_PRECISION=fp32 runs the attacker in fp32 too)
 #   STAGES=transfer bash examples/reproduce_evidence.sh    # PGD-10 made on $OUT/erm, scored by every method
+#   STAGES=reference METHODS="erm mixup" bash examples/reproduce_evidence.sh  # the MI reference code's pool
+#     (test split, training augmentation, 10,000 images): clean and PGD-10 8/255, evidence-reference-pool.json
 #
 # The adaptive attacks are the costly parts (50 steps x 15 MI mixes per image), so they run on the mixup
 # model, whose claims they test; ADAPTIVE_METHODS="mixup erm" adds others.
@@ -25,6 +27,7 @@ SEED=${SEED:-0}
 LABEL_SMOOTHING=${LABEL_SMOOTHING:-0.2}
 EPOCHS=${EPOCHS:-12}
 PRECISION=${PRECISION:-auto}
+ADV_ATTACK=${ADV_ATTACK:-n-fgsm}  # adv-train's step: FGSM-RS overfits catastrophically in this recipe
 if [[ $LABEL_SMOOTHING == 0.2 ]]; then
   DEFAULT_METHODS="erm mixup varmixup varmixup-residual vae-recon"
   DEFAULT_PARTS=lam_selection,clean,corruptions,oblivious
@@ -50,11 +53,16 @@ for m in $METHODS; do
   if [[ ,$STAGES, == *,train,* && ! -e $OUT/$m/train_report.json ]]; then
     resume=(); [[ -e $OUT/$m/train_state.safetensors ]] && resume=(--resume)
     $CLI train-fast --method "$m" --data-dir "$DATA" --out "$OUT/$m" --epochs "$EPOCHS" --seed "$SEED" \
-      --label-smoothing "$LABEL_SMOOTHING" --precision "$PRECISION" "${resume[@]}" --threads "$THREADS"
+      --label-smoothing "$LABEL_SMOOTHING" --precision "$PRECISION" --adv-attack "$ADV_ATTACK" "${resume[@]}" \
+      --threads "$THREADS"
   fi
   if [[ ,$STAGES, == *,evidence,* ]]; then
     $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" \
       --parts "$EVIDENCE_PARTS" "${SUBSET[@]}"
+  fi
+  if [[ ,$STAGES, == *,reference,* ]]; then
+    $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence-reference-pool.json" --threads "$THREADS" \
+      --parts clean,oblivious --oblivious-eps 8/255 --pool-source test-augmented --pool-size 10000 "${SUBSET[@]}"
   fi
   if [[ ,$STAGES, == *,transfer,* ]]; then
     $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" \
