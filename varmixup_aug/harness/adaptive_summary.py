@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .evidence_results import bits_to_bool, load_runs, part_indices, part_vector
+from .evidence_results import bits_to_bool, load_runs, part_vector, part_vector_on_subset
 from .markdown import accuracy_cell, render_table
 from .significance import mcnemar_exact
 
@@ -55,12 +55,6 @@ def _seconds_per_image(evidence: dict[str, Any] | None, part: str) -> str:
     return f"{sum(c.get('seconds', 0.0) for c in chunks) / n:.1f}" if n else "-"
 
 
-def _on_subset(evidence: dict[str, Any] | None, subset_part: str, part: str, key: str) -> str | None:
-    """``part``'s bits (a part over every test image) on the images of the subset part ``subset_part``."""
-    keep, bits = part_indices(evidence, subset_part), part_vector(evidence, part, key)
-    return None if keep is None or bits is None else "".join(bits[i] for i in keep)
-
-
 def _sweep_table(runs: dict[str, dict[str, Any]], eps: str) -> str:
     grids = {m: _sweep_grid(r["evidence"], eps) for m, r in runs.items()}
     eots = sorted({e for g in grids.values() for _, e in g})
@@ -96,8 +90,8 @@ def _plateau_row(method: str, evidence: dict[str, Any] | None, eps: str) -> list
     plateau = "-" if top is None or len(nets) < 2 else ("yes" if all(abs(v) <= 1 for v in nets) else "no")
     part = f"eot_sweep:{eps}"
     return [method, eps, str(len(next(iter(grid.values())))),
-            accuracy_cell(_on_subset(evidence, part, f"oblivious:{eps}", "none")),
-            accuracy_cell(_on_subset(evidence, part, f"oblivious:{eps}", "mi_ol@paper")),
+            accuracy_cell(part_vector_on_subset(evidence, part, f"oblivious:{eps}", "none")),
+            accuracy_cell(part_vector_on_subset(evidence, part, f"oblivious:{eps}", "mi_ol@paper")),
             accuracy_cell(top), d_steps, d_eot, plateau, _seconds_per_image(evidence, part)]
 
 
@@ -120,8 +114,9 @@ def _apgd_table(runs: dict[str, dict[str, Any]]) -> str:
             continue
         eps = part.split(":")[1]
         attack = part_vector(ev, part, "attack") or ""
+        oblivious = part_vector_on_subset(ev, part, f"oblivious:{eps}", "mi_ol@paper")
         rows.append([method, eps, str(len(bits)), accuracy_cell(part_vector(ev, part, "none")),
-                     accuracy_cell(_on_subset(ev, part, f"oblivious:{eps}", "mi_ol@paper")), accuracy_cell(bits),
+                     accuracy_cell(oblivious), accuracy_cell(bits),
                      str(attack.count("d")), _seconds_per_image(ev, part)])
     return _table(["method", "eps", "n", "no defence, on the APGD adversarials", "MI-OL, PGD-10 (oblivious)",
                          "MI-OL, APGD-CE then DLR with EOT", "images whose kept iterate is DLR's", "s per image"], rows)

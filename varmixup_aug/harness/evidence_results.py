@@ -20,7 +20,8 @@ from varmixup_aug import VarMixupError
 from .fast_training import FAST_METHODS
 
 __all__ = ["bits_to_bool", "calibration_confidences", "calibration_correct", "clean_confidences", "corruption_scores",
-           "load_runs", "load_seed_runs", "part_indices", "part_progress", "part_vector", "selected_lams"]
+           "load_runs", "load_seed_runs", "part_indices", "part_progress", "part_vector", "part_vector_on_subset",
+           "selected_lams"]
 
 _SEED_FOLDER = re.compile(r"seed(\d+)")
 
@@ -60,6 +61,13 @@ def part_vector(evidence: dict[str, Any] | None, part: str, key: str) -> str | N
         return None
     bits = "".join(c[key] for c in chunks)
     return bits if len(bits) == evidence["parts"][part]["n"] else None  # type: ignore[index]
+
+
+def part_vector_on_subset(evidence: dict[str, Any] | None, subset_part: str, part: str, key: str) -> str | None:
+    """``part``'s bits (a part over every evaluation image) on the images of the subset part ``subset_part``, in
+    its order; ``None`` unless both are finished."""
+    keep, bits = part_indices(evidence, subset_part), part_vector(evidence, part, key)
+    return None if keep is None or bits is None else "".join(bits[i] for i in keep)
 
 
 def part_indices(evidence: dict[str, Any] | None, part: str) -> list[int] | None:

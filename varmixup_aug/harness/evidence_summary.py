@@ -23,7 +23,7 @@ from .claims import (CLAIMS, FAST_CLAIMS, Measure, claims_table, evaluate_claims
                      measure_by_seed)
 from .evidence import PAPER_LAM
 from .evidence_results import (bits_to_bool, calibration_correct, clean_confidences, corruption_scores, load_runs,
-                               load_seed_runs, part_indices, part_progress, part_vector, selected_lams)
+                               load_seed_runs, part_progress, part_vector, part_vector_on_subset, selected_lams)
 from .fast_training import FAST_METHODS
 from .markdown import accuracy_cell as _acc
 from .markdown import render_table as _table
@@ -125,14 +125,9 @@ def _adaptive_table(runs: dict[str, dict[str, Any]], part: str, attack: str) -> 
     rows = []
     for method, run in runs.items():
         ev = run["evidence"]
-        adaptive, keep = part_vector(ev, part, "mi_ol@paper"), part_indices(ev, part)
-        oblivious = part_vector(ev, f"oblivious:{eps}", "mi_ol@paper")
-        plain = part_vector(ev, f"oblivious:{eps}", "none")
-        if adaptive is not None and keep is not None:
-            oblivious = None if oblivious is None else "".join(oblivious[i] for i in keep)
-            plain = None if plain is None else "".join(plain[i] for i in keep)
-        else:
-            oblivious = plain = None
+        adaptive = part_vector(ev, part, "mi_ol@paper")
+        oblivious = part_vector_on_subset(ev, part, f"oblivious:{eps}", "mi_ol@paper")
+        plain = part_vector_on_subset(ev, part, f"oblivious:{eps}", "none")
         rows.append([method, str(len(adaptive)) if adaptive else "-", _acc(plain), _acc(oblivious), _acc(adaptive)])
     return _table(["method", "n", "no defence, PGD-10 (oblivious)", "MI-OL, PGD-10 (oblivious)",
                    f"MI-OL, {attack} through MI-OL (adaptive)"], rows)
