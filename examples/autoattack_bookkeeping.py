@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
+from _report_args import add_report_args, apply_report_args, write_report  # a sibling module (the script's folder)
 from varmixup_aug import MIPredictor
 from varmixup_aug.harness import (PAPER_LAM, autoattack_rand, bits_to_bool, load_evaluation_data, part_indices,
                                   part_vector)
@@ -48,14 +48,9 @@ def main() -> int:
     p.add_argument("--evidence", default=None, help="the evidence JSON (default: RUN/evidence.json)")
     p.add_argument("--repeats", type=int, default=100, help="forward passes per image for the single-pass error")
     p.add_argument("--rerun", action="store_true", help="rerun AutoAttack-rand on the images the judge called right")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=None, help="JSON to write (refused if it exists, unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true")
+    add_report_args(p)
     args = p.parse_args()
-    if args.out and Path(args.out).exists() and not args.overwrite:
-        p.error(f"--out {args.out} exists; pass --overwrite to replace it")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_report_args(p, args)
     evidence = json.loads(Path(args.evidence or Path(args.run) / "evidence.json").read_text())
     cfg = evidence["config"]
     part = next((k for k in evidence["parts"] if k.startswith("autoattack:")), None)
@@ -102,10 +97,7 @@ def main() -> int:
             rec["rerun_seconds"] = round(time.perf_counter() - t0, 1)
             print(f"| {rec['position']} | {rec['rerun_linf_255']} | {rec['rerun_judge_right']} "
                   f"| {rec['rerun_seconds']} |")
-    if args.out:
-        tmp = Path(f"{args.out}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-        os.replace(tmp, args.out)  # atomic: a killed run leaves no half-written file
+    write_report(args, report)
     return 0
 
 

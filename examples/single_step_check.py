@@ -1,23 +1,24 @@
-"""Catastrophic overfitting check of a single-step adversarially trained model: its accuracy under the FGSM it
-was trained on (from a random start, step 1.25 eps) against PGD-10, on the evidence's stratified test images.
+"""Catastrophic overfitting check of a single-step adversarially trained model.
+
+Its accuracy under FGSM from a random start (in the eps ball, step 1.25 eps: the attack of FGSM-RS training)
+against PGD-10, on the evidence's stratified test images; the JSON names the model's
+method and, for ``adv-train``, its training attack.
 
     python examples/single_step_check.py results/cifar10-papers/seed0/adv-train --data-dir \\
         ../shared/data/cifar10-jpg.tar.gz --out results/cifar10-papers/seed0/adv-train/single_step_check.json
 
-A model that resists its training FGSM far better than PGD (Wong, Rice and Kolter 2020, "catastrophic
-overfitting") has learnt to mask that one step, not robustness; it is not an adversarial-training baseline.
+A model that resists one FGSM step far better than PGD (Wong, Rice and Kolter 2020, "catastrophic
+overfitting") has learnt to mask that step, not robustness; it is not an adversarial-training baseline.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from _report_args import add_report_args, apply_report_args, write_report  # a sibling module (the script's folder)
 from varmixup_aug import VarMixupError
 from varmixup_aug.harness import adversarial_examples, fgsm_random_start, load_evaluation_data
 
@@ -33,14 +34,9 @@ def main() -> int:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--n", type=int, default=500, help="stratified test images (the evidence's draw, seed 0)")
     p.add_argument("--eps", default="2/255,8/255")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=None, help="JSON to write (refused if it exists, unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true")
+    add_report_args(p)
     args = p.parse_args()
-    if args.out and Path(args.out).exists() and not args.overwrite:
-        p.error(f"--out {args.out} exists; pass --overwrite to replace it")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_report_args(p, args)
     try:
         eps_values = [float(a) / float(b) for a, b in (e.split("/") for e in args.eps.split(","))]
     except ValueError:
@@ -60,15 +56,16 @@ def main() -> int:
         rows.append({"eps": round(eps * 255, 3), "fgsm_random_start": accuracy(model, fgsm, y),
                      "pgd10": accuracy(model, pgd, y)})
     clean = accuracy(model, x, y)
-    result = {"run": str(args.run), "n": int(x.shape[0]), "clean": clean, "rows": rows}
-    print(f"clean {100 * clean:.1f}% on {x.shape[0]} images")
+    method = data["meta"].get("method")
+    adv_attack = data["meta"].get("args", {}).get("adv_attack", "fgsm-rs") if method == "adv-train" else None
+    result = {"run": str(args.run), "method": method, "adv_attack": adv_attack, "n": int(x.shape[0]),
+              "clean": clean, "rows": rows}
+    trained = f"{method}, {adv_attack}" if adv_attack else method
+    print(f"clean {100 * clean:.1f}% on {x.shape[0]} images ({trained})")
     print("| eps (/255) | FGSM from a random start, step 1.25 eps | PGD-10 |")
     for r in rows:
         print(f"| {r['eps']:g} | {100 * r['fgsm_random_start']:.1f} | {100 * r['pgd10']:.1f} |")
-    if args.out:
-        tmp = Path(f"{args.out}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        os.replace(tmp, args.out)  # atomic
+    write_report(args, result)
     return 0
 
 

@@ -471,7 +471,7 @@ class TestPapersTables:
         claims = {line.split(" | ")[0][2:]: line for line in tables["papers claims"].splitlines()[2:]}
         mi_ol = claims["MI-OL raises the mixup model's accuracy under oblivious PGD-10 at 8/255"]
         assert " | 2 | mixup mi-ol lam paper, oblivious:8/255: " in mi_ol and mi_ol.endswith("| **confirmed** |")
-        assert claims["VarMixup is more accurate on clean images than adversarial training (FGSM, 8/255)"].endswith(
+        assert claims["VarMixup is more accurate on clean images than adversarial training (N-FGSM, 8/255)"].endswith(
             "| 0 of 2 | - | - | - | - | - | not run yet |")
         assert list(tables) == ["papers headline", "papers claims", "papers verdicts", "papers paper seed 0"]
         paper = tables["papers paper seed 0"].splitlines()

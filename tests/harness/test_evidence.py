@@ -289,6 +289,35 @@ class TestEvidenceStore:
         assert "made with another config (mi_samples_ol)" in capsys.readouterr().err
 
 
+    def test_lam_selection_runs_only_for_parts_that_report_the_selected_lam(
+            self, fast_run: Path, image_folder: Path, tmp_path: Path) -> None:
+        out = tmp_path / "evidence.json"
+        base = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), *TINY_EVIDENCE]
+        assert main([*base, "--parts", "eot_sweep"]) == 0  # the sweep uses the paper's lam only
+        assert "lam_selection" not in json.loads(out.read_text())["parts"]
+        assert main([*base, "--parts", "eot_sweep,clean"]) == 0
+        parts = json.loads(out.read_text())["parts"]
+        assert "result" in parts["lam_selection"] and "mi_ol@selected" in parts["clean"]["chunks"]["0"]
+
+    def test_a_checkpoint_without_held_out_images_runs_the_parts_that_need_none(
+            self, fast_run: Path, image_folder: Path, tmp_path: Path, capsys) -> None:
+        from safetensors import safe_open
+        from safetensors.torch import load_file, save_file
+
+        src = str(fast_run / "checkpoint.safetensors")
+        with safe_open(src, framework="pt") as f:
+            metadata = f.metadata()
+        header = json.loads(metadata["varmixup_aug_classifier"])
+        del header["holdout"]
+        ckpt = tmp_path / "no-holdout.safetensors"
+        save_file(load_file(src), str(ckpt), metadata={**metadata, "varmixup_aug_classifier": json.dumps(header)})
+        base = ["evidence", str(ckpt), "--data-dir", str(image_folder), "--out", str(tmp_path / "e.json"),
+                *TINY_EVIDENCE]
+        assert main([*base, "--parts", "eot_sweep"]) == 0
+        assert main([*base, "--parts", "calibration"]) == 2
+        assert "stores none (train it with train-fast" in capsys.readouterr().err
+
+
 class TestReproductionTables:
     def test_tables_come_from_the_stored_bits(self, fast_run: Path, image_folder: Path, tmp_path: Path) -> None:
         from varmixup_aug.harness import reliability_figures, reproduction_tables
@@ -417,7 +446,8 @@ class TestEvaluationExamples:
         result = json.loads(out.read_text())
         assert result["n"] == 20 and [r["eps"] for r in result["rows"]] == [2.0, 8.0]
         assert all(0 <= r["pgd10"] <= result["clean"] and 0 <= r["fgsm_random_start"] <= 1 for r in result["rows"])
-        assert printed.splitlines()[0] == f"clean {100 * result['clean']:.1f}% on 20 images"
+        assert printed.splitlines()[0] == f"clean {100 * result['clean']:.1f}% on 20 images (erm)"
+        assert result["method"] == "erm" and result["adv_attack"] is None
         import subprocess
         import sys
 

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .evidence_results import bits_to_bool, load_runs, part_vector, part_vector_on_subset
+from .evidence_results import bits_to_bool, load_runs, part_progress, part_vector, part_vector_on_subset
 from .markdown import accuracy_cell, render_table
 from .significance import mcnemar_exact
 
@@ -28,31 +28,34 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return render_table(head, rows) if rows else "Not run yet."
 
 
+def _sweep_settings(evidence: dict[str, Any] | None, eps: str) -> list[tuple[str, re.Match[str]]]:
+    """The MI-OL result keys of the sweep at ``eps`` with their parsed (steps, eot, restarts)."""
+    first = (evidence or {}).get("parts", {}).get(f"eot_sweep:{eps}", {}).get("chunks", {}).get("0", {})
+    return [(key, match) for key in first if (match := _SWEEP_KEY.fullmatch(key))]
+
+
 def _sweep_grid(evidence: dict[str, Any] | None, eps: str) -> dict[tuple[int, int], str]:
     """``{(steps, eot): MI-OL bits}`` of a finished sweep at ``eps`` (``{}`` when it is not there)."""
-    entry = (evidence or {}).get("parts", {}).get(f"eot_sweep:{eps}", {})
-    first = entry.get("chunks", {}).get("0", {})
     grid = {}
-    for key in first:
-        match = _SWEEP_KEY.fullmatch(key)
-        bits = part_vector(evidence, f"eot_sweep:{eps}", key) if match else None
-        if match and bits is not None:
+    for key, match in _sweep_settings(evidence, eps):
+        bits = part_vector(evidence, f"eot_sweep:{eps}", key)
+        if bits is not None:
             grid[int(match["steps"]), int(match["eot"])] = bits
     return grid
 
 
 def _restarts(evidence: dict[str, Any] | None, eps: str) -> str:
-    first = (evidence or {}).get("parts", {}).get(f"eot_sweep:{eps}", {}).get("chunks", {}).get("0", {})
-    found = {m["restarts"] for k in first if (m := _SWEEP_KEY.fullmatch(k))}
+    found = {match["restarts"] for _, match in _sweep_settings(evidence, eps)}
     return ", ".join(sorted(found)) or "-"
 
 
 def _seconds_per_image(evidence: dict[str, Any] | None, part: str) -> str:
     """The part's measured time per image: its chunks' seconds over its images (whatever else ran beside)."""
-    entry = (evidence or {}).get("parts", {}).get(part, {})
-    chunks = entry.get("chunks", {}).values()
-    n = sum(c["range"][1] - c["range"][0] for c in chunks)
-    return f"{sum(c.get('seconds', 0.0) for c in chunks) / n:.1f}" if n else "-"
+    progress = part_progress(evidence, part)
+    if evidence is None or not progress or not progress[0]:
+        return "-"
+    seconds = sum(c.get("seconds", 0.0) for c in evidence["parts"][part]["chunks"].values())
+    return f"{seconds / progress[0]:.1f}"
 
 
 def _sweep_table(runs: dict[str, dict[str, Any]], eps: str) -> str:

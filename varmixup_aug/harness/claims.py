@@ -119,7 +119,7 @@ def _temperature_claims() -> list[Claim]:
 
 def _adversarial_training_claims() -> list[Claim]:
     """The abstract (v2): VarMixup beats adversarial training without training the model adversarially."""
-    versus = "than adversarial training (FGSM, 8/255)"
+    versus = "than adversarial training (N-FGSM, 8/255)"
     return [
         Claim(_VM, f"VarMixup is more accurate on clean images {versus}", Measure("varmixup"), Measure("adv-train")),
         *[Claim(_VM, f"VarMixup is more robust to PGD-10 at {eps} {versus}",

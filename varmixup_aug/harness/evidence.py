@@ -327,6 +327,9 @@ def _run_chunks(ctx: _Context, part: str, n: int, size: int, work: Callable[[int
     ctx.store.save()
 
 
+_SELECTED_LAM_PARTS = frozenset({"lam_selection", "clean", "oblivious", "transfer"})  # parts using ctx.lams["selected"]
+
+
 def _part_lam_selection(ctx: _Context, held: tuple[Tensor, Tensor] | None) -> None:
     entry = ctx.store.part("lam_selection")
     if "result" not in entry:
@@ -347,7 +350,9 @@ def _part_calibration(ctx: _Context, calibration: tuple[Tensor, Tensor] | None,
     entry = ctx.store.part("calibration")
     if "result" in entry:
         return
-    assert calibration is not None  # lam selection, which runs first, refuses a checkpoint without held-out images
+    if calibration is None:
+        raise VarMixupError("the calibration part fits its temperature on the checkpoint's held-out training "
+                            "images; this checkpoint stores none (train it with train-fast, which keeps them)")
     t0 = time.perf_counter()
     test = load_test()
     held_logits = ctx.logits(calibration[0], 500)
@@ -535,7 +540,8 @@ def run_evidence(
     store = _Store(Path(out_json), header)
     ctx = _Context.start(model, data["x"], data["y"], data["pool"], seed=cfg.seed, progress=progress, cfg=cfg,
                          store=store, lams={"paper": {"pl": PAPER_LAM, "ol": PAPER_LAM}})
-    _part_lam_selection(ctx, data["held"])  # every MI part reports the selected lam too
+    if _SELECTED_LAM_PARTS.intersection(cfg.parts) or "result" in store.data["parts"].get("lam_selection", {}):
+        _part_lam_selection(ctx, data["held"])  # these parts report MI at the selected lam too
     runners: dict[str, Callable[[], None]] = {
         "calibration": lambda: _part_calibration(ctx, data["calibration"], lambda: _test_split(data_dir, progress)),
         "clean": lambda: _part_clean(ctx), "corruptions": lambda: _part_corruptions(ctx),
