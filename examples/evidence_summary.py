@@ -9,7 +9,9 @@ recipe with label smoothing 0.2, an ablation) or of :func:`varmixup_aug.harness.
 (``papers ...``: the ``seed<k>/<method>`` runs of the papers' regime, by default ``cifar10-papers``
 beside RESULTS; ``papers-long ...``: the longer schedule, ``cifar10-papers-long``) or of
 :func:`varmixup_aug.harness.precision_tables` (``papers precision ...``: ERM by precision and seed, from
-``cifar10-papers`` and ``cifar10-papers-precision``) or of :func:`varmixup_aug.harness.adaptive_tables`
+``cifar10-papers`` and ``cifar10-papers-precision``) or of :func:`varmixup_aug.harness.single_step_tables`
+(``papers single-step check``: each adv-train run's single-step check, from ``cifar10-papers`` and
+``cifar10-papers-fgsm-rs``) or of :func:`varmixup_aug.harness.adaptive_tables`
 (``papers eot ...``, ``papers apgd``, ``papers binarization``, ``papers transfer ...``, ``papers attack
 precision``: the adaptive parts of seed 0 in ``cifar10-papers``). Numbers are
 computed from the per-image results in the JSON files, never typed in; a folder that does not exist
@@ -25,7 +27,7 @@ import sys
 from pathlib import Path
 
 from varmixup_aug.harness import (adaptive_tables, papers_tables, precision_tables, reliability_figures,
-                                  reproduction_tables)
+                                  reproduction_tables, single_step_tables)
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = (REPO / "docs" / "reproduction.md", REPO / "README.md")
@@ -60,6 +62,7 @@ def main() -> int:
     tables |= papers_tables(papers)
     tables |= adaptive_tables(papers)
     tables |= precision_tables([papers, args.papers_precision or args.results.parent / "cifar10-papers-precision"])
+    tables |= single_step_tables([papers, args.results.parent / "cifar10-papers-fgsm-rs"])
     tables |= papers_tables(args.papers_long or args.results.parent / "cifar10-papers-long", prefix="papers-long")
     stale = []
     for path in FILES:

@@ -33,7 +33,7 @@ def sweep(grid: dict[tuple[int, int], str], restarts: int = 2) -> dict[str, Any]
     return subset(**keys)
 
 
-CONFIG = {"binarization_attack": "eot_pgd", "binarization_steps": 50, "binarization_eot": 5}
+CONFIG = {"binarization_steps": 50, "binarization_eot": 5}
 
 
 def write_run(folder: Path, parts: dict[str, Any]) -> None:
@@ -79,7 +79,9 @@ class TestAdaptiveTables:
     def test_apgd_binarization_and_transfer(self, tmp_path: Path) -> None:
         parts = {
             "apgd:8/255": subset(**{"mi_ol@paper": "0100", "none": "0000", "attack": "cdcd"}),
-            "binarization:8/255": subset(valid="1110", success="1100", random_hit="1000", clean_correct="1111"),
+            "binarization:eot_pgd:8/255": subset(valid="1110", success="1100", random_hit="1000",
+                                                 clean_correct="1111"),
+            "binarization:apgd:8/255": subset(valid="1110", success="1110", random_hit="1000", clean_correct="1111"),
             "transfer:8/255": whole(**{"none": "1" * 5 + "0" * 5, "mi_ol@paper": "1" * 8 + "00",
                                        "mi_pl@paper": "1" * 6 + "0000", "mi_ol@selected": "1" * 7 + "000"}),
         }
@@ -89,15 +91,18 @@ class TestAdaptiveTables:
         apgd = tables["papers apgd"].splitlines()
         assert len(apgd) == 3 and apgd[2].startswith("| mixup | 8/255 | 4 | 0.0 [") and apgd[2].endswith("| 2 | 2.5 |")
         assert "| - | 25.0 [" in apgd[2]  # no oblivious part; MI-OL right on one of four
-        binarization = tables["papers binarization"].splitlines()[2]
-        assert binarization == "| mixup | EOT-PGD, 50 steps, EOT 5 | 8/255 | 4 | 3 | 1 | 2 / 3 (67%) | **failed** | 2.5 |"
+        binarization = tables["papers binarization"].splitlines()[2:]
+        assert binarization == [
+            "| mixup | EOT-PGD, 50 steps, EOT 5 | 8/255 | 4 | 3 | 1 | 2 / 3 (67%) | **failed** | 2.5 |",
+            "| mixup | APGD-CE, 50 steps, EOT 5 | 8/255 | 4 | 3 | 1 | 3 / 3 (100%) | **passed** | 2.5 |"]
         transfer = tables["papers transfer 8/255"].splitlines()
         assert len(transfer) == 3 and transfer[2].startswith("| mixup | 10 | 50.0 [")
         assert "| 80.0 [" in transfer[2] and "| 60.0 [" in transfer[2] and "| 70.0 [" in transfer[2]
         assert tables["papers transfer 2/255"] == "Not run yet."
 
     def test_a_binarization_with_every_valid_task_won_passes(self, tmp_path: Path) -> None:
-        parts = {"binarization:8/255": subset(valid="0111", success="0111", random_hit="0000", clean_correct="1111")}
+        parts = {"binarization:eot_pgd:8/255": subset(valid="0111", success="0111", random_hit="0000",
+                                                      clean_correct="1111")}
         write_run(tmp_path / "seed0" / "varmixup", parts)
         row = adaptive_tables(tmp_path)["papers binarization"].splitlines()[2]
         assert row.endswith("| 4 | 3 | 0 | 3 / 3 (100%) | **passed** | 2.5 |")

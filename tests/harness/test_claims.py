@@ -15,7 +15,7 @@ from scipy import stats
 from varmixup_aug import VarMixupError
 from varmixup_aug.harness import (CLAIMS, FAST_CLAIMS, REFERENCE_POOL_FILE, claims_table, evaluate_claim,
                                   evaluate_claim_across_seeds, evaluate_claims, evaluate_claims_across_seeds, holm_adjust,
-                                  load_seed_runs, papers_tables, precision_tables)
+                                  load_seed_runs, papers_tables, precision_tables, single_step_tables)
 from varmixup_aug.harness.calibration import bootstrap_ece, expected_calibration_error
 from varmixup_aug.harness.claims import Claim, Measure, measure_by_seed
 from varmixup_aug.harness.evidence_results import calibration_confidences, part_indices
@@ -261,6 +261,29 @@ class TestPrecisionTables:
         evidence.write_text(json.dumps({"parts": {"calibration": {"result": {"test": {"n": 5, "correct": "1101"}}}}}))
         with pytest.raises(VarMixupError, match="calibration part must store n = 5 correct bits, got 4"):
             precision_tables([tmp_path / "a", tmp_path / "b"])
+
+
+class TestSingleStepTables:
+    @staticmethod
+    def _run(folder: Path, args: dict[str, Any], rows: list[tuple[float, float, float]] | None) -> None:
+        folder.mkdir(parents=True)
+        (folder / "train_report.json").write_text(json.dumps({"method": "adv-train", "args": args}))
+        if rows is not None:
+            check = {"n": 4, "clean": 0.75, "rows": [{"eps": e, "fgsm_random_start": f, "pgd10": p} for e, f, p in rows]}
+            (folder / "single_step_check.json").write_text(json.dumps(check))
+
+    def test_rows_and_the_overfitting_verdict(self, tmp_path: Path) -> None:
+        self._run(tmp_path / "a" / "seed0" / "adv-train", {"adv_attack": "n-fgsm"}, [(2.0, 0.5, 0.5), (8.0, 0.5, 0.25)])
+        self._run(tmp_path / "b" / "seed1" / "adv-train", {}, [(2.0, 0.25, 0.0), (8.0, 0.75, 0.25)])
+        self._run(tmp_path / "b" / "seed2" / "adv-train", {}, None)  # no check yet: no row
+        rows = single_step_tables([tmp_path / "a", tmp_path / "b"])["papers single-step check"].splitlines()[2:]
+        assert rows == ["| a | 0 | n-fgsm | 4 | 75.0 | 50.0 | 50.0 | 50.0 | 25.0 | no |",
+                        "| b | 1 | fgsm-rs | 4 | 75.0 | 25.0 | 0.0 | 75.0 | 25.0 | **overfit** |"]
+
+    def test_a_check_without_both_radii_is_an_error(self, tmp_path: Path) -> None:
+        self._run(tmp_path / "seed0" / "adv-train", {}, [(8.0, 0.5, 0.5)])
+        with pytest.raises(VarMixupError, match=r"must hold rows at eps 2 and 8 \(/255\), got \[8.0\]"):
+            single_step_tables([tmp_path])
 
 
 class TestClaimList:

@@ -58,7 +58,8 @@ class TestEvidenceCommand:
         parts = data["parts"]
         # Every part but the superseded AutoAttack-rand; transfer is skipped without --transfer-source.
         assert set(parts) == {"lam_selection", "calibration", "clean", "corruptions", "oblivious:8/255",
-                              "published:8/255", "eot_sweep:8/255", "apgd:8/255", "binarization:8/255"}
+                              "published:8/255", "eot_sweep:8/255", "apgd:8/255", "binarization:eot_pgd:8/255",
+                              "binarization:apgd:8/255"}
         clean = parts["clean"]["chunks"]
         assert sorted(clean) == ["0", "1"] and all(len(c["none"]) == 20 for c in clean.values())
         assert {"mi_pl@paper", "mi_ol@selected", "mi_combined@selected"} <= set(clean["0"])
@@ -69,8 +70,11 @@ class TestEvidenceCommand:
         assert sweep["indices"] == parts["published:8/255"]["chunks"]["0"]["indices"][:2]  # prefixes of one order
         apgd = parts["apgd:8/255"]["chunks"]["0"]
         assert len(apgd["mi_ol@paper"]) == len(apgd["none"]) == 2 and set(apgd["attack"]) <= {"c", "d"}
-        binar = parts["binarization:8/255"]["chunks"]["0"]
-        assert {"valid", "success", "random_hit", "p_boundary"} <= set(binar) and len(binar["valid"]) == 1
+        for attack in ("eot_pgd", "apgd"):
+            binar = parts[f"binarization:{attack}:8/255"]["chunks"]["0"]
+            assert {"valid", "success", "random_hit", "p_boundary"} <= set(binar) and len(binar["valid"]) == 1
+        same_tasks = [parts[f"binarization:{a}:8/255"]["chunks"]["0"]["valid"] for a in ("eot_pgd", "apgd")]
+        assert same_tasks[0] == same_tasks[1]  # both attacks face the same binary tasks
         assert main(args) == 0  # everything is there: nothing is recomputed (chunk timings unchanged)
         again = json.loads(out.read_text())["parts"]
         assert all(again[p]["chunks"] == parts[p]["chunks"] for p in parts if p != "lam_selection")
@@ -155,8 +159,9 @@ class TestEvidenceConfig:
             EvidenceConfig(eot_sweep_eps=(8.0,))
         with pytest.raises(VarMixupError, match="pool_source must be one of"):
             EvidenceConfig(pool_source="val")
-        with pytest.raises(VarMixupError, match="binarization_attack must be one of"):
-            EvidenceConfig(binarization_attack="fgsm")
+        for attacks in (("fgsm",), (), ("apgd", "apgd")):
+            with pytest.raises(VarMixupError, match="binarization_attacks must be distinct names from"):
+                EvidenceConfig(binarization_attacks=attacks)
         with pytest.raises(VarMixupError, match=r"attack_precision must be one of \('fp32', 'bf16'\), got 'fp16'"):
             EvidenceConfig(attack_precision="fp16")
         with pytest.raises(VarMixupError, match="eot_sweep_eots must be an int >= 1"):

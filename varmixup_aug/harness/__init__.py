@@ -16,8 +16,8 @@ from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from .claims import (CLAIMS, FAST_CLAIMS, claims_table, evaluate_claim, evaluate_claim_across_seeds, evaluate_claims,
                      evaluate_claims_across_seeds)
 from .evidence_results import bits_to_bool, load_runs, load_seed_runs, part_indices, part_vector
-from .evidence_summary import (PUBLISHED_MI_CIFAR10, REFERENCE_POOL_FILE, papers_tables, precision_tables,
-                               reliability_figures, reproduction_tables)
+from .evidence_summary import (PUBLISHED_MI_CIFAR10, REFERENCE_POOL_FILE, SINGLE_STEP_FILE, papers_tables,
+                               precision_tables, reliability_figures, reproduction_tables, single_step_tables)
 from .evidence import DEFAULT_PARTS, EVIDENCE_PARTS, PAPER_LAM, EvidenceConfig, autoattack_rand, run_evidence
 from .fast_training import (ADV_ATTACKS, FAST_METHODS, PRECISIONS, VAE_METHODS, FastTrainConfig, batch_crop_flip,
                             cpu_bf16_units, fgsm_random_start, train_fast_classifier)
@@ -65,6 +65,7 @@ __all__ = [
     "REFERENCE_POOL_FILE",
     "RunClaim",
     "SEVERITIES",
+    "SINGLE_STEP_FILE",
     "SmallCNN",
     "TrainClassifierConfig",
     "TrainVAEConfig",
@@ -131,6 +132,7 @@ __all__ = [
     "resolve_device",
     "run_evidence",
     "select_mi_lam",
+    "single_step_tables",
     "split_holdout",
     "t_interval",
     "train_classifier",

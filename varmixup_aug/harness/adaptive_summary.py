@@ -125,29 +125,33 @@ def _apgd_table(runs: dict[str, dict[str, Any]]) -> str:
                          "MI-OL, APGD-CE then DLR with EOT", "images whose kept iterate is DLR's", "s per image"], rows)
 
 
+_BINARIZATION_LABELS = {"eot_pgd": "EOT-PGD", "apgd": "APGD-CE"}
+
+
+def _binarization_row(method: str, ev: dict[str, Any], part: str, threshold: float) -> list[str] | None:
+    """One attack's test (part ``binarization:<attack>:<eps>``): how many valid tasks it won."""
+    valid, success, hits = (part_vector(ev, part, key) for key in ("valid", "success", "random_hit"))
+    if valid is None or success is None or hits is None:
+        return None
+    _, attack, eps = part.split(":", 2)
+    cfg = ev["config"]
+    label = f"{_BINARIZATION_LABELS[attack]}, {cfg['binarization_steps']} steps, EOT {cfg['binarization_eot']}"
+    n_valid = valid.count("1")
+    won = sum(v == s == "1" for v, s in zip(valid, success, strict=True))
+    rate = won / n_valid if n_valid else None
+    verdict = "-" if rate is None else ("passed" if rate >= threshold else "failed")
+    return [method, label, eps, str(len(valid)), str(n_valid),
+            str(sum(v == h == "1" for v, h in zip(valid, hits, strict=True))),
+            "-" if rate is None else f"{won} / {n_valid} ({100 * rate:.0f}%)", f"**{verdict}**",
+            _seconds_per_image(ev, part)]
+
+
 def _binarization_table(runs: dict[str, dict[str, Any]], threshold: float = 0.95) -> str:
-    rows = []
-    for method, run in runs.items():
-        ev = run["evidence"]
-        part = next((k for k in (ev or {}).get("parts", {}) if k.startswith("binarization:")), None)
-        valid = part_vector(ev, part, "valid") if part else None
-        success = part_vector(ev, part, "success") if part else None
-        hits = part_vector(ev, part, "random_hit") if part else None
-        if part is None or valid is None or success is None or hits is None:
-            continue
-        cfg = ev["config"]  # type: ignore[index]
-        attack = (f"{'EOT-PGD' if cfg['binarization_attack'] == 'eot_pgd' else 'APGD-CE'}, "
-                  f"{cfg['binarization_steps']} steps, EOT {cfg['binarization_eot']}")
-        n_valid = valid.count("1")
-        won = sum(v == s == "1" for v, s in zip(valid, success, strict=True))
-        rate = won / n_valid if n_valid else None
-        verdict = "-" if rate is None else ("passed" if rate >= threshold else "failed")
-        rows.append([method, attack, part.split(":")[1], str(len(valid)), str(n_valid),
-                     str(sum(v == h == "1" for v, h in zip(valid, hits, strict=True))),
-                     "-" if rate is None else f"{won} / {n_valid} ({100 * rate:.0f}%)", f"**{verdict}**",
-                     _seconds_per_image(ev, part)])
+    rows = [row for method, run in runs.items() if (ev := run["evidence"])
+            for part in ev.get("parts", {}) if part.startswith("binarization:")
+            if (row := _binarization_row(method, ev, part, threshold))]
     return _table(["method", "attack under test", "eps", "n", "valid tasks", "valid, a random corner already won",
-                         "attack succeeded (valid tasks)", f"verdict (>= {100 * threshold:.0f}%)", "s per image"], rows)
+                   "attack succeeded (valid tasks)", f"verdict (>= {100 * threshold:.0f}%)", "s per image"], rows)
 
 
 def _transfer_table(runs: dict[str, dict[str, Any]], eps: str) -> str:

@@ -129,7 +129,7 @@ class EvidenceConfig:
     apgd_chunk_size: int = 5
     binarization_n: int = 50
     binarization_eps: float = 8 / 255
-    binarization_attack: str = "eot_pgd"
+    binarization_attacks: tuple[str, ...] = BINARIZATION_ATTACKS
     binarization_steps: int = 50
     binarization_eot: int = 5
     binarization_inner: int = 200
@@ -165,9 +165,10 @@ class EvidenceConfig:
             raise VarMixupError(f"pool_source must be one of {POOL_SOURCES}, got {self.pool_source!r}")
         if self.attack_precision not in ATTACK_PRECISIONS:
             raise VarMixupError(f"attack_precision must be one of {ATTACK_PRECISIONS}, got {self.attack_precision!r}")
-        if self.binarization_attack not in BINARIZATION_ATTACKS:
-            raise VarMixupError(f"binarization_attack must be one of {BINARIZATION_ATTACKS}, got "
-                                f"{self.binarization_attack!r}")
+        attacks = self.binarization_attacks
+        if not attacks or len(set(attacks)) < len(attacks) or not set(attacks) <= set(BINARIZATION_ATTACKS):
+            raise VarMixupError(f"binarization_attacks must be distinct names from {BINARIZATION_ATTACKS}, got "
+                                f"{attacks!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -97,10 +97,10 @@ def _part_apgd(ctx: _Context) -> None:
                    f"APGD-CE+DLR EOT-{cfg.apgd_eot} MI-OL")
 
 
-def _binarization_attack(ctx: _Context, eps: float, seed: int) -> Callable[..., Tensor]:
-    """The attack under test: the evidence's EOT-PGD (or APGD-CE) on the binarized MI-OL."""
+def _binarization_attack(ctx: _Context, attack: str, eps: float, seed: int) -> Callable[..., Tensor]:
+    """The attack under test on the binarized MI-OL: the evidence's EOT-PGD (``"eot_pgd"``) or APGD-CE."""
     cfg = ctx.cfg
-    if cfg.binarization_attack == "apgd":
+    if attack == "apgd":
         def run_apgd(model: nn.Module, x: Tensor, y: Tensor, *, judge: nn.Module) -> Tensor:
             return apgd(_in_attack_precision(ctx, model), x, y, eps=eps, loss="ce", steps=cfg.binarization_steps,
                         eot=cfg.binarization_eot, judge=judge, seed=seed).adversarials
@@ -116,27 +116,29 @@ def _binarization_attack(ctx: _Context, eps: float, seed: int) -> Callable[..., 
 
 
 def _part_binarization(ctx: _Context) -> None:
+    """One part per attack under test, ``binarization:<attack>:<eps>``, on the same images and binary tasks."""
     cfg, ev = ctx.cfg, _evidence()
     keep = ev._subset(ctx, cfg.binarization_n)
     if not keep:
         return
     xs, ys, eps = ctx.x[keep], ctx.y[keep], cfg.binarization_eps
+    for attack in cfg.binarization_attacks:
+        def work(i: int, s: int, e: int, attack: str = attack) -> dict[str, Any]:
+            tag = f"binarization:{eps_key(eps)}:{i}"  # the same tasks (inner points) for every attack
+            # the defence is binarized as it is; the attack on the binarized defence runs in attack_precision
+            defence = ctx.mi("ol", "paper", f"{tag}:attacker", samples=cfg.binarization_mi_samples)
+            judge = ctx.mi("ol", "paper", f"{tag}:judge")
+            run_attack = _binarization_attack(ctx, attack, eps, derive_seed(cfg.seed, tag, attack))
+            res = binarization_test(defence, xs[s:e], ys[s:e], run_attack, eps=eps, judge=judge,
+                                    n_inner=cfg.binarization_inner, seed=derive_seed(cfg.seed, tag))
+            rounded = partial(_rounded, digits=4)
+            return {"indices": keep[s:e], "valid": _bits(res.valid), "success": _bits(res.success),
+                    "random_hit": _bits(res.random_hit), "clean_correct": _bits(res.clean_correct),
+                    "p_clean": rounded(res.p_clean), "p_boundary": rounded(res.p_boundary),
+                    "p_adversarial": rounded(res.p_adversarial)}
 
-    def work(i: int, s: int, e: int) -> dict[str, Any]:
-        tag = f"binarization:{eps_key(eps)}:{i}"
-        # the defence is binarized as it is; the attack on the binarized defence runs in attack_precision
-        defence = ctx.mi("ol", "paper", f"{tag}:attacker", samples=cfg.binarization_mi_samples)
-        judge = ctx.mi("ol", "paper", f"{tag}:judge")
-        res = binarization_test(defence, xs[s:e], ys[s:e], _binarization_attack(ctx, eps, derive_seed(cfg.seed, tag)),
-                                eps=eps, judge=judge, n_inner=cfg.binarization_inner, seed=derive_seed(cfg.seed, tag))
-        rounded = partial(_rounded, digits=4)
-        return {"indices": keep[s:e], "valid": _bits(res.valid), "success": _bits(res.success),
-                "random_hit": _bits(res.random_hit), "clean_correct": _bits(res.clean_correct),
-                "p_clean": rounded(res.p_clean), "p_boundary": rounded(res.p_boundary),
-                "p_adversarial": rounded(res.p_adversarial)}
-
-    ev._run_chunks(ctx, f"binarization:{eps_key(eps)}", len(keep), cfg.binarization_chunk_size, work,
-                   f"binarization test of {cfg.binarization_attack} {eps_key(eps)}")
+        ev._run_chunks(ctx, f"binarization:{attack}:{eps_key(eps)}", len(keep), cfg.binarization_chunk_size, work,
+                       f"binarization test of {attack} {eps_key(eps)}")
 
 
 def _rounded(t: Tensor, digits: int) -> list[float | None]:

@@ -29,8 +29,8 @@ from .markdown import accuracy_cell as _acc
 from .markdown import render_table as _table
 from .significance import bootstrap_indices, mcnemar_exact, paired_bootstrap_interval, percentile_interval
 
-__all__ = ["PUBLISHED_MI_CIFAR10", "REFERENCE_POOL_FILE", "papers_tables", "precision_tables", "reliability_figures",
-           "reproduction_tables"]
+__all__ = ["PUBLISHED_MI_CIFAR10", "REFERENCE_POOL_FILE", "SINGLE_STEP_FILE", "papers_tables", "precision_tables",
+           "reliability_figures", "reproduction_tables", "single_step_tables"]
 
 # Pang et al. (ICLR 2020), Table 2 (CIFAR-10, ResNet-50, untargeted PGD-10 at 8/255, oblivious), as the issue quotes it.
 PUBLISHED_MI_CIFAR10 = {
@@ -305,6 +305,38 @@ def precision_tables(roots: list[str | Path], *, method: str = "erm") -> dict[st
     line = f"bf16 within the fp32 seed-to-seed spread: {verdict}"
     return {"papers precision runs": _table(head, rows),
             "papers precision check": f"{table}\n\n{line}" if table else line}
+
+
+SINGLE_STEP_FILE = "single_step_check.json"  # written by examples/single_step_check.py beside an adv-train run
+
+
+def _single_step_row(root: Path, seed: int, run: dict[str, Any]) -> list[str] | None:
+    check_file = root / f"seed{seed}" / "adv-train" / SINGLE_STEP_FILE
+    if not check_file.is_file():
+        return None
+    check = json.loads(check_file.read_text())
+    by_eps = {row["eps"]: row for row in check["rows"]}
+    if set(by_eps) != {2.0, 8.0}:
+        raise VarMixupError(f"{check_file} must hold rows at eps 2 and 8 (/255), got {sorted(by_eps)}; rerun "
+                            "examples/single_step_check.py with its default --eps")
+    # adv_attack was added to the training arguments after FGSM-RS, the only step before it
+    attack = run["train"]["args"].get("adv_attack", "fgsm-rs")
+    fgsm, pgd = by_eps[8.0]["fgsm_random_start"], by_eps[8.0]["pgd10"]
+    verdict = "**overfit**" if pgd < fgsm / 2 else "no"
+    return [root.name, str(seed), attack, str(check["n"]), f"{100 * check['clean']:.1f}",
+            *(f"{100 * by_eps[e][k]:.1f}" for e in (2.0, 8.0) for k in ("fgsm_random_start", "pgd10")), verdict]
+
+
+def single_step_tables(roots: list[str | Path]) -> dict[str, str]:
+    """``papers single-step check``: each ``root/seed<k>/adv-train`` with a :data:`SINGLE_STEP_FILE`, its
+    accuracy under FGSM from a random start against PGD-10 at 2/255 and 8/255. A run counts as overfit
+    (Wong et al. 2020's catastrophic overfitting) when PGD-10 at 8/255 keeps under half of what FGSM-RS
+    keeps: it resists the single step and little else."""
+    rows = [row for root in map(Path, roots) for seed, by_method in load_seed_runs(root).items()
+            if "adv-train" in by_method and (row := _single_step_row(root, seed, by_method["adv-train"]))]
+    head = ["results", "seed", "training attack", "n", "clean", "FGSM-RS 2/255", "PGD-10 2/255", "FGSM-RS 8/255",
+            "PGD-10 8/255", "catastrophic overfitting (PGD-10 < FGSM-RS / 2 at 8/255)"]
+    return {"papers single-step check": _table(head, rows)}
 
 
 def reliability_figures(root: str | Path, out_dir: str | Path) -> list[Path]:

@@ -57,8 +57,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--apgd-eot", type=int, default=20)
     p.add_argument("--apgd-mi-samples", type=int, default=15, help="MI-OL mixes per attacker forward")
     p.add_argument("--binarization-n", type=int, default=50, help="images for the binarization test (0 skips it)")
-    p.add_argument("--binarization-attack", choices=("eot_pgd", "apgd"), default="eot_pgd",
-                   help="the attack the binarization test checks")
+    p.add_argument("--binarization-attacks", default="eot_pgd,apgd",
+                   help="the attacks the binarization test checks, each a part (eot_pgd, apgd)")
     p.add_argument("--binarization-steps", type=int, default=50)
     p.add_argument("--binarization-eot", type=int, default=5)
     p.add_argument("--binarization-inner", type=int, default=200, help="inner points per binary task")
@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         eot_sweep_eots=int_list(args.eot_sweep_eots, "--eot-sweep-eots", "1,5,15"),
         eot_sweep_restarts=args.eot_sweep_restarts, eot_sweep_mi_samples=args.eot_sweep_mi_samples,
         apgd_n=args.apgd_n, apgd_steps=args.apgd_steps, apgd_eot=args.apgd_eot, apgd_mi_samples=args.apgd_mi_samples,
-        binarization_n=args.binarization_n, binarization_attack=args.binarization_attack,
+        binarization_n=args.binarization_n,
+        binarization_attacks=tuple(a.strip() for a in args.binarization_attacks.split(",") if a.strip()),
         binarization_mi_samples=args.binarization_mi_samples,
         binarization_steps=args.binarization_steps, binarization_eot=args.binarization_eot,
         binarization_inner=args.binarization_inner, transfer_source=args.transfer_source,
