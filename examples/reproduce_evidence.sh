@@ -12,7 +12,8 @@
 #   STAGES=published bash examples/reproduce_evidence.sh              # the published attack on MI-OL, mixup model
 #   STAGES=autoattack AA_N=100 bash examples/reproduce_evidence.sh     # AutoAttack-rand on MI-OL, mixup model
 #   STAGES=adaptive bash examples/reproduce_evidence.sh    # EOT-PGD sweep, APGD with EOT, binarization test
-#     (SWEEP_N, APGD_N, BINARIZATION_N: images each; ATTACK_PRECISION=fp32 runs the attacker in fp32 too)
+#     (SWEEP_N, APGD_N, BINARIZATION_N: images each; the attacker in bf16 where the CPU has bf16 units, else
+#     fp32 (ATTACK_PRECISION=auto; each part keeps the precision it was started with))
 #   STAGES=transfer bash examples/reproduce_evidence.sh    # PGD-10 made on $OUT/erm, scored by every method
 #   STAGES=reference METHODS="erm mixup" bash examples/reproduce_evidence.sh  # the MI reference code's pool
 #     (test split, training augmentation, 10,000 images): clean and PGD-10 8/255, evidence-reference-pool.json
@@ -39,11 +40,11 @@ METHODS=${METHODS:-$DEFAULT_METHODS}
 EVIDENCE_PARTS=${EVIDENCE_PARTS:-$DEFAULT_PARTS}
 STAGES=${STAGES:-train,evidence,published}
 ADAPTIVE_METHODS=${ADAPTIVE_METHODS:-mixup}
-# images per adaptive part (a larger n later extends the same files); the attacker in bf16, verdicts in fp32
+# images per adaptive part (a larger n later extends the same files); verdicts always in fp32
 SWEEP_N=${SWEEP_N:-100}
 APGD_N=${APGD_N:-100}
 BINARIZATION_N=${BINARIZATION_N:-50}
-ATTACK_PRECISION=${ATTACK_PRECISION:-bf16}
+ATTACK_PRECISION=${ATTACK_PRECISION:-auto}
 THREADS=${THREADS:-2}
 CLI=${CLI:-varmixup-aug}
 # files made before the stratified test subset resume with the draw they were made with

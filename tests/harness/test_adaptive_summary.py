@@ -67,13 +67,14 @@ class TestAdaptiveTables:
         # SUBSET [7, 2, 5, 0] of the oblivious bits: none "1001", MI-OL "1111"
         assert cells[3].startswith("50.0 ") and cells[4].startswith("100.0 ") and cells[5].startswith("25.0 ")
         assert cells[6] == "-25.0 (p 1.00)" and cells[7] == "-25.0 (p 1.00)"  # one image fewer each
-        assert cells[8] == "yes" and cells[9] == "2.5"  # chunks of 5 s for two images
+        assert cells[8] == "yes" and cells[9] == "fp32"  # the file says nothing: fp32, as before the setting
+        assert cells[10] == "2.5"  # chunks of 5 s for two images
 
     def test_no_plateau_when_the_stronger_setting_fools_two_more_images(self, tmp_path: Path) -> None:
         grid = {(100, 15): "1111", PLATEAU: "1100", (PLATEAU[0], 5): "1100"}
         write_run(tmp_path / "seed0" / "mixup", {"eot_sweep:8/255": sweep(grid)})
         row = adaptive_tables(tmp_path)["papers eot plateau"].splitlines()[2]
-        assert row.endswith("| -50.0 (p 0.50) | +0.0 (p 1.00) | no | 2.5 |")
+        assert row.endswith("| -50.0 (p 0.50) | +0.0 (p 1.00) | no | fp32 | 2.5 |")
         assert "| - | - |" in row  # no oblivious part yet
 
     def test_apgd_binarization_and_transfer(self, tmp_path: Path) -> None:
@@ -81,7 +82,8 @@ class TestAdaptiveTables:
             "apgd:8/255": subset(**{"mi_ol@paper": "0100", "none": "0000", "attack": "cdcd"}),
             "binarization:eot_pgd:8/255": subset(valid="1110", success="1100", random_hit="1000",
                                                  clean_correct="1111"),
-            "binarization:apgd:8/255": subset(valid="1110", success="1110", random_hit="1000", clean_correct="1111"),
+            "binarization:apgd:8/255": {**subset(valid="1110", success="1110", random_hit="1000",
+                                                 clean_correct="1111"), "attack_precision": "bf16"},
             "transfer:8/255": whole(**{"none": "1" * 5 + "0" * 5, "mi_ol@paper": "1" * 8 + "00",
                                        "mi_pl@paper": "1" * 6 + "0000", "mi_ol@selected": "1" * 7 + "000"}),
         }
@@ -89,12 +91,12 @@ class TestAdaptiveTables:
         write_run(tmp_path / "seed0" / "erm", {})
         tables = adaptive_tables(tmp_path)
         apgd = tables["papers apgd"].splitlines()
-        assert len(apgd) == 3 and apgd[2].startswith("| mixup | 8/255 | 4 | 0.0 [") and apgd[2].endswith("| 2 | 2.5 |")
+        assert len(apgd) == 3 and apgd[2].startswith("| mixup | 8/255 | 4 | 0.0 [") and apgd[2].endswith("| 2 | fp32 | 2.5 |")
         assert "| - | 25.0 [" in apgd[2]  # no oblivious part; MI-OL right on one of four
         binarization = tables["papers binarization"].splitlines()[2:]
         assert binarization == [
-            "| mixup | EOT-PGD, 50 steps, EOT 5 | 8/255 | 4 | 3 | 1 | 2 / 3 (67%) | **failed** | 2.5 |",
-            "| mixup | APGD-CE, 50 steps, EOT 5 | 8/255 | 4 | 3 | 1 | 3 / 3 (100%) | **passed** | 2.5 |"]
+            "| mixup | EOT-PGD, 50 steps, EOT 5 | 8/255 | 4 | 3 | 1 | 2 / 3 (67%) | **failed** | fp32 | 2.5 |",
+            "| mixup | APGD-CE, 50 steps, EOT 5 | 8/255 | 4 | 3 | 1 | 3 / 3 (100%) | **passed** | bf16 | 2.5 |"]
         transfer = tables["papers transfer 8/255"].splitlines()
         assert len(transfer) == 3 and transfer[2].startswith("| mixup | 10 | 50.0 [")
         assert "| 80.0 [" in transfer[2] and "| 60.0 [" in transfer[2] and "| 70.0 [" in transfer[2]
@@ -105,7 +107,7 @@ class TestAdaptiveTables:
                                                       clean_correct="1111")}
         write_run(tmp_path / "seed0" / "varmixup", parts)
         row = adaptive_tables(tmp_path)["papers binarization"].splitlines()[2]
-        assert row.endswith("| 4 | 3 | 0 | 3 / 3 (100%) | **passed** | 2.5 |")
+        assert row.endswith("| 4 | 3 | 0 | 3 / 3 (100%) | **passed** | fp32 | 2.5 |")
 
 
 class TestAttackPrecisionTable:

@@ -162,7 +162,7 @@ class TestEvidenceConfig:
         for attacks in (("fgsm",), (), ("apgd", "apgd")):
             with pytest.raises(VarMixupError, match="binarization_attacks must be distinct names from"):
                 EvidenceConfig(binarization_attacks=attacks)
-        with pytest.raises(VarMixupError, match=r"attack_precision must be one of \('fp32', 'bf16'\), got 'fp16'"):
+        with pytest.raises(VarMixupError, match=r"attack_precision must be one of \('auto', 'fp32', 'bf16'\), got 'fp16'"):
             EvidenceConfig(attack_precision="fp16")
         with pytest.raises(VarMixupError, match="eot_sweep_eots must be an int >= 1"):
             EvidenceConfig(eot_sweep_eots=(0,))
@@ -287,12 +287,47 @@ class TestEvidenceStore:
         data = json.loads(out.read_text())
         assert data["parts"]["clean"]["chunks"] == clean and data["config"]["attack_precision"] == "bf16"
         assert len(data["parts"]["eot_sweep:8/255"]["chunks"]["0"]["pgd2-eot1-r2:mi_ol@paper"]) == 2
-        assert main([*base, "--parts", "clean"]) == 2  # fp32 now would change the stored sweep
-        assert "made with another config (attack_precision, eot_sweep_restarts)" in capsys.readouterr().err
+        assert main([*base, "--parts", "clean", "--attack-precision", "bf16"]) == 2  # 1 restart: not the sweep's
+        assert "made with another config (eot_sweep_restarts)" in capsys.readouterr().err
         assert main([*base, "--parts", "clean", *bf16, "--apgd-steps", "3"]) == 0  # APGD has not run
         assert main([*base, "--parts", "clean", *bf16, "--mi-samples-ol", "3"]) == 2  # binds every part
         assert "made with another config (mi_samples_ol)" in capsys.readouterr().err
 
+
+    def test_each_attacker_part_keeps_its_attack_precision(self, fast_run: Path, image_folder: Path, tmp_path: Path,
+                                                           capsys) -> None:
+        out = tmp_path / "evidence.json"
+        base = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), *TINY_EVIDENCE]
+        assert main([*base, "--parts", "eot_sweep", "--attack-precision", "bf16"]) == 0
+        assert main([*base, "--parts", "binarization", "--binarization-attacks", "eot_pgd"]) == 0  # fp32: accepted
+        data = json.loads(out.read_text())
+        assert data["parts"]["eot_sweep:8/255"]["attack_precision"] == "bf16"
+        assert data["parts"]["binarization:eot_pgd:8/255"]["attack_precision"] == "fp32"
+        sweep = data["parts"]["eot_sweep:8/255"]["chunks"]
+        assert main([*base, "--parts", "eot_sweep,binarization", "--eot-sweep-n", "4"]) == 2  # before any work
+        assert ("eot_sweep:8/255 (bf16) were attacked with another attack_precision than 'fp32'"
+                in capsys.readouterr().err)
+        assert json.loads(out.read_text())["parts"]["eot_sweep:8/255"]["chunks"] == sweep
+        assert main([*base, "--parts", "eot_sweep", "--eot-sweep-n", "4", "--attack-precision", "bf16"]) == 0
+        assert json.loads(out.read_text())["parts"]["eot_sweep:8/255"]["chunks"]["0"]["range"] == [0, 4]
+
+    def test_a_file_from_before_keeps_its_configs_attack_precision(self, fast_run: Path, image_folder: Path,
+                                                                    tmp_path: Path, capsys) -> None:
+        out = tmp_path / "evidence.json"
+        base = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), *TINY_EVIDENCE]
+        assert main([*base, "--parts", "eot_sweep", "--attack-precision", "bf16"]) == 0
+        data = json.loads(out.read_text())
+        del data["parts"]["eot_sweep:8/255"]["attack_precision"]  # as files were written before it was stored
+        out.write_text(json.dumps(data))
+        assert main([*base, "--parts", "eot_sweep", "--eot-sweep-n", "4"]) == 2
+        assert "eot_sweep:8/255 (bf16)" in capsys.readouterr().err
+
+    def test_auto_attack_precision_follows_the_cpus_bf16_units(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from varmixup_aug.harness import evidence
+        monkeypatch.setattr(evidence, "cpu_bf16_units", lambda: ())
+        assert EvidenceConfig(attack_precision="auto").attack_precision == "fp32"
+        monkeypatch.setattr(evidence, "cpu_bf16_units", lambda: ("avx512_bf16",))
+        assert EvidenceConfig(attack_precision="auto").attack_precision == "bf16"
 
     def test_lam_selection_runs_only_for_parts_that_report_the_selected_lam(
             self, fast_run: Path, image_folder: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -321,6 +322,19 @@ class TestPrecision:
         report = train_fast_classifier(cfg, x, y, num_classes=4, progress=False)
         assert report["precision"] == "bf16" and report["args"]["precision"] == "bf16"
         assert all(p.dtype == torch.float32 for p in FastCifarNet(widths=TINY).parameters())
+
+    def test_bf16_without_bf16_units_warns(self, tmp_path, monkeypatch) -> None:
+        from varmixup_aug.harness import EvidenceConfig, fast_training
+
+        monkeypatch.setattr(fast_training, "cpu_bf16_units", lambda: ())
+        with pytest.warns(RuntimeWarning, match=r"precision='bf16' on a CPU without bf16 units: bf16 is emulated"):
+            FastTrainConfig(out=str(tmp_path), precision="bf16")
+        with pytest.warns(RuntimeWarning, match=r"attack_precision='bf16' on a CPU without bf16 units"):
+            EvidenceConfig(attack_precision="bf16")
+        monkeypatch.setattr(fast_training, "cpu_bf16_units", lambda: ("amx_bf16",))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert FastTrainConfig(out=str(tmp_path), precision="bf16").precision == "bf16"
 
     def test_bf16_step_is_close_to_fp32(self, tmp_path) -> None:
         from varmixup_aug.harness.fast_training import _Run

@@ -44,7 +44,7 @@ class TestReproduceScript:
         commands = [c[0] for c in calls]
         assert commands.count("train-fast") == 2 and commands.count("evidence") == 9
         sweep = next(c for c in calls if "eot_sweep,apgd,binarization" in c)
-        assert sweep[sweep.index("--eot-sweep-n") + 1] == "20" and sweep[sweep.index("--attack-precision") + 1] == "bf16"
+        assert sweep[sweep.index("--eot-sweep-n") + 1] == "20" and sweep[sweep.index("--attack-precision") + 1] == "auto"
         reference = [c for c in calls if str(out / "erm" / "evidence-reference-pool.json") in c]
         assert len(reference) == 1 and reference[0][reference[0].index("--pool-source") + 1] == "test-augmented"
         train = next(c for c in calls if c[0] == "train-fast")

@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .evidence_results import bits_to_bool, load_runs, part_progress, part_vector, part_vector_on_subset
+from .evidence_results import (attack_precision, bits_to_bool, load_runs, part_progress, part_vector,
+                               part_vector_on_subset)
 from .markdown import accuracy_cell, render_table
 from .significance import mcnemar_exact
 
@@ -95,7 +96,8 @@ def _plateau_row(method: str, evidence: dict[str, Any] | None, eps: str) -> list
     return [method, eps, str(len(next(iter(grid.values())))),
             accuracy_cell(part_vector_on_subset(evidence, part, f"oblivious:{eps}", "none")),
             accuracy_cell(part_vector_on_subset(evidence, part, f"oblivious:{eps}", "mi_ol@paper")),
-            accuracy_cell(top), d_steps, d_eot, plateau, _seconds_per_image(evidence, part)]
+            accuracy_cell(top), d_steps, d_eot, plateau, attack_precision(evidence, part),
+            _seconds_per_image(evidence, part)]
 
 
 def _plateau_table(runs: dict[str, dict[str, Any]]) -> str:
@@ -103,7 +105,7 @@ def _plateau_table(runs: dict[str, dict[str, Any]]) -> str:
     rows = [row for m, r in runs.items() for eps in _EPS if (row := _plateau_row(m, r["evidence"], eps))]
     return _table(["method", "eps", "n", "no defence, PGD-10 (oblivious)", "MI-OL, PGD-10 (oblivious)",
                          f"MI-OL, EOT-PGD {steps} steps, EOT {eot}", f"{steps} steps - fewer (EOT {eot})",
-                         f"EOT {eot} - fewer ({steps} steps)", "plateau (each within one image)",
+                         f"EOT {eot} - fewer ({steps} steps)", "plateau (each within one image)", "attacker",
                    "sweep s per image"], rows)
 
 
@@ -120,9 +122,10 @@ def _apgd_table(runs: dict[str, dict[str, Any]]) -> str:
         oblivious = part_vector_on_subset(ev, part, f"oblivious:{eps}", "mi_ol@paper")
         rows.append([method, eps, str(len(bits)), accuracy_cell(part_vector(ev, part, "none")),
                      accuracy_cell(oblivious), accuracy_cell(bits),
-                     str(attack.count("d")), _seconds_per_image(ev, part)])
+                     str(attack.count("d")), attack_precision(ev, part), _seconds_per_image(ev, part)])
     return _table(["method", "eps", "n", "no defence, on the APGD adversarials", "MI-OL, PGD-10 (oblivious)",
-                         "MI-OL, APGD-CE then DLR with EOT", "images whose kept iterate is DLR's", "s per image"], rows)
+                   "MI-OL, APGD-CE then DLR with EOT", "images whose kept iterate is DLR's", "attacker",
+                   "s per image"], rows)
 
 
 _BINARIZATION_LABELS = {"eot_pgd": "EOT-PGD", "apgd": "APGD-CE"}
@@ -143,7 +146,7 @@ def _binarization_row(method: str, ev: dict[str, Any], part: str, threshold: flo
     return [method, label, eps, str(len(valid)), str(n_valid),
             str(sum(v == h == "1" for v, h in zip(valid, hits, strict=True))),
             "-" if rate is None else f"{won} / {n_valid} ({100 * rate:.0f}%)", f"**{verdict}**",
-            _seconds_per_image(ev, part)]
+            attack_precision(ev, part), _seconds_per_image(ev, part)]
 
 
 def _binarization_table(runs: dict[str, dict[str, Any]], threshold: float = 0.95) -> str:
@@ -151,7 +154,8 @@ def _binarization_table(runs: dict[str, dict[str, Any]], threshold: float = 0.95
             for part in ev.get("parts", {}) if part.startswith("binarization:")
             if (row := _binarization_row(method, ev, part, threshold))]
     return _table(["method", "attack under test", "eps", "n", "valid tasks", "valid, a random corner already won",
-                   "attack succeeded (valid tasks)", f"verdict (>= {100 * threshold:.0f}%)", "s per image"], rows)
+                   "attack succeeded (valid tasks)", f"verdict (>= {100 * threshold:.0f}%)", "attacker", "s per image"],
+                  rows)
 
 
 def _transfer_table(runs: dict[str, dict[str, Any]], eps: str) -> str:

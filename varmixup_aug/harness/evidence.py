@@ -63,7 +63,9 @@ from varmixup_aug._random import derive_seed
 from .attacks import adversarial_examples
 from .calibration import expected_calibration_error, fit_temperature
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from .evidence_adaptive import ADAPTIVE_PARTS, ATTACK_PRECISIONS, BINARIZATION_ATTACKS, adaptive_runners
+from .evidence_adaptive import (ADAPTIVE_PARTS, ATTACK_PRECISIONS, ATTACKER_PARTS, BINARIZATION_ATTACKS,
+                                adaptive_runners, attacker_part_names)
+from .fast_training import cpu_bf16_units, warn_if_bf16_emulated
 from .lam_selection import select_mi_lam
 from .data import load_tensor_dataset, open_image_dataset
 from .report import POOL_SOURCES, TEST_SUBSETS, load_evaluation_data
@@ -165,6 +167,10 @@ class EvidenceConfig:
             raise VarMixupError(f"pool_source must be one of {POOL_SOURCES}, got {self.pool_source!r}")
         if self.attack_precision not in ATTACK_PRECISIONS:
             raise VarMixupError(f"attack_precision must be one of {ATTACK_PRECISIONS}, got {self.attack_precision!r}")
+        if self.attack_precision == "auto":  # bf16 is emulated, many times slower than fp32, without bf16 units
+            object.__setattr__(self, "attack_precision", "bf16" if cpu_bf16_units() else "fp32")
+        elif self.attack_precision == "bf16":
+            warn_if_bf16_emulated("attack_precision")
         attacks = self.binarization_attacks
         if not attacks or len(set(attacks)) < len(attacks) or not set(attacks) <= set(BINARIZATION_ATTACKS):
             raise VarMixupError(f"binarization_attacks must be distinct names from {BINARIZATION_ATTACKS}, got "
@@ -183,21 +189,23 @@ def vector_accuracy(bits: str) -> float:
     return bits.count("1") / max(1, len(bits))
 
 
-# Settings that do not change any stored chunk: which parts run, how long the prefix of the adaptive subset
-# is (its chunks are the same for any length), and the transfer source's path (its file's sha256 is checked
-# per part instead, so the same file under another path is accepted).
-_EXTENDABLE = ("parts", "published_n", "autoattack_n", "eot_sweep_n", "apgd_n", "binarization_n", "transfer_source")
+# Settings that do not change any stored chunk: which parts run (and which attacks the binarization test
+# checks, a part each), how long the prefix of the adaptive subset is (its chunks are the same for any
+# length), and the transfer source's path (its file's sha256 is checked per part instead, so the same file
+# under another path is accepted). The attacker's precision is stored in each attacker part and checked
+# there (:func:`_check_attack_precision`).
+_EXTENDABLE = ("parts", "binarization_attacks", "published_n", "autoattack_n", "eot_sweep_n", "apgd_n",
+               "binarization_n", "transfer_source", "attack_precision")
 # Settings added later, as the files made before them ran: the random test subset, and the MI pool of training
 # images; the adaptive parts' settings at their defaults (no file made before them has those parts).
 _ADAPTIVE_SETTINGS = ("eot_sweep", "apgd_", "binarization_", "transfer_")
-_DEFAULTS_BEFORE = {"test_subset": "random", "calibration_n": 1000, "pool_source": "train", "attack_precision": "fp32",
+_DEFAULTS_BEFORE = {"test_subset": "random", "calibration_n": 1000, "pool_source": "train",
                     **{k: v for k, v in EvidenceConfig().to_dict().items() if k.startswith(_ADAPTIVE_SETTINGS)}}
 
 
 # Settings of one kind of part, by name prefix: they may change while no chunk of such a part is stored.
 _PART_SETTINGS = {"published_": ("published",), "autoattack_": ("autoattack",), "eot_sweep_": ("eot_sweep",),
-                  "apgd_": ("apgd",), "binarization_": ("binarization",), "transfer_": ("transfer",),
-                  "attack_precision": ("eot_sweep", "apgd", "binarization")}
+                  "apgd_": ("apgd",), "binarization_": ("binarization",), "transfer_": ("transfer",)}
 
 
 def _identity(value: Any) -> Any:
@@ -229,6 +237,21 @@ def _binding_changes(data: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return [k for k in changed if (parts := _parts_of_setting(k)) is None or stored.intersection(parts)]
 
 
+def _check_attack_precision(path: Path, data: dict[str, Any], now: str, parts: tuple[str, ...]) -> None:
+    """Each attacker part keeps the attacker precision its first chunk had; files made before it was stored
+    per part had one for all, in their config (fp32 before the setting existed)."""
+    saved = (data.get("config") or {}).get("attack_precision", "fp32")
+    for name, entry in data.get("parts", {}).items():
+        if name.split(":")[0] in ATTACKER_PARTS and entry.get("chunks"):
+            entry.setdefault("attack_precision", saved)
+    other = [f"{name} ({data['parts'][name]['attack_precision']})" for name in parts
+             if data["parts"].get(name, {}).get("chunks") and data["parts"][name]["attack_precision"] != now]
+    if other:
+        raise VarMixupError(f"{path}: {', '.join(other)} were attacked with another attack_precision than {now!r}; "
+                            "pass theirs (--attack-precision) to extend them, or leave them out of --parts "
+                            "(--eot-sweep-n 0, --apgd-n 0, --binarization-attacks name the others)")
+
+
 def _read_store(path: Path) -> dict[str, Any]:
     """The evidence file at ``path``; an empty, foreign or non-JSON file is refused, never overwritten."""
     fix = "pass another --out (out=), or move this file away"
@@ -250,13 +273,14 @@ def _read_store(path: Path) -> dict[str, Any]:
 class _Store:
     """The results JSON of one checkpoint, rewritten atomically after every chunk."""
 
-    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+    def __init__(self, path: Path, header: dict[str, Any], attacker_parts: tuple[str, ...] = ()) -> None:
         self.path = path
         if path.is_file():
             self.data = _read_store(path)
             if self.data.get("checkpoint_sha") != header.get("checkpoint_sha"):
                 raise VarMixupError(f"{path} was made with another checkpoint_sha (another checkpoint); use another "
                                     "output path or delete it to start over")
+            _check_attack_precision(path, self.data, header["config"]["attack_precision"], attacker_parts)
             changed = _binding_changes(self.data, header["config"])
             if changed:
                 raise VarMixupError(f"{path} was made with another config ({', '.join(changed)}); pass the settings it "
@@ -538,7 +562,7 @@ def run_evidence(
     header = {"config": cfg.to_dict(), "checkpoint_sha": _sha256(data["checkpoint_file"]),
               "checkpoint": str(checkpoint), "method": data["meta"].get("method"),
               "test_indices": data["test_indices"]}
-    store = _Store(Path(out_json), header)
+    store = _Store(Path(out_json), header, attacker_part_names(cfg))
     ctx = _Context.start(model, data["x"], data["y"], data["pool"], seed=cfg.seed, progress=progress, cfg=cfg,
                          store=store, lams={"paper": {"pl": PAPER_LAM, "ol": PAPER_LAM}})
     if _SELECTED_LAM_PARTS.intersection(cfg.parts) or "result" in store.data["parts"].get("lam_selection", {}):

@@ -25,13 +25,15 @@ from .classifier_checkpoint import checkpoint_file, load_classifier
 from .scoring import eps_key
 
 if TYPE_CHECKING:
-    from .evidence import _Context
+    from .evidence import EvidenceConfig, _Context
 
-__all__ = ["ADAPTIVE_PARTS", "ATTACK_PRECISIONS", "BINARIZATION_ATTACKS", "adaptive_runners"]
+__all__ = ["ADAPTIVE_PARTS", "ATTACKER_PARTS", "ATTACK_PRECISIONS", "BINARIZATION_ATTACKS", "adaptive_runners",
+           "attacker_part_names"]
 
 ADAPTIVE_PARTS = ("eot_sweep", "apgd", "binarization", "transfer")
 BINARIZATION_ATTACKS = ("eot_pgd", "apgd")
-ATTACK_PRECISIONS = ("fp32", "bf16")
+ATTACK_PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where the CPU has bf16 units
+ATTACKER_PARTS = ("eot_sweep", "apgd", "binarization")  # their attacker runs in attack_precision, stored per part
 
 
 def _bits(t: Tensor) -> str:
@@ -54,6 +56,25 @@ def _attacker_and_judge(ctx: _Context, tag: str, samples: int) -> tuple[nn.Modul
     return _in_attack_precision(ctx, attacker), ctx.mi("ol", "paper", f"{tag}:judge")
 
 
+def attacker_part_names(cfg: EvidenceConfig) -> tuple[str, ...]:
+    """The stored names of the parts ``cfg`` runs whose attacker runs in ``cfg.attack_precision``."""
+    names = []
+    if "eot_sweep" in cfg.parts and cfg.eot_sweep_n:
+        names += [f"eot_sweep:{eps_key(eps)}" for eps in cfg.eot_sweep_eps]
+    if "apgd" in cfg.parts and cfg.apgd_n:
+        names.append(f"apgd:{eps_key(cfg.apgd_eps)}")
+    if "binarization" in cfg.parts and cfg.binarization_n:
+        names += [f"binarization:{a}:{eps_key(cfg.binarization_eps)}" for a in cfg.binarization_attacks]
+    return tuple(names)
+
+
+def _run_attacker_chunks(ctx: _Context, part: str, n: int, size: int, work: Callable[[int, int, int], dict[str, Any]],
+                         desc: str) -> None:
+    """The part's chunks, with the attacker's precision stored in the part (its chunks share one)."""
+    ctx.store.part(part).setdefault("attack_precision", ctx.cfg.attack_precision)
+    _evidence()._run_chunks(ctx, part, n, size, work, desc)
+
+
 def _part_eot_sweep(ctx: _Context) -> None:
     cfg, ev = ctx.cfg, _evidence()
     keep = ev._subset(ctx, cfg.eot_sweep_n)
@@ -72,8 +93,8 @@ def _part_eot_sweep(ctx: _Context) -> None:
                 out[f"{name}:mi_ol@paper"], out[f"{name}:none"] = _bits(bits["judge"]), _bits(bits["plain"])
             return out
 
-        ev._run_chunks(ctx, f"eot_sweep:{eps_key(eps)}", len(keep), cfg.eot_sweep_chunk_size, work,
-                       f"EOT-PGD sweep MI-OL {eps_key(eps)}")
+        _run_attacker_chunks(ctx, f"eot_sweep:{eps_key(eps)}", len(keep), cfg.eot_sweep_chunk_size, work,
+                             f"EOT-PGD sweep MI-OL {eps_key(eps)}")
 
 
 def _part_apgd(ctx: _Context) -> None:
@@ -93,8 +114,8 @@ def _part_apgd(ctx: _Context) -> None:
                 "none": _bits(ctx.plain_correct(res.adversarials, ys[s:e])[0]),
                 "attack": "".join("d" if a == "dlr" else "c" for a in res.attack)}
 
-    ev._run_chunks(ctx, f"apgd:{eps_key(cfg.apgd_eps)}", len(keep), cfg.apgd_chunk_size, work,
-                   f"APGD-CE+DLR EOT-{cfg.apgd_eot} MI-OL")
+    _run_attacker_chunks(ctx, f"apgd:{eps_key(cfg.apgd_eps)}", len(keep), cfg.apgd_chunk_size, work,
+                         f"APGD-CE+DLR EOT-{cfg.apgd_eot} MI-OL")
 
 
 def _binarization_attack(ctx: _Context, attack: str, eps: float, seed: int) -> Callable[..., Tensor]:
@@ -137,8 +158,8 @@ def _part_binarization(ctx: _Context) -> None:
                     "p_clean": rounded(res.p_clean), "p_boundary": rounded(res.p_boundary),
                     "p_adversarial": rounded(res.p_adversarial)}
 
-        ev._run_chunks(ctx, f"binarization:{attack}:{eps_key(eps)}", len(keep), cfg.binarization_chunk_size, work,
-                       f"binarization test of {attack} {eps_key(eps)}")
+        _run_attacker_chunks(ctx, f"binarization:{attack}:{eps_key(eps)}", len(keep), cfg.binarization_chunk_size,
+                             work, f"binarization test of {attack} {eps_key(eps)}")
 
 
 def _rounded(t: Tensor, digits: int) -> list[float | None]:

@@ -19,9 +19,9 @@ from torch import Tensor
 from varmixup_aug import VarMixupError
 from .fast_training import FAST_METHODS
 
-__all__ = ["bits_to_bool", "calibration_confidences", "calibration_correct", "clean_confidences", "corruption_scores",
-           "load_runs", "load_seed_runs", "part_indices", "part_progress", "part_vector", "part_vector_on_subset",
-           "selected_lams"]
+__all__ = ["attack_precision", "bits_to_bool", "calibration_confidences", "calibration_correct", "clean_confidences",
+           "corruption_scores", "load_runs", "load_seed_runs", "part_indices", "part_progress", "part_vector",
+           "part_vector_on_subset", "selected_lams"]
 
 _SEED_FOLDER = re.compile(r"seed(\d+)")
 
@@ -139,6 +139,12 @@ def corruption_scores(evidence: dict[str, Any] | None) -> Tensor | None:
         return None
     rows = [bits_to_bool(c["none"]).double() for c in entry["chunks"].values()]
     return torch.stack(rows).mean(0)
+
+
+def attack_precision(evidence: dict[str, Any] | None, part: str) -> str:
+    """The precision an attacker part's attacker ran in: the part's own, else the file's (fp32 before both)."""
+    entry = (evidence or {}).get("parts", {}).get(part) or {}
+    return entry.get("attack_precision") or ((evidence or {}).get("config") or {}).get("attack_precision", "fp32")
 
 
 def part_progress(evidence: dict[str, Any] | None, part: str) -> tuple[int, bool] | None:

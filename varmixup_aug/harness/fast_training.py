@@ -60,6 +60,7 @@ __all__ = [
     "fgsm_random_start",
     "make_batch_transform",
     "train_fast_classifier",
+    "warn_if_bf16_emulated",
 ]
 
 FAST_METHODS = ("erm", "mixup", "varmixup", "varmixup-residual", "vae-recon", "adv-train")
@@ -99,7 +100,16 @@ def resolve_precision(precision: str) -> str:
         raise VarMixupError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         return "bf16" if cpu_bf16_units() else "fp32"
+    if precision == "bf16":
+        warn_if_bf16_emulated("precision")
     return precision
+
+
+def warn_if_bf16_emulated(setting: str) -> None:
+    """A ``RuntimeWarning`` when bf16 was asked for on a CPU without bf16 units (:func:`cpu_bf16_units`)."""
+    if not cpu_bf16_units():
+        warnings.warn(f"{setting}='bf16' on a CPU without bf16 units: bf16 is emulated there, many times slower "
+                      "than fp32; use 'auto' (fp32 here) or 'fp32'", RuntimeWarning, stacklevel=3)
 
 
 def batch_crop_flip(padded: Tensor, index: Tensor, *, size: int, flip: Tensor, generator: torch.Generator

@@ -63,8 +63,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--binarization-eot", type=int, default=5)
     p.add_argument("--binarization-inner", type=int, default=200, help="inner points per binary task")
     p.add_argument("--binarization-mi-samples", type=int, default=15, help="MI-OL mixes per attacked forward")
-    p.add_argument("--attack-precision", choices=("fp32", "bf16"), default="fp32",
-                   help="the adaptive attacks' own forward and backward (bf16: autocast); every verdict stays fp32")
+    p.add_argument("--attack-precision", choices=("auto", "fp32", "bf16"), default="fp32",
+                   help="the adaptive attacks' own forward and backward (bf16: autocast; auto: bf16 where the CPU "
+                        "has bf16 units), stored per part; every verdict stays fp32")
     p.add_argument("--transfer-source", default=None,
                    help="plain (ERM) checkpoint or run folder the transfer attack is made on (none: no transfer)")
     p.add_argument("--transfer-eps", default="8/255,2/255")
