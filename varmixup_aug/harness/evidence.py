@@ -190,12 +190,12 @@ def vector_accuracy(bits: str) -> float:
 
 
 # Settings that do not change any stored chunk: which parts run (and which attacks the binarization test
-# checks, a part each), how long the prefix of the adaptive subset is (its chunks are the same for any
-# length), and the transfer source's path (its file's sha256 is checked per part instead, so the same file
-# under another path is accepted). The attacker's precision is stored in each attacker part and checked
-# there (:func:`_check_attack_precision`).
-_EXTENDABLE = ("parts", "binarization_attacks", "published_n", "autoattack_n", "eot_sweep_n", "apgd_n",
-               "binarization_n", "transfer_source", "attack_precision")
+# checks, and at which eps, a part each, its tasks seeded by the eps), how long the prefix of the adaptive
+# subset is (its chunks are the same for any length), and the transfer source's path (its file's sha256 is
+# checked per part instead, so the same file under another path is accepted). The attacker's precision is
+# stored in each attacker part and checked there (:func:`_check_attack_precision`).
+_EXTENDABLE = ("parts", "binarization_attacks", "binarization_eps", "published_n", "autoattack_n", "eot_sweep_n",
+               "apgd_n", "binarization_n", "transfer_source", "attack_precision")
 # Settings added later, as the files made before them ran: the random test subset, and the MI pool of training
 # images; the adaptive parts' settings at their defaults (no file made before them has those parts).
 _ADAPTIVE_SETTINGS = ("eot_sweep", "apgd_", "binarization_", "transfer_")

@@ -12,8 +12,8 @@ from varmixup_aug import VarMixupError
 
 __all__ = [
     "add_out_flags", "add_run_flags", "add_vae_flags", "finite_float", "float_list", "int_list", "nonnegative_int",
-    "positive_float", "positive_int", "positive_int_list", "prepare_out_dir", "prepare_out_file", "start_run",
-    "vae_from_flags", "vae_label",
+    "one_float", "positive_float", "positive_int", "positive_int_list", "prepare_out_dir", "prepare_out_file",
+    "start_run", "vae_from_flags", "vae_label",
 ]
 
 
@@ -78,6 +78,14 @@ def float_list(text: str, flag: str) -> tuple[float, ...]:
             raise VarMixupError(f"{flag} must be comma-separated numbers like 2/255,4/255 or 0.5, got {text!r}"
                                 ) from exc
     return tuple(out)
+
+
+def one_float(text: str, flag: str) -> float:
+    """``"2/255"`` -> ``2 / 255``: one number or fraction, as :func:`float_list` reads them."""
+    values = float_list(text, flag)
+    if len(values) != 1:
+        raise VarMixupError(f"{flag} takes one value like 2/255 or 0.5, got {text!r}")
+    return values[0]
 
 
 def positive_int(text: str) -> int:

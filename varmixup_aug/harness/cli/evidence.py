@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from .. import DEFAULT_PARTS, EVIDENCE_PARTS
-from ._flags import add_run_flags, float_list, int_list, start_run
+from ._flags import add_run_flags, float_list, int_list, one_float, start_run
 
 
 def add_parser(sub: Any) -> None:
@@ -59,6 +59,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--binarization-n", type=int, default=50, help="images for the binarization test (0 skips it)")
     p.add_argument("--binarization-attacks", default="eot_pgd,apgd",
                    help="the attacks the binarization test checks, each a part (eot_pgd, apgd)")
+    p.add_argument("--binarization-eps", default="8/255", help="the L-inf radius of the binary tasks (one eps)")
     p.add_argument("--binarization-steps", type=int, default=50)
     p.add_argument("--binarization-eot", type=int, default=5)
     p.add_argument("--binarization-inner", type=int, default=200, help="inner points per binary task")
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         binarization_n=args.binarization_n,
         binarization_attacks=tuple(a.strip() for a in args.binarization_attacks.split(",") if a.strip()),
         binarization_mi_samples=args.binarization_mi_samples,
+        binarization_eps=one_float(args.binarization_eps, "--binarization-eps"),
         binarization_steps=args.binarization_steps, binarization_eot=args.binarization_eot,
         binarization_inner=args.binarization_inner, transfer_source=args.transfer_source,
         attack_precision=args.attack_precision,
