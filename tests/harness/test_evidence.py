@@ -336,10 +336,10 @@ class TestEvidenceStore:
         assert "eot_sweep:8/255 (bf16)" in capsys.readouterr().err
 
     def test_auto_attack_precision_follows_the_cpus_bf16_units(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from varmixup_aug.harness import evidence
-        monkeypatch.setattr(evidence, "cpu_bf16_units", lambda: ())
+        from varmixup_aug.harness import fast_training
+        monkeypatch.setattr(fast_training, "cpu_bf16_units", lambda: ())
         assert EvidenceConfig(attack_precision="auto").attack_precision == "fp32"
-        monkeypatch.setattr(evidence, "cpu_bf16_units", lambda: ("avx512_bf16",))
+        monkeypatch.setattr(fast_training, "cpu_bf16_units", lambda: ("avx512_bf16",))
         assert EvidenceConfig(attack_precision="auto").attack_precision == "bf16"
 
     def test_lam_selection_runs_only_for_parts_that_report_the_selected_lam(

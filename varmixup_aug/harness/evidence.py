@@ -63,9 +63,9 @@ from varmixup_aug._random import derive_seed
 from .attacks import adversarial_examples
 from .calibration import expected_calibration_error, fit_temperature
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from .evidence_adaptive import (ADAPTIVE_PARTS, ATTACK_PRECISIONS, ATTACKER_PARTS, BINARIZATION_ATTACKS,
+from .evidence_adaptive import (ADAPTIVE_PARTS, ATTACKER_PARTS, BINARIZATION_ATTACKS,
                                 adaptive_runners, attacker_part_names)
-from .fast_training import cpu_bf16_units, warn_if_bf16_emulated
+from .fast_training import resolve_precision
 from .lam_selection import select_mi_lam
 from .data import load_tensor_dataset, open_image_dataset
 from .report import POOL_SOURCES, TEST_SUBSETS, load_evaluation_data
@@ -165,12 +165,8 @@ class EvidenceConfig:
                 raise VarMixupError(f"eps values must be in [0, 1] (pixel units, e.g. 8/255), got {eps!r}")
         if self.pool_source not in POOL_SOURCES:
             raise VarMixupError(f"pool_source must be one of {POOL_SOURCES}, got {self.pool_source!r}")
-        if self.attack_precision not in ATTACK_PRECISIONS:
-            raise VarMixupError(f"attack_precision must be one of {ATTACK_PRECISIONS}, got {self.attack_precision!r}")
-        if self.attack_precision == "auto":  # bf16 is emulated, many times slower than fp32, without bf16 units
-            object.__setattr__(self, "attack_precision", "bf16" if cpu_bf16_units() else "fp32")
-        elif self.attack_precision == "bf16":
-            warn_if_bf16_emulated("attack_precision")
+        # auto: bf16 only where the CPU has bf16 units (emulated bf16 is many times slower than fp32)
+        object.__setattr__(self, "attack_precision", resolve_precision(self.attack_precision, "attack_precision"))
         attacks = self.binarization_attacks
         if not attacks or len(set(attacks)) < len(attacks) or not set(attacks) <= set(BINARIZATION_ATTACKS):
             raise VarMixupError(f"binarization_attacks must be distinct names from {BINARIZATION_ATTACKS}, got "

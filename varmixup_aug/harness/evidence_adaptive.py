@@ -27,12 +27,11 @@ from .scoring import eps_key
 if TYPE_CHECKING:
     from .evidence import EvidenceConfig, _Context
 
-__all__ = ["ADAPTIVE_PARTS", "ATTACKER_PARTS", "ATTACK_PRECISIONS", "BINARIZATION_ATTACKS", "adaptive_runners",
+__all__ = ["ADAPTIVE_PARTS", "ATTACKER_PARTS", "BINARIZATION_ATTACKS", "adaptive_runners",
            "attacker_part_names"]
 
 ADAPTIVE_PARTS = ("eot_sweep", "apgd", "binarization", "transfer")
 BINARIZATION_ATTACKS = ("eot_pgd", "apgd")
-ATTACK_PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where the CPU has bf16 units
 ATTACKER_PARTS = ("eot_sweep", "apgd", "binarization")  # their attacker runs in attack_precision, stored per part
 
 

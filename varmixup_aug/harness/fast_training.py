@@ -94,14 +94,14 @@ def cpu_bf16_units() -> tuple[str, ...]:
     return tuple(f for f in _BF16_FLAGS if f in flags)
 
 
-def resolve_precision(precision: str) -> str:
+def resolve_precision(precision: str, setting: str = "precision") -> str:
     """``"fp32"`` or ``"bf16"``: ``"auto"`` is bf16 where the CPU has bf16 units (:func:`cpu_bf16_units`)."""
     if precision not in PRECISIONS:
-        raise VarMixupError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise VarMixupError(f"{setting} must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         return "bf16" if cpu_bf16_units() else "fp32"
     if precision == "bf16":
-        warn_if_bf16_emulated("precision")
+        warn_if_bf16_emulated(setting)
     return precision
 
 
