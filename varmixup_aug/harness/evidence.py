@@ -70,6 +70,7 @@ from .lam_selection import select_mi_lam
 from .data import load_tensor_dataset, open_image_dataset
 from .report import POOL_SOURCES, TEST_SUBSETS, load_evaluation_data
 from .eval_context import EvalContext
+from .evidence_results import attack_precision
 from .scoring import batch_ranges, eps_key, mi_correct
 
 __all__ = ["DEFAULT_PARTS", "EVIDENCE_PARTS", "EvidenceConfig", "autoattack_rand", "run_evidence", "vector_accuracy"]
@@ -236,10 +237,9 @@ def _binding_changes(data: dict[str, Any], now: dict[str, Any]) -> list[str]:
 def _check_attack_precision(path: Path, data: dict[str, Any], now: str, parts: tuple[str, ...]) -> None:
     """Each attacker part keeps the attacker precision its first chunk had; files made before it was stored
     per part had one for all, in their config (fp32 before the setting existed)."""
-    saved = (data.get("config") or {}).get("attack_precision", "fp32")
     for name, entry in data.get("parts", {}).items():
         if name.split(":")[0] in ATTACKER_PARTS and entry.get("chunks"):
-            entry.setdefault("attack_precision", saved)
+            entry["attack_precision"] = attack_precision(data, name)
     other = [f"{name} ({data['parts'][name]['attack_precision']})" for name in parts
              if data["parts"].get(name, {}).get("chunks") and data["parts"][name]["attack_precision"] != now]
     if other:
