@@ -335,6 +335,18 @@ class TestEvidenceStore:
         assert main([*base, "--parts", "eot_sweep", "--eot-sweep-n", "4"]) == 2
         assert "eot_sweep:8/255 (bf16)" in capsys.readouterr().err
 
+    def test_opening_a_file_from_before_stores_each_attacker_parts_precision(self, tmp_path: Path) -> None:
+        from varmixup_aug.harness.evidence import FORMAT, _read_store
+        chunk = {"chunks": {"0": {"range": [0, 1]}}}
+        parts = {"eot_sweep:8/255": chunk, "apgd:8/255": {"chunks": {}}, "clean": chunk}
+        old = tmp_path / "old.json"
+        old.write_text(json.dumps({"format": FORMAT, "config": {}, "parts": parts}))
+        opened = _read_store(old)["parts"]
+        assert opened["eot_sweep:8/255"]["attack_precision"] == "fp32"  # before the setting existed
+        assert "attack_precision" not in opened["apgd:8/255"] and "attack_precision" not in opened["clean"]
+        old.write_text(json.dumps({"format": FORMAT, "config": {"attack_precision": "bf16"}, "parts": parts}))
+        assert _read_store(old)["parts"]["eot_sweep:8/255"]["attack_precision"] == "bf16"
+
     def test_auto_attack_precision_follows_the_cpus_bf16_units(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from varmixup_aug.harness import fast_training
         monkeypatch.setattr(fast_training, "cpu_bf16_units", lambda: ())

@@ -234,12 +234,16 @@ def _binding_changes(data: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return [k for k in changed if (parts := _parts_of_setting(k)) is None or stored.intersection(parts)]
 
 
-def _check_attack_precision(path: Path, data: dict[str, Any], now: str, parts: tuple[str, ...]) -> None:
-    """Each attacker part keeps the attacker precision its first chunk had; files made before it was stored
-    per part had one for all, in their config (fp32 before the setting existed)."""
+def _store_attack_precision_per_part(data: dict[str, Any]) -> None:
+    """Files made before the attacker precision was stored per part had one for all, in their config (fp32
+    before the setting existed): each stored attacker part gets it, before the config is replaced."""
     for name, entry in data.get("parts", {}).items():
         if name.split(":")[0] in ATTACKER_PARTS and entry.get("chunks"):
             entry["attack_precision"] = attack_precision(data, name)
+
+
+def _check_attack_precision(path: Path, data: dict[str, Any], now: str, parts: tuple[str, ...]) -> None:
+    """Each attacker part keeps the attacker precision its first chunk had."""
     other = [f"{name} ({data['parts'][name]['attack_precision']})" for name in parts
              if data["parts"].get(name, {}).get("chunks") and data["parts"][name]["attack_precision"] != now]
     if other:
@@ -263,6 +267,7 @@ def _read_store(path: Path) -> dict[str, Any]:
         raise VarMixupError(f"--out {path} exists but is not an evidence file (not JSON: {exc}); {fix}") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise VarMixupError(f"{path} exists but is not an evidence file; choose another output path: {fix}")
+    _store_attack_precision_per_part(data)
     return data
 
 
