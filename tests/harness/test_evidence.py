@@ -88,6 +88,20 @@ class TestEvidenceCommand:
         assert main([*base, "--mi-samples-ol", "3"]) == 2
         assert "made with another config" in capsys.readouterr().err
 
+    def test_resuming_reads_the_results_file_once(self, fast_run: Path, image_folder: Path, tmp_path: Path,
+                                                   monkeypatch) -> None:
+        from varmixup_aug.harness import evidence
+
+        out = tmp_path / "evidence.json"
+        args = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), "--parts", "clean",
+                *TINY_EVIDENCE]
+        assert main(args) == 0
+        reads: list[Path] = []
+        real_read = evidence._read_store
+        monkeypatch.setattr(evidence, "_read_store", lambda path: reads.append(path) or real_read(path))
+        assert main(args) == 0
+        assert reads == [out]
+
 
 class TestCalibrationPart:
     def test_scores_every_test_image_and_fits_a_temperature_on_held_out_images(

@@ -274,10 +274,12 @@ def _read_store(path: Path) -> dict[str, Any]:
 class _Store:
     """The results JSON of one checkpoint, rewritten atomically after every chunk."""
 
-    def __init__(self, path: Path, header: dict[str, Any], attacker_parts: tuple[str, ...] = ()) -> None:
+    def __init__(self, path: Path, header: dict[str, Any], attacker_parts: tuple[str, ...] = (),
+                 existing: dict[str, Any] | None = None) -> None:
+        """``existing``: the file at ``path`` as :func:`_read_store` gave it, when the caller already read it."""
         self.path = path
-        if path.is_file():
-            self.data = _read_store(path)
+        if existing is not None or path.is_file():
+            self.data = existing if existing is not None else _read_store(path)
             if self.data.get("checkpoint_sha") != header.get("checkpoint_sha"):
                 raise VarMixupError(f"{path} was made with another checkpoint_sha (another checkpoint); use another "
                                     "output path or delete it to start over")
@@ -553,8 +555,8 @@ def run_evidence(
     """
     cfg = config or EvidenceConfig()
     ckpt = Path(checkpoint)
-    if Path(out_json).is_file():
-        _read_store(Path(out_json))  # a foreign or empty file is refused before any data is read
+    # a foreign or empty file is refused before any data is read; it is read once
+    existing = _read_store(Path(out_json)) if Path(out_json).is_file() else None
     data = load_evaluation_data(ckpt, data_dir, n_test=cfg.n_test, pool_size=cfg.pool_size,
                                 select_n=cfg.select_n, seed=cfg.seed, test_subset=cfg.test_subset,
                                 calibration_n=cfg.calibration_n if "calibration" in cfg.parts else 0,
@@ -563,7 +565,7 @@ def run_evidence(
     header = {"config": cfg.to_dict(), "checkpoint_sha": _sha256(data["checkpoint_file"]),
               "checkpoint": str(checkpoint), "method": data["meta"].get("method"),
               "test_indices": data["test_indices"]}
-    store = _Store(Path(out_json), header, attacker_part_names(cfg))
+    store = _Store(Path(out_json), header, attacker_part_names(cfg), existing)
     ctx = _Context.start(model, data["x"], data["y"], data["pool"], seed=cfg.seed, progress=progress, cfg=cfg,
                          store=store, lams={"paper": {"pl": PAPER_LAM, "ol": PAPER_LAM}})
     if _SELECTED_LAM_PARTS.intersection(cfg.parts) or "result" in store.data["parts"].get("lam_selection", {}):
