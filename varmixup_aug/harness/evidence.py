@@ -274,12 +274,12 @@ def _read_store(path: Path) -> dict[str, Any]:
 class _Store:
     """The results JSON of one checkpoint, rewritten atomically after every chunk."""
 
-    def __init__(self, path: Path, header: dict[str, Any], attacker_parts: tuple[str, ...] = (),
-                 existing: dict[str, Any] | None = None) -> None:
-        """``existing``: the file at ``path`` as :func:`_read_store` gave it, when the caller already read it."""
+    def __init__(self, path: Path, header: dict[str, Any], attacker_parts: tuple[str, ...],
+                 existing: dict[str, Any] | None) -> None:
+        """``existing``: the file at ``path`` as :func:`_read_store` gave it, or None when there is none yet."""
         self.path = path
-        if existing is not None or path.is_file():
-            self.data = existing if existing is not None else _read_store(path)
+        if existing is not None:
+            self.data = existing
             if self.data.get("checkpoint_sha") != header.get("checkpoint_sha"):
                 raise VarMixupError(f"{path} was made with another checkpoint_sha (another checkpoint); use another "
                                     "output path or delete it to start over")
