@@ -13,7 +13,8 @@
 #   STAGES=autoattack AA_N=100 bash examples/reproduce_evidence.sh     # AutoAttack-rand on MI-OL, mixup model
 #   STAGES=adaptive bash examples/reproduce_evidence.sh    # EOT-PGD sweep, APGD with EOT, binarization test
 #     (SWEEP_N, APGD_N, BINARIZATION_N: images each; the attacker in bf16 where the CPU has bf16 units, else
-#     fp32 (ATTACK_PRECISION=auto; each part keeps the precision it was started with))
+#     fp32 (ATTACK_PRECISION=auto; each part keeps the precision it was started with); BINARIZATION_DECOYS=100
+#     adds random corners to the inner class of each binary task, its own part, where random corners fail)
 #   STAGES=transfer bash examples/reproduce_evidence.sh    # PGD-10 made on $OUT/erm, scored by every method
 #   STAGES=reference METHODS="erm mixup" bash examples/reproduce_evidence.sh  # the MI reference code's pool
 #     (test split, training augmentation, 10,000 images): clean and PGD-10 8/255, evidence-reference-pool.json
@@ -44,6 +45,7 @@ ADAPTIVE_METHODS=${ADAPTIVE_METHODS:-mixup}
 SWEEP_N=${SWEEP_N:-100}
 APGD_N=${APGD_N:-100}
 BINARIZATION_N=${BINARIZATION_N:-50}
+BINARIZATION_DECOYS=${BINARIZATION_DECOYS:-0}
 ATTACK_PRECISION=${ATTACK_PRECISION:-auto}
 THREADS=${THREADS:-2}
 CLI=${CLI:-varmixup-aug}
@@ -78,7 +80,8 @@ for m in $ADAPTIVE_METHODS; do
   if [[ ,$STAGES, == *,adaptive,* ]]; then
     $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" \
       --parts eot_sweep,apgd,binarization --attack-precision "$ATTACK_PRECISION" --eot-sweep-n "$SWEEP_N" \
-      --apgd-n "$APGD_N" --binarization-n "$BINARIZATION_N" "${SUBSET[@]}"
+      --apgd-n "$APGD_N" --binarization-n "$BINARIZATION_N" --binarization-decoys "$BINARIZATION_DECOYS" \
+      "${SUBSET[@]}"
   fi
   if [[ ,$STAGES, == *,autoattack,* ]]; then
     $CLI evidence "$OUT/$m" --data-dir "$DATA" --out "$OUT/$m/evidence.json" --threads "$THREADS" \

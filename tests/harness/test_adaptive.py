@@ -400,6 +400,19 @@ def broken_attack(model: nn.Module, x: Tensor, y: Tensor, judge: nn.Module) -> T
     return x.clone()  # zero steps: the clean image back
 
 
+class OffsetAndSize(nn.Module):
+    """Features around one image ``x0``: the offset from it, and its squared size, repeated so that a readout
+    fitted on corners against inner points keys on the size (as MI's noisy features of a real network do)."""
+
+    def __init__(self, x0: Tensor, copies: int = 256) -> None:
+        super().__init__()
+        self.x0, self.copies = x0, copies
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = (x - self.x0).flatten(1)
+        return torch.cat([d, d.square().sum(1, keepdim=True).expand(-1, self.copies) / EPS], 1)
+
+
 class TestBinarizationTest:
     @pytest.mark.parametrize("randomised", [False, True])
     def test_a_strong_attack_passes_and_a_broken_one_fails(self, randomised: bool) -> None:
@@ -419,6 +432,30 @@ class TestBinarizationTest:
         assert torch.equal(broken.valid, strong.valid)  # the same tasks, seeded
         assert broken.pass_rate == 0.0 and not broken.passed()
 
+    def test_decoy_corners_make_random_corners_fail_and_a_strong_attack_still_passes(self) -> None:
+        for i, x in enumerate(images(2).split(1)):
+            features = OffsetAndSize(x)
+            model = nn.Sequential(features, nn.Linear(features(x).shape[1], K)).eval().requires_grad_(False)
+            y = predicted(model, x)
+            settings = {"eps": EPS, "features": features, "n_inner": 30, "boundary_repeats": 4, "n_random": 16,
+                        "seed": i}
+            easy = binarization_test(model, x, y, strong_attack, **settings)
+            assert bool(easy.valid.all() & easy.random_hit.all())  # the readout keys on the offset's size
+            hard = binarization_test(model, x, y, strong_attack, n_decoys=60, **settings)
+            assert bool(hard.valid.all()) and not bool(hard.random_hit.any())  # on its direction
+            assert hard.pass_rate == 1.0
+            assert binarization_test(model, x, y, broken_attack, n_decoys=60, **settings).pass_rate == 0.0
+
+    def test_no_decoys_is_the_original_task(self) -> None:
+        model = linear_model()
+        x = images(2)
+        y = predicted(model, x)
+        settings = {"eps": EPS, "n_inner": 20, "boundary_repeats": 2, "seed": 3}
+        a = binarization_test(model, x, y, strong_attack, **settings)
+        b = binarization_test(model, x, y, strong_attack, n_decoys=0, **settings)
+        assert all(torch.equal(u, v) for u, v in zip(vars(a).values(), vars(b).values(), strict=True)
+                   if not u.isnan().any())
+
     def test_refuses_an_attack_that_leaves_the_ball(self) -> None:
         model = linear_model()
         x = images(1)
@@ -437,6 +474,8 @@ class TestBinarizationTest:
             binarization_test(mi, x, predicted(model, x), broken_attack, eps=EPS)
         with pytest.raises(VarMixupError, match="closeness must be"):
             binarization_test(model, x, predicted(model, x), broken_attack, eps=EPS, closeness=1.0)
+        with pytest.raises(VarMixupError, match="n_decoys must be"):
+            binarization_test(model, x, predicted(model, x), broken_attack, eps=EPS, n_decoys=-1)
         with pytest.raises(VarMixupError, match="attack_fn must be callable"):
             binarization_test(model, x, predicted(model, x), None, eps=EPS)  # type: ignore[arg-type]
 

@@ -95,8 +95,8 @@ class TestAdaptiveTables:
         assert "| - | 25.0 [" in apgd[2]  # no oblivious part; MI-OL right on one of four
         binarization = tables["papers binarization"].splitlines()[2:]
         assert binarization == [
-            "| mixup | EOT-PGD, 50 steps, EOT 5 | 8/255 | 4 | 3 | 1 | 2 / 3 (67%) | **failed** | fp32 | 2.5 |",
-            "| mixup | APGD-CE, 50 steps, EOT 5 | 8/255 | 4 | 3 | 1 | 3 / 3 (100%) | **passed** | bf16 | 2.5 |"]
+            "| mixup | EOT-PGD, 50 steps, EOT 5 | 8/255 | 0 | 4 | 3 | 1 | 2 / 3 (67%) | **failed** | fp32 | 2.5 |",
+            "| mixup | APGD-CE, 50 steps, EOT 5 | 8/255 | 0 | 4 | 3 | 1 | 3 / 3 (100%) | **passed** | bf16 | 2.5 |"]
         transfer = tables["papers transfer 8/255"].splitlines()
         assert len(transfer) == 3 and transfer[2].startswith("| mixup | 10 | 50.0 [")
         assert "| 80.0 [" in transfer[2] and "| 60.0 [" in transfer[2] and "| 70.0 [" in transfer[2]
@@ -108,6 +108,16 @@ class TestAdaptiveTables:
         write_run(tmp_path / "seed0" / "varmixup", parts)
         row = adaptive_tables(tmp_path)["papers binarization"].splitlines()[2]
         assert row.endswith("| 4 | 3 | 0 | 3 / 3 (100%) | **passed** | fp32 | 2.5 |")
+
+    def test_a_task_with_decoy_corners_is_its_own_row(self, tmp_path: Path) -> None:
+        bits = {"valid": "1111", "random_hit": "1111", "clean_correct": "1111"}
+        parts = {"binarization:eot_pgd:8/255": subset(success="1111", **bits),
+                 "binarization:eot_pgd:8/255:decoys100": subset(success="1101", **{**bits, "random_hit": "0100"})}
+        write_run(tmp_path / "seed0" / "mixup", parts)
+        rows = adaptive_tables(tmp_path)["papers binarization"].splitlines()[2:]
+        assert rows == [
+            "| mixup | EOT-PGD, 50 steps, EOT 5 | 8/255 | 0 | 4 | 4 | 4 | 4 / 4 (100%) | **passed** | fp32 | 2.5 |",
+            "| mixup | EOT-PGD, 50 steps, EOT 5 | 8/255 | 100 | 4 | 4 | 1 | 3 / 4 (75%) | **failed** | fp32 | 2.5 |"]
 
 
 class TestAttackPrecisionTable:

@@ -338,6 +338,20 @@ class TestEvidenceStore:
         assert main([*base, "--binarization-eps", "2/255,8/255"]) == 2
         assert "--binarization-eps takes one value like 2/255 or 0.5, got '2/255,8/255'" in capsys.readouterr().err
 
+    def test_the_binarization_test_with_decoy_corners_is_another_part(self, fast_run: Path, image_folder: Path,
+                                                                      tmp_path: Path, capsys) -> None:
+        out = tmp_path / "evidence.json"
+        base = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), *TINY_EVIDENCE,
+                "--parts", "binarization", "--binarization-attacks", "eot_pgd"]
+        assert main(base) == 0
+        first = json.loads(out.read_text())["parts"]["binarization:eot_pgd:8/255"]
+        assert main([*base, "--binarization-decoys", "3"]) == 0
+        parts = json.loads(out.read_text())["parts"]
+        assert parts["binarization:eot_pgd:8/255"] == first
+        assert len(parts["binarization:eot_pgd:8/255:decoys3"]["chunks"]) == 1
+        assert main([*base, "--binarization-decoys", "-1"]) == 2
+        assert "binarization_decoys must be" in capsys.readouterr().err
+
     def test_a_file_from_before_keeps_its_configs_attack_precision(self, fast_run: Path, image_folder: Path,
                                                                     tmp_path: Path, capsys) -> None:
         out = tmp_path / "evidence.json"

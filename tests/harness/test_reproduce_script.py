@@ -40,11 +40,12 @@ class TestReproduceScript:
         out = tmp_path / "seed0"
         stages = "train,evidence,transfer,reference,published,adaptive,autoattack"
         calls = run_script(tmp_path, OUT=str(out), SEED="0", LABEL_SMOOTHING="0", PRECISION="bf16",
-                           METHODS="erm mixup", STAGES=stages, SWEEP_N="20")
+                           METHODS="erm mixup", STAGES=stages, SWEEP_N="20", BINARIZATION_DECOYS="100")
         commands = [c[0] for c in calls]
         assert commands.count("train-fast") == 2 and commands.count("evidence") == 9
         sweep = next(c for c in calls if "eot_sweep,apgd,binarization" in c)
         assert sweep[sweep.index("--eot-sweep-n") + 1] == "20" and sweep[sweep.index("--attack-precision") + 1] == "auto"
+        assert sweep[sweep.index("--binarization-decoys") + 1] == "100"
         reference = [c for c in calls if str(out / "erm" / "evidence-reference-pool.json") in c]
         assert len(reference) == 1 and reference[0][reference[0].index("--pool-source") + 1] == "test-augmented"
         train = next(c for c in calls if c[0] == "train-fast")

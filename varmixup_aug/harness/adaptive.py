@@ -745,15 +745,31 @@ class _BinSettings:
     inner_gap: float
     n_random: int
     readout_iters: int
+    n_decoys: int
 
 
-def _points(x: Tensor, s: _BinSettings, g: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Inner points (the clean image first, then uniform in the ball of radius ``(1 - gap) eps``) and
-    boundary points (random corners of the ball), clipped to ``[0, 1]``; ``x`` is ``(C, H, W)``."""
+def _corners(x: Tensor, n: int, eps: float, g: torch.Generator) -> Tensor:
+    """``n`` random corners of the L-inf ball of radius ``eps`` around ``x`` ``(C, H, W)``, clipped to ``[0, 1]``."""
+    signs = torch.randint(0, 2, (n, *x.shape), generator=g).float() * 2 - 1
+    return (x + signs * eps).clamp(0, 1)
+
+
+def _points(x: Tensor, s: _BinSettings, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Inner points (the clean image first, then uniform in the ball of radius ``(1 - gap) eps``), boundary
+    points (random corners of the ball), decoys (other random corners, of the inner class) and held-out
+    corners (for placing the bias when there are decoys), clipped to ``[0, 1]``; ``x`` is ``(C, H, W)``."""
     shape = (s.n_inner - 1, *x.shape)
     inner = (x + (torch.rand(shape, generator=g) * 2 - 1) * (1 - s.inner_gap) * s.eps).clamp(0, 1)
-    signs = torch.randint(0, 2, (s.n_boundary, *x.shape), generator=g).float() * 2 - 1
-    return torch.cat([x[None], inner]), (x + signs * s.eps).clamp(0, 1)
+    boundary = _corners(x, s.n_boundary, s.eps, g)
+    none = x[None][:0]
+    decoys = _corners(x, s.n_decoys, s.eps, g) if s.n_decoys else none
+    held_out = _corners(x, _held_out_corners(s.n_decoys), s.eps, g) if s.n_decoys else none
+    return torch.cat([x[None], inner]), boundary, decoys, held_out
+
+
+def _held_out_corners(n_decoys: int) -> int:
+    """How many corners the fit does not see are scored to place the bias when there are decoys."""
+    return max(8, n_decoys // 4)
 
 
 def _features_of(model: BinarizedDefence, points: Tensor, repeats: int, batch: int = 16) -> Tensor:
@@ -819,21 +835,22 @@ def _p_boundary(model: nn.Module, x: Tensor) -> Tensor:
 
 
 def _check_bin_settings(eps: Any, n_inner: Any, n_boundary: Any, boundary_repeats: Any, closeness: Any,
-                        inner_gap: Any, n_random: Any, readout_iters: Any) -> _BinSettings:
+                        inner_gap: Any, n_random: Any, readout_iters: Any, n_decoys: Any) -> _BinSettings:
     return _BinSettings(
         eps=_check_eps(eps), n_inner=check_int("n_inner", n_inner, minimum=2),
         n_boundary=check_int("n_boundary", n_boundary), boundary_repeats=check_int("boundary_repeats",
                                                                                   boundary_repeats),
         closeness=check_number("closeness", closeness, low=0, high=1, low_open=True, high_open=True),
         inner_gap=check_number("inner_gap", inner_gap, low=0, high=1, high_open=True),
-        n_random=check_int("n_random", n_random, minimum=0), readout_iters=check_int("readout_iters", readout_iters))
+        n_random=check_int("n_random", n_random, minimum=0), readout_iters=check_int("readout_iters", readout_iters),
+        n_decoys=check_int("n_decoys", n_decoys, minimum=0))
 
 
 def binarization_test(defence: nn.Module, images: Tensor, labels: Tensor, attack_fn: AttackFn, *, eps: float,
                       judge: nn.Module | None = None, features: nn.Module | None = None, n_inner: int = 200,
                       n_boundary: int = 1, boundary_repeats: int = 10, closeness: float = 0.75,
-                      inner_gap: float = 0.05, n_random: int = 16, readout_iters: int = 100, seed: int = 0,
-                      progress: bool = False) -> BinarizationResult:
+                      inner_gap: float = 0.05, n_random: int = 16, readout_iters: int = 100, n_decoys: int = 0,
+                      seed: int = 0, progress: bool = False) -> BinarizationResult:
     """The binarization test of an attack on a (randomised) defence, one binary task per test image.
 
     **Theirs** (Zimmermann, Brendel, Tramer and Carlini, NeurIPS 2022, "Increasing confidence in adversarial
@@ -866,6 +883,11 @@ def binarization_test(defence: nn.Module, images: Tensor, labels: Tensor, attack
     - The logistic regression is ours (class-balanced, L-BFGS on standardised features, float64).
     - ``random_hit`` records whether one of ``n_random`` random corners of the ball is already class 1 (the
       idea of their random attack success rate): there the test is easy.
+    - ``n_decoys`` (ours; 0 is their task): random corners of the ball other than the boundary point join the
+      inner class. The readout can then no longer tell the boundary class by the size of the perturbation
+      alone, only by its direction, so random corners fail and the attack has to search. The 0.5 level is
+      then placed from the highest of the clean image and ``max(8, n_decoys // 4)`` held-out corners, not
+      from the clean image alone. Validity is decided as before, so an adversarial still provably exists.
     - The pass threshold of :meth:`BinarizationResult.passed` (default 0.95) is ours.
 
     Args:
@@ -880,7 +902,8 @@ def binarization_test(defence: nn.Module, images: Tensor, labels: Tensor, attack
         boundary_repeats: rounds of fresh mixes per boundary point, for the fit and for the bias.
         closeness: where the readout's 0.5 level lies between the clean image (0) and the boundary point (1).
         inner_gap: inner points lie within ``(1 - inner_gap) eps``. n_random: random corners tried.
-        readout_iters: L-BFGS iterations. seed: seeds points, draws and judges (image ``i`` from ``(seed, i)``).
+        readout_iters: L-BFGS iterations. n_decoys: corners of the ball in the inner class (0: none).
+        seed: seeds points, draws and judges (image ``i`` from ``(seed, i)``).
         progress: a tqdm bar over images.
 
     Returns:
@@ -888,7 +911,7 @@ def binarization_test(defence: nn.Module, images: Tensor, labels: Tensor, attack
     """
     x, y = _inputs(images, labels)
     s = _check_bin_settings(eps, n_inner, n_boundary, boundary_repeats, closeness, inner_gap, n_random,
-                            readout_iters)
+                            readout_iters, n_decoys)
     if not callable(attack_fn):
         raise VarMixupError(f"attack_fn must be callable as attack_fn(model, images, labels, judge=judge), got "
                             f"{attack_fn!r}")
@@ -901,20 +924,26 @@ def binarization_test(defence: nn.Module, images: Tensor, labels: Tensor, attack
     return BinarizationResult(*(torch.stack(c) for c in cols))
 
 
-def _fit_task(probe: BinarizedDefence, clean: Tensor, inner: Tensor, boundary: Tensor, s: _BinSettings
-              ) -> tuple[Tensor, float, int, Tensor] | None:
+def _fit_task(probe: BinarizedDefence, clean: Tensor, inner: Tensor, decoys: Tensor, held_out: Tensor,
+              boundary: Tensor, s: _BinSettings) -> tuple[Tensor, float, int, Tensor] | None:
     """The readout of one binary task: ``(w, b, the boundary point it was placed on, training accuracy)``, or
-    ``None`` when, on the calibration draws, no boundary point scores above the clean image.
+    ``None`` when, on the calibration draws, no boundary point scores above the clean image (and the
+    held-out corners).
 
     The bias puts the 0.5 level of the MI-averaged class-1 probability ``closeness`` of the way from the
-    clean image to the best boundary point (in bias units, each point's level found by bisection).
+    clean image (or, with decoys, the highest of the clean image and the held-out corners) to the best
+    boundary point (in bias units, each point's level found by bisection).
     """
     f_inner = _features_of(probe, inner, 1)
+    if decoys.shape[0]:
+        f_inner = torch.cat([f_inner, _features_of(probe, decoys, 1)])
     f_boundary = _features_of(probe, boundary, s.boundary_repeats)
     w, b = _fit_readout(f_inner.flatten(0, 1), f_boundary.flatten(0, 1), s.readout_iters)
     # Calibration on draws the fit did not see.
     at_boundary = _features_of(probe, boundary, s.boundary_repeats) @ w + b
     at_clean = _features_of(probe, clean, s.boundary_repeats) @ w + b
+    if held_out.shape[0]:  # the level must also clear corners the fit did not see
+        at_clean = torch.cat([at_clean, _features_of(probe, held_out, s.boundary_repeats) @ w + b])
     to_boundary, to_clean = _shift_for(at_boundary, 0.5), _shift_for(at_clean, 0.5)
     if not to_boundary < to_clean:
         return None
@@ -930,7 +959,7 @@ def _binarize_one(defence: nn.Module, judge: nn.Module | None, features: nn.Modu
     """One image's binary task, validity and attack: the fields of :class:`BinarizationResult`."""
     device = module_device(defence)
     g = torch.Generator().manual_seed(derive_seed(seed, "points"))
-    inner, boundary = (p.to(device) for p in _points(x, s, g))
+    inner, boundary, decoys, held_out = (p.to(device) for p in _points(x, s, g))
     clean = x[None].to(device)
     # The readout of this one is a placeholder: it only makes the mixes and their features for the fit.
     probe = BinarizedDefence(defence, nn.Linear(1, 2), features=features, seed=derive_seed(seed, "fit"))
@@ -938,7 +967,7 @@ def _binarize_one(defence: nn.Module, judge: nn.Module | None, features: nn.Modu
     with torch.no_grad():
         clean_ok = k_judge(clean).argmax(1).cpu()[0] == y
     nan, no = torch.tensor(math.nan), torch.tensor(False)
-    fit = _fit_task(probe, clean, inner, boundary, s)
+    fit = _fit_task(probe, clean, inner, decoys, held_out, boundary, s)
     if fit is None:
         return no, no, no, clean_ok, nan, nan, nan, torch.full((2,), math.nan)
     w, b, pick, acc = fit
@@ -946,7 +975,7 @@ def _binarize_one(defence: nn.Module, judge: nn.Module | None, features: nn.Modu
     judged = BinarizedDefence(k_judge, readout, features=probe.features, seed=derive_seed(seed, "judge"))
     p_clean, p_bound = _p_boundary(judged, clean)[0], _p_boundary(judged, boundary[pick:pick + 1])[0]
     valid = (p_clean < 0.5) & (p_bound > 0.5)
-    corners = (x + (torch.randint(0, 2, (s.n_random, *x.shape), generator=g).float() * 2 - 1) * s.eps).clamp(0, 1)
+    corners = _corners(x, s.n_random, s.eps, g)
     random_hit = torch.tensor(bool((_p_boundary(judged, corners.to(device)) > 0.5).any()) if s.n_random else False)
     if not valid:  # no known adversarial: the attack is not run
         return no, no, random_hit, clean_ok, p_clean, p_bound, nan, acc

@@ -132,18 +132,19 @@ _BINARIZATION_LABELS = {"eot_pgd": "EOT-PGD", "apgd": "APGD-CE"}
 
 
 def _binarization_row(method: str, ev: dict[str, Any], part: str, threshold: float) -> list[str] | None:
-    """One attack's test (part ``binarization:<attack>:<eps>``): how many valid tasks it won."""
+    """One attack's test (part ``binarization:<attack>:<eps>[:decoys<k>]``): how many valid tasks it won."""
     valid, success, hits = (part_vector(ev, part, key) for key in ("valid", "success", "random_hit"))
     if valid is None or success is None or hits is None:
         return None
-    _, attack, eps = part.split(":", 2)
+    _, attack, eps, *task = part.split(":")
+    decoys = task[0].removeprefix("decoys") if task else "0"
     cfg = ev["config"]
     label = f"{_BINARIZATION_LABELS[attack]}, {cfg['binarization_steps']} steps, EOT {cfg['binarization_eot']}"
     n_valid = valid.count("1")
     won = sum(v == s == "1" for v, s in zip(valid, success, strict=True))
     rate = won / n_valid if n_valid else None
     verdict = "-" if rate is None else ("passed" if rate >= threshold else "failed")
-    return [method, label, eps, str(len(valid)), str(n_valid),
+    return [method, label, eps, decoys, str(len(valid)), str(n_valid),
             str(sum(v == h == "1" for v, h in zip(valid, hits, strict=True))),
             "-" if rate is None else f"{won} / {n_valid} ({100 * rate:.0f}%)", f"**{verdict}**",
             attack_precision(ev, part), _seconds_per_image(ev, part)]
@@ -153,7 +154,8 @@ def _binarization_table(runs: dict[str, dict[str, Any]], threshold: float = 0.95
     rows = [row for method, run in runs.items() if (ev := run["evidence"])
             for part in ev.get("parts", {}) if part.startswith("binarization:")
             if (row := _binarization_row(method, ev, part, threshold))]
-    return _table(["method", "attack under test", "eps", "n", "valid tasks", "valid, a random corner already won",
+    return _table(["method", "attack under test", "eps", "decoy corners (inner class)", "n", "valid tasks",
+                   "valid, a random corner already won",
                    "attack succeeded (valid tasks)", f"verdict (>= {100 * threshold:.0f}%)", "attacker", "s per image"],
                   rows)
 

@@ -31,7 +31,8 @@ Parts (``EvidenceConfig.parts``):
   ``autoattack`` (torchattacks' AutoAttack-rand, which returns clean images it does not count as
   fooled); that part still runs when named in ``parts`` and old files are read as they are.
 - ``binarization``: the binarization test (:func:`.adaptive.binarization_test`) of the EOT-PGD used
-  above, on MI-OL; on the first ``binarization_n`` images.
+  above, on MI-OL; on the first ``binarization_n`` images; with ``binarization_decoys`` corners of the
+  ball in the inner class, a harder task, stored as its own part (``...:decoys<k>``).
 - ``transfer``: PGD-10 made on another plain model (``transfer_source``, an ERM checkpoint) and scored
   by this model plain and with MI, on all the test images; skipped without a source.
 
@@ -138,6 +139,7 @@ class EvidenceConfig:
     binarization_inner: int = 200
     binarization_mi_samples: int = 15
     binarization_chunk_size: int = 5
+    binarization_decoys: int = 0
     attack_precision: str = "fp32"
     transfer_source: str | None = None
     transfer_eps: tuple[float, ...] = (8 / 255, 2 / 255)
@@ -154,7 +156,7 @@ class EvidenceConfig:
                      "eot_sweep_chunk_size", "apgd_steps", "apgd_eot", "apgd_mi_samples", "apgd_chunk_size",
                      "binarization_steps", "binarization_eot", "binarization_mi_samples", "binarization_chunk_size"):
             object.__setattr__(self, name, check_int(name, getattr(self, name)))
-        for name in ("eot_sweep_n", "apgd_n", "binarization_n"):  # 0 skips the part
+        for name in ("eot_sweep_n", "apgd_n", "binarization_n", "binarization_decoys"):  # 0: skip / none
             object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=0))
         object.__setattr__(self, "binarization_inner", check_int("binarization_inner", self.binarization_inner,
                                                                  minimum=2))
@@ -187,12 +189,12 @@ def vector_accuracy(bits: str) -> float:
 
 
 # Settings that do not change any stored chunk: which parts run (and which attacks the binarization test
-# checks, and at which eps, a part each, its tasks seeded by the eps), how long the prefix of the adaptive
-# subset is (its chunks are the same for any length), and the transfer source's path (its file's sha256 is
-# checked per part instead, so the same file under another path is accepted). The attacker's precision is
-# stored in each attacker part and checked there (:func:`_check_attack_precision`).
-_EXTENDABLE = ("parts", "binarization_attacks", "binarization_eps", "published_n", "autoattack_n", "eot_sweep_n",
-               "apgd_n", "binarization_n", "transfer_source", "attack_precision")
+# checks, at which eps and with how many decoys, a part each, its tasks seeded by both), how long the prefix
+# of the adaptive subset is (its chunks are the same for any length), and the transfer source's path (its
+# file's sha256 is checked per part instead, so the same file under another path is accepted). The
+# attacker's precision is stored in each attacker part and checked there (:func:`_check_attack_precision`).
+_EXTENDABLE = ("parts", "binarization_attacks", "binarization_eps", "binarization_decoys", "published_n",
+               "autoattack_n", "eot_sweep_n", "apgd_n", "binarization_n", "transfer_source", "attack_precision")
 # Settings added later, as the files made before them ran: the random test subset, and the MI pool of training
 # images; the adaptive parts' settings at their defaults (no file made before them has those parts).
 _ADAPTIVE_SETTINGS = ("eot_sweep", "apgd_", "binarization_", "transfer_")

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .evidence import EvidenceConfig, _Context
 
 __all__ = ["ADAPTIVE_PARTS", "ATTACKER_PARTS", "BINARIZATION_ATTACKS", "adaptive_runners",
-           "attacker_part_names"]
+           "attacker_part_names", "binarization_part"]
 
 ADAPTIVE_PARTS = ("eot_sweep", "apgd", "binarization", "transfer")
 BINARIZATION_ATTACKS = ("eot_pgd", "apgd")
@@ -55,6 +55,16 @@ def _attacker_and_judge(ctx: _Context, tag: str, samples: int) -> tuple[nn.Modul
     return _in_attack_precision(ctx, attacker), ctx.mi("ol", "paper", f"{tag}:judge")
 
 
+def _task_name(eps: float, decoys: int) -> str:
+    """The binary tasks' name: the eps, and the decoy count where there are decoys (0: the original task)."""
+    return eps_key(eps) + (f":decoys{decoys}" if decoys else "")
+
+
+def binarization_part(attack: str, eps: float, decoys: int = 0) -> str:
+    """The stored name of one binarization test: ``binarization:<attack>:<eps>[:decoys<k>]``."""
+    return f"binarization:{attack}:{_task_name(eps, decoys)}"
+
+
 def attacker_part_names(cfg: EvidenceConfig) -> tuple[str, ...]:
     """The stored names of the parts ``cfg`` runs whose attacker runs in ``cfg.attack_precision``."""
     names = []
@@ -63,7 +73,8 @@ def attacker_part_names(cfg: EvidenceConfig) -> tuple[str, ...]:
     if "apgd" in cfg.parts and cfg.apgd_n:
         names.append(f"apgd:{eps_key(cfg.apgd_eps)}")
     if "binarization" in cfg.parts and cfg.binarization_n:
-        names += [f"binarization:{a}:{eps_key(cfg.binarization_eps)}" for a in cfg.binarization_attacks]
+        names += [binarization_part(a, cfg.binarization_eps, cfg.binarization_decoys)
+                  for a in cfg.binarization_attacks]
     return tuple(names)
 
 
@@ -141,24 +152,25 @@ def _part_binarization(ctx: _Context) -> None:
     keep = ev._subset(ctx, cfg.binarization_n)
     if not keep:
         return
-    xs, ys, eps = ctx.x[keep], ctx.y[keep], cfg.binarization_eps
+    xs, ys, eps, decoys = ctx.x[keep], ctx.y[keep], cfg.binarization_eps, cfg.binarization_decoys
     for attack in cfg.binarization_attacks:
         def work(i: int, s: int, e: int, attack: str = attack) -> dict[str, Any]:
-            tag = f"binarization:{eps_key(eps)}:{i}"  # the same tasks (inner points) for every attack
+            tag = f"binarization:{_task_name(eps, decoys)}:{i}"  # the same tasks (inner points) for every attack
             # the defence is binarized as it is; the attack on the binarized defence runs in attack_precision
             defence = ctx.mi("ol", "paper", f"{tag}:attacker", samples=cfg.binarization_mi_samples)
             judge = ctx.mi("ol", "paper", f"{tag}:judge")
             run_attack = _binarization_attack(ctx, attack, eps, derive_seed(cfg.seed, tag, attack))
             res = binarization_test(defence, xs[s:e], ys[s:e], run_attack, eps=eps, judge=judge,
-                                    n_inner=cfg.binarization_inner, seed=derive_seed(cfg.seed, tag))
+                                    n_inner=cfg.binarization_inner, n_decoys=decoys,
+                                    seed=derive_seed(cfg.seed, tag))
             rounded = partial(_rounded, digits=4)
             return {"indices": keep[s:e], "valid": _bits(res.valid), "success": _bits(res.success),
                     "random_hit": _bits(res.random_hit), "clean_correct": _bits(res.clean_correct),
                     "p_clean": rounded(res.p_clean), "p_boundary": rounded(res.p_boundary),
                     "p_adversarial": rounded(res.p_adversarial)}
 
-        _run_attacker_chunks(ctx, f"binarization:{attack}:{eps_key(eps)}", len(keep), cfg.binarization_chunk_size,
-                             work, f"binarization test of {attack} {eps_key(eps)}")
+        _run_attacker_chunks(ctx, binarization_part(attack, eps, decoys), len(keep), cfg.binarization_chunk_size,
+                             work, f"binarization test of {attack} {_task_name(eps, decoys)}")
 
 
 def _rounded(t: Tensor, digits: int) -> list[float | None]:

@@ -64,6 +64,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--binarization-eot", type=int, default=5)
     p.add_argument("--binarization-inner", type=int, default=200, help="inner points per binary task")
     p.add_argument("--binarization-mi-samples", type=int, default=15, help="MI-OL mixes per attacked forward")
+    p.add_argument("--binarization-decoys", type=int, default=0,
+                   help="random corners of the ball in the inner class: a harder task, on which random corners "
+                        "fail (0: the original task; each count is its own part)")
     p.add_argument("--attack-precision", choices=("auto", "fp32", "bf16"), default="fp32",
                    help="the adaptive attacks' own forward and backward (bf16: autocast; auto: bf16 where the CPU "
                         "has bf16 units), stored per part; every verdict stays fp32")
@@ -97,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         binarization_mi_samples=args.binarization_mi_samples,
         binarization_eps=one_float(args.binarization_eps, "--binarization-eps"),
         binarization_steps=args.binarization_steps, binarization_eot=args.binarization_eot,
-        binarization_inner=args.binarization_inner, transfer_source=args.transfer_source,
+        binarization_inner=args.binarization_inner, binarization_decoys=args.binarization_decoys,
+        transfer_source=args.transfer_source,
         attack_precision=args.attack_precision,
         transfer_eps=float_list(args.transfer_eps, "--transfer-eps"),
         parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
