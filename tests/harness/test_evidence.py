@@ -325,32 +325,24 @@ class TestEvidenceStore:
         assert main([*base, "--parts", "eot_sweep", "--eot-sweep-n", "4", "--attack-precision", "bf16"]) == 0
         assert json.loads(out.read_text())["parts"]["eot_sweep:8/255"]["chunks"]["0"]["range"] == [0, 4]
 
-    def test_the_binarization_test_at_another_eps_is_another_part(self, fast_run: Path, image_folder: Path,
-                                                                  tmp_path: Path, capsys) -> None:
+    @pytest.mark.parametrize(("option", "value", "part", "bad", "error"), [
+        ("--binarization-eps", "2/255", "binarization:eot_pgd:2/255", "2/255,8/255",
+         "--binarization-eps takes one value like 2/255 or 0.5, got '2/255,8/255'"),
+        ("--binarization-decoys", "3", "binarization:eot_pgd:8/255:decoys3", "-1", "binarization_decoys must be"),
+    ])
+    def test_the_binarization_test_at_another_eps_or_with_decoys_is_another_part(
+            self, fast_run: Path, image_folder: Path, tmp_path: Path, capsys, option: str, value: str, part: str,
+            bad: str, error: str) -> None:
         out = tmp_path / "evidence.json"
         base = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), *TINY_EVIDENCE,
                 "--parts", "binarization", "--binarization-attacks", "eot_pgd"]
         assert main(base) == 0
         first = json.loads(out.read_text())["parts"]["binarization:eot_pgd:8/255"]
-        assert main([*base, "--binarization-eps", "2/255"]) == 0
+        assert main([*base, option, value]) == 0
         parts = json.loads(out.read_text())["parts"]
-        assert parts["binarization:eot_pgd:8/255"] == first and len(parts["binarization:eot_pgd:2/255"]["chunks"]) == 1
-        assert main([*base, "--binarization-eps", "2/255,8/255"]) == 2
-        assert "--binarization-eps takes one value like 2/255 or 0.5, got '2/255,8/255'" in capsys.readouterr().err
-
-    def test_the_binarization_test_with_decoy_corners_is_another_part(self, fast_run: Path, image_folder: Path,
-                                                                      tmp_path: Path, capsys) -> None:
-        out = tmp_path / "evidence.json"
-        base = ["evidence", str(fast_run), "--data-dir", str(image_folder), "--out", str(out), *TINY_EVIDENCE,
-                "--parts", "binarization", "--binarization-attacks", "eot_pgd"]
-        assert main(base) == 0
-        first = json.loads(out.read_text())["parts"]["binarization:eot_pgd:8/255"]
-        assert main([*base, "--binarization-decoys", "3"]) == 0
-        parts = json.loads(out.read_text())["parts"]
-        assert parts["binarization:eot_pgd:8/255"] == first
-        assert len(parts["binarization:eot_pgd:8/255:decoys3"]["chunks"]) == 1
-        assert main([*base, "--binarization-decoys", "-1"]) == 2
-        assert "binarization_decoys must be" in capsys.readouterr().err
+        assert parts["binarization:eot_pgd:8/255"] == first and len(parts[part]["chunks"]) == 1
+        assert main([*base, option, bad]) == 2
+        assert error in capsys.readouterr().err
 
     def test_a_file_from_before_keeps_its_configs_attack_precision(self, fast_run: Path, image_folder: Path,
                                                                     tmp_path: Path, capsys) -> None:
