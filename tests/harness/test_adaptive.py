@@ -446,6 +446,23 @@ class TestBinarizationTest:
             assert hard.pass_rate == 1.0
             assert binarization_test(model, x, y, broken_attack, n_decoys=60, **settings).pass_rate == 0.0
 
+    def test_with_decoys_the_level_clears_the_held_out_corners(self) -> None:
+        from varmixup_aug.harness.adaptive import _check_bin_settings, _fit_task, _points
+        x = images(1)
+        features = OffsetAndSize(x)
+        model = nn.Sequential(features, nn.Linear(features(x).shape[1], K)).eval().requires_grad_(False)
+        # one decoy and a short fit: the readout still keys on the size, so unseen corners score high
+        s = _check_bin_settings(EPS, 30, 1, 2, 0.75, 0.05, 16, 3, 1)
+        inner, boundary, decoys, held_out = _points(x[0], s, torch.Generator().manual_seed(0))
+        assert held_out.shape[0] == 8 and decoys.shape[0] == 1
+        probe = BinarizedDefence(model, nn.Linear(1, 2), features=features)
+        for placed_from, cleared in ((held_out[:0], False), (held_out, True)):
+            fit = _fit_task(probe, x, inner, decoys, placed_from, boundary, s)
+            assert fit is not None
+            w, b, pick, _ = fit
+            held, clean, bound = (features(p).double() @ w + b for p in (held_out, x, boundary[pick:]))  # no draws
+            assert bool((held < 0).all()) == cleared and float(clean) < 0 and float(bound) > 0
+
     def test_no_decoys_is_the_original_task(self) -> None:
         model = linear_model()
         x = images(2)
