@@ -133,6 +133,7 @@ def _cache_rank(rank: int, world: int, init_file: str, cache_dir: str, out_dir: 
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump({"encode_calls": calls_first, "encode_calls_again": calls_again,
                        "cache_file": str(first.cache_file)}, f)
+        dist.barrier()  # neither rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 

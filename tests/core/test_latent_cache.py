@@ -188,6 +188,7 @@ def _gloo_rank(rank: int, world: int, init_file: str, data: str, cache: str, out
         Path(out, f"rank{rank}.json").write_text(json.dumps({
             "calls": calls, "again": vae.encode_calls - calls, "file": str(first.cache_file),
             "mu": first.mu.flatten().tolist(), "mu_again": again.mu.flatten().tolist()}))
+        dist.barrier()  # neither rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 
