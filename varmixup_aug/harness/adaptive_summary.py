@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .evidence_results import (attack_precision, bits_to_bool, load_runs, part_progress, part_vector,
-                               part_vector_on_subset)
+                               part_vector_on_subset, split_binarization_part)
 from .markdown import accuracy_cell, render_table
 from .significance import mcnemar_exact
 
@@ -136,15 +136,14 @@ def _binarization_row(method: str, ev: dict[str, Any], part: str, threshold: flo
     valid, success, hits = (part_vector(ev, part, key) for key in ("valid", "success", "random_hit"))
     if valid is None or success is None or hits is None:
         return None
-    _, attack, eps, *task = part.split(":")
-    decoys = task[0].removeprefix("decoys") if task else "0"
+    attack, eps, decoys = split_binarization_part(part)
     cfg = ev["config"]
     label = f"{_BINARIZATION_LABELS[attack]}, {cfg['binarization_steps']} steps, EOT {cfg['binarization_eot']}"
     n_valid = valid.count("1")
     won = sum(v == s == "1" for v, s in zip(valid, success, strict=True))
     rate = won / n_valid if n_valid else None
     verdict = "-" if rate is None else ("passed" if rate >= threshold else "failed")
-    return [method, label, eps, decoys, str(len(valid)), str(n_valid),
+    return [method, label, eps, str(decoys), str(len(valid)), str(n_valid),
             str(sum(v == h == "1" for v, h in zip(valid, hits, strict=True))),
             "-" if rate is None else f"{won} / {n_valid} ({100 * rate:.0f}%)", f"**{verdict}**",
             attack_precision(ev, part), _seconds_per_image(ev, part)]

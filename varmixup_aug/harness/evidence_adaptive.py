@@ -22,13 +22,14 @@ from varmixup_aug import VarMixupError
 from varmixup_aug._random import derive_seed
 from .adaptive import AutocastAttacker, apgd, apgd_ce_then_dlr, binarization_test, eot_pgd, eot_sweep, transfer_attack
 from .classifier_checkpoint import checkpoint_file, load_classifier
+from .evidence_results import binarization_part, binarization_task
 from .scoring import eps_key
 
 if TYPE_CHECKING:
     from .evidence import EvidenceConfig, _Context
 
 __all__ = ["ADAPTIVE_PARTS", "ATTACKER_PARTS", "BINARIZATION_ATTACKS", "adaptive_runners",
-           "attacker_part_names", "binarization_part"]
+           "attacker_part_names"]
 
 ADAPTIVE_PARTS = ("eot_sweep", "apgd", "binarization", "transfer")
 BINARIZATION_ATTACKS = ("eot_pgd", "apgd")
@@ -55,16 +56,6 @@ def _attacker_and_judge(ctx: _Context, tag: str, samples: int) -> tuple[nn.Modul
     return _in_attack_precision(ctx, attacker), ctx.mi("ol", "paper", f"{tag}:judge")
 
 
-def _task_name(eps: float, decoys: int) -> str:
-    """The binary tasks' name: the eps, and the decoy count where there are decoys (0: the original task)."""
-    return eps_key(eps) + (f":decoys{decoys}" if decoys else "")
-
-
-def binarization_part(attack: str, eps: float, decoys: int = 0) -> str:
-    """The stored name of one binarization test: ``binarization:<attack>:<eps>[:decoys<k>]``."""
-    return f"binarization:{attack}:{_task_name(eps, decoys)}"
-
-
 def attacker_part_names(cfg: EvidenceConfig) -> tuple[str, ...]:
     """The stored names of the parts ``cfg`` runs whose attacker runs in ``cfg.attack_precision``."""
     names = []
@@ -73,7 +64,7 @@ def attacker_part_names(cfg: EvidenceConfig) -> tuple[str, ...]:
     if "apgd" in cfg.parts and cfg.apgd_n:
         names.append(f"apgd:{eps_key(cfg.apgd_eps)}")
     if "binarization" in cfg.parts and cfg.binarization_n:
-        names += [binarization_part(a, cfg.binarization_eps, cfg.binarization_decoys)
+        names += [binarization_part(a, eps_key(cfg.binarization_eps), cfg.binarization_decoys)
                   for a in cfg.binarization_attacks]
     return tuple(names)
 
@@ -153,9 +144,10 @@ def _part_binarization(ctx: _Context) -> None:
     if not keep:
         return
     xs, ys, eps, decoys = ctx.x[keep], ctx.y[keep], cfg.binarization_eps, cfg.binarization_decoys
+    task = binarization_task(eps_key(eps), decoys)
     for attack in cfg.binarization_attacks:
         def work(i: int, s: int, e: int, attack: str = attack) -> dict[str, Any]:
-            tag = f"binarization:{_task_name(eps, decoys)}:{i}"  # the same tasks (inner points) for every attack
+            tag = f"binarization:{task}:{i}"  # the same tasks (inner points) for every attack
             # the defence is binarized as it is; the attack on the binarized defence runs in attack_precision
             defence = ctx.mi("ol", "paper", f"{tag}:attacker", samples=cfg.binarization_mi_samples)
             judge = ctx.mi("ol", "paper", f"{tag}:judge")
@@ -169,8 +161,8 @@ def _part_binarization(ctx: _Context) -> None:
                     "p_clean": rounded(res.p_clean), "p_boundary": rounded(res.p_boundary),
                     "p_adversarial": rounded(res.p_adversarial)}
 
-        _run_attacker_chunks(ctx, binarization_part(attack, eps, decoys), len(keep), cfg.binarization_chunk_size,
-                             work, f"binarization test of {attack} {_task_name(eps, decoys)}")
+        _run_attacker_chunks(ctx, binarization_part(attack, eps_key(eps), decoys), len(keep),
+                             cfg.binarization_chunk_size, work, f"binarization test of {attack} {task}")
 
 
 def _rounded(t: Tensor, digits: int) -> list[float | None]:

@@ -19,9 +19,28 @@ from torch import Tensor
 from varmixup_aug import VarMixupError
 from .fast_training import FAST_METHODS
 
-__all__ = ["attack_precision", "bits_to_bool", "calibration_confidences", "calibration_correct", "clean_confidences",
-           "corruption_scores", "load_runs", "load_seed_runs", "part_indices", "part_progress", "part_vector",
-           "part_vector_on_subset", "selected_lams"]
+__all__ = ["attack_precision", "binarization_part", "binarization_task", "bits_to_bool", "calibration_confidences",
+           "calibration_correct", "clean_confidences", "corruption_scores", "load_runs", "load_seed_runs",
+           "part_indices", "part_progress", "part_vector", "part_vector_on_subset", "selected_lams",
+           "split_binarization_part"]
+
+
+def binarization_task(eps: str, decoys: int = 0) -> str:
+    """The name of a set of binary tasks, ``<eps>[:decoys<k>]`` (``eps`` as stored, e.g. ``"8/255"``; no
+    suffix for the original task, ``decoys`` 0)."""
+    return eps + (f":decoys{decoys}" if decoys else "")
+
+
+def binarization_part(attack: str, eps: str, decoys: int = 0) -> str:
+    """The stored name of one binarization test, ``binarization:<attack>:<task>``."""
+    return f"binarization:{attack}:{binarization_task(eps, decoys)}"
+
+
+def split_binarization_part(part: str) -> tuple[str, str, int]:
+    """``(attack, eps, decoys)`` of a name made by :func:`binarization_part`."""
+    _, attack, eps, *task = part.split(":")
+    return attack, eps, int(task[0].removeprefix("decoys")) if task else 0
+
 
 _SEED_FOLDER = re.compile(r"seed(\d+)")
 
